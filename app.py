@@ -1,0 +1,69 @@
+"""Story Studio's web app: `python app.py [--model ID_OR_DIR] [--db URL] [--data-dir DIR] ...`
+
+Every option also reads STUDIO_<OPTION> from the environment. On Hugging Face Spaces this file
+runs as it is; `app.demo` (built on first access) serves tools that import the module.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+
+from studio.config import Settings, add_arguments, settings_from
+from studio.errors import USER_ERRORS
+
+log = logging.getLogger("studio")
+
+
+def create_app(settings: Settings, load_model: bool = True):
+    """The Studio and its Gradio page; with load_model, the model is ready before it returns."""
+    from studio.service import Studio
+    from studio.ui import build_ui, exports_dir
+
+    studio = Studio(settings)
+    if load_model:
+        studio.load(progress=log.info)
+    demo = build_ui(studio)
+    demo.queue(default_concurrency_limit=settings.concurrency, max_size=settings.queue_size)
+    exports_dir(studio).mkdir(parents=True, exist_ok=True)
+    return studio, demo
+
+
+def launch_options(studio) -> dict:
+    from studio.ui import exports_dir
+
+    settings = studio.settings
+    return dict(server_name=settings.host, server_port=settings.port, allowed_paths=[str(exports_dir(studio))])
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # migrations report only problems
+    parser = argparse.ArgumentParser(description="Story Studio: a writing studio that learns from its writers.")
+    add_arguments(parser)
+    started = time.perf_counter()
+    try:
+        settings = settings_from(parser.parse_args(argv))
+        log.info("Data in %s, database %s", settings.data_path.resolve(), settings.database_url)
+        studio, demo = create_app(settings)
+    except (*USER_ERRORS, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    log.info("Studio ready in %.1f s: open http://%s:%d", time.perf_counter() - started, settings.host, settings.port)
+    demo.launch(**launch_options(studio))
+    return 0
+
+
+def __getattr__(name: str):
+    # `demo` is built on first access, not at import, so importing app.py loads no model.
+    if name == "demo":
+        global demo
+        studio, demo = create_app(settings_from())
+        return demo
+    raise AttributeError(name)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

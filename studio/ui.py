@@ -1,0 +1,235 @@
+"""The Gradio page: Write and History tabs. Thin: every action is one call into Studio.
+
+No SQL and no tensors here. Errors a writer can fix arrive as StudioError/StorageError and are
+shown with gr.Error; the stream is saved by the core, never by display code.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import gradio as gr
+
+from .api import register_api
+from .errors import USER_ERRORS
+from .sampling import MAX_NEW_TOKENS_LIMIT, SamplerSettings
+from .service import Studio
+from .templates import GenreTemplate
+
+MAX_FIELDS = 6  # the page keeps this many field boxes and shows the ones a template needs
+STAR_CHOICES = [("★" * n, n) for n in range(1, 6)]
+ANY_TEMPLATE, ANY_RATING, UNRATED = "", "any", "unrated"
+RATING_FILTERS = [("Any rating", ANY_RATING), ("Unrated", UNRATED)] + [
+    (f"{'★' * n} or more", str(n)) for n in range(1, 6)
+]
+HISTORY_COLUMNS = ["Draft", "Written", "Template", "Rating", "Beginning"]
+
+
+def _stars(n: int | None) -> str:
+    return "★" * n if n else "—"
+
+
+def _template_updates(template: GenreTemplate) -> list:
+    """Updates for the description, the field boxes and the sampler controls."""
+    boxes = []
+    for i in range(MAX_FIELDS):
+        if i < len(template.fields):
+            f = template.fields[i]
+            label = f.label + ("" if f.required else " (optional)")
+            boxes.append(
+                gr.update(
+                    visible=True, label=label, value=f.default, placeholder=f.placeholder,
+                    max_length=f.max_length, lines=4 if f.multiline else 1,
+                )
+            )
+        else:
+            boxes.append(gr.update(visible=False, value=""))
+    s = template.sampler
+    return [f"*{template.description}*", *boxes, s.temperature, s.top_p, s.top_k,
+            s.repetition_penalty, s.max_new_tokens]
+
+
+def _status(drafting, done: bool) -> str:
+    result = drafting.stream.result
+    if not done:
+        return "Writing… (Stop ends the draft here; it is kept)"
+    speed = result.new_tokens / result.generation_seconds if result.generation_seconds else 0.0
+    how = "stopped" if result.stopped else "finished"
+    saved = f"Draft {drafting.draft_id} saved" if drafting.draft_id else "Nothing was written, so nothing was saved"
+    return f"{saved} — {how}, {result.new_tokens} tokens at {speed:.1f} tokens/s. Rate it below."
+
+
+def build_ui(studio: Studio) -> gr.Blocks:
+    catalog = studio.catalog
+    first = next(iter(catalog))
+    template_choices = [(t.name, t.id) for t in catalog]
+    limits = {f: SamplerSettings.__dataclass_fields__[f].metadata for f in ("temperature", "top_p", "top_k", "repetition_penalty")}
+
+    with gr.Blocks(title="Story Studio") as demo:
+        gr.Markdown("# Story Studio\nPick a genre, fill in the fields, and watch the draft appear. "
+                    "Rate drafts: the studio learns from the ones you like.")
+        draft_id = gr.State(None)
+
+        with gr.Tab("Write"):
+            with gr.Row():
+                with gr.Column(scale=2):
+                    template = gr.Dropdown(template_choices, value=first.id, label="Genre template")
+                    description = gr.Markdown()
+                    field_boxes = [gr.Textbox(visible=False) for _ in range(MAX_FIELDS)]
+                    with gr.Accordion("Sampler settings", open=False):
+                        temperature = gr.Slider(limits["temperature"]["min"], limits["temperature"]["max"], step=0.05, label="Temperature", info="Lower is safer, higher is wilder.")
+                        top_p = gr.Slider(limits["top_p"]["min"], limits["top_p"]["max"], step=0.01, label="Top-p")
+                        top_k = gr.Slider(limits["top_k"]["min"], 200, step=1, label="Top-k", info="0 = no limit")
+                        repetition_penalty = gr.Slider(limits["repetition_penalty"]["min"], limits["repetition_penalty"]["max"], step=0.01, label="Repetition penalty")
+                        max_new_tokens = gr.Slider(16, min(MAX_NEW_TOKENS_LIMIT, 2048), step=16, label="Max new tokens")
+                        seed = gr.Number(-1, precision=0, label="Seed", info="-1 draws a new one; the seed used is saved with the draft")
+                with gr.Column(scale=3):
+                    draft_box = gr.Textbox(label="Draft", lines=16, max_lines=40, interactive=False, buttons=["copy"])
+                    status = gr.Markdown("Ready.")
+                    with gr.Row():
+                        generate_btn = gr.Button("Write draft", variant="primary")
+                        stop_btn = gr.Button("Stop", variant="stop")
+                        continue_btn = gr.Button("Continue")
+                    with gr.Row():
+                        stars = gr.Radio(STAR_CHOICES, label="Your rating")
+                        comment = gr.Textbox(label="Comment (optional)", max_length=2000)
+                    rate_btn = gr.Button("Save rating")
+
+        with gr.Tab("History") as history_tab:
+            with gr.Row():
+                filter_template = gr.Dropdown([("All templates", ANY_TEMPLATE)] + template_choices, value=ANY_TEMPLATE, label="Template")
+                filter_rating = gr.Dropdown(RATING_FILTERS, value=ANY_RATING, label="Rating")
+                refresh_btn = gr.Button("Refresh")
+            table = gr.Dataframe(headers=HISTORY_COLUMNS, interactive=False, wrap=True, label="Drafts (select one to open it)")
+            history_id = gr.State(None)
+            with gr.Row():
+                with gr.Column(scale=3):
+                    opened = gr.Markdown("Select a draft above to read it here.")
+                with gr.Column(scale=1):
+                    history_stars = gr.Radio(STAR_CHOICES, label="Rating")
+                    history_comment = gr.Textbox(label="Comment", max_length=2000)
+                    history_rate_btn = gr.Button("Save rating")
+                    export_btn = gr.Button("Export as Markdown")
+                    export_file = gr.File(label="Markdown file", interactive=False)
+
+        # -- Write tab ------------------------------------------------------------------------
+
+        sampler_inputs = [temperature, top_p, top_k, repetition_penalty, max_new_tokens, seed]
+        template_outputs = [description, *field_boxes, *sampler_inputs[:-1]]
+
+        def on_template(template_id: str):
+            return _template_updates(catalog.get(template_id))
+
+        template.change(on_template, template, template_outputs, api_visibility="private", queue=False)
+        demo.load(on_template, template, template_outputs, api_visibility="private", queue=False)
+
+        def on_generate(template_id, *values, request: gr.Request):
+            boxes, sampler = values[:MAX_FIELDS], values[MAX_FIELDS:]
+            try:
+                chosen = catalog.get(template_id)
+                fields = {f.name: v for f, v in zip(chosen.fields, boxes)}
+                settings = dict(zip(["temperature", "top_p", "top_k", "repetition_penalty", "max_new_tokens", "seed"], sampler))
+                settings["seed"] = None if settings["seed"] is None else int(settings["seed"])
+                drafting = studio.write(template_id, fields, settings, key=request.session_hash)
+                yield "", "Writing…", None
+                for _ in drafting:
+                    yield drafting.text, _status(drafting, False), None
+            except USER_ERRORS as exc:
+                raise gr.Error(str(exc)) from exc
+            yield drafting.text, _status(drafting, True), drafting.draft_id
+
+        generation = dict(concurrency_id="generation", api_visibility="private", show_progress="minimal")
+        generate_btn.click(on_generate, [template, *field_boxes, *sampler_inputs], [draft_box, status, draft_id], **generation)
+
+        def on_continue(current_id, new_tokens, request: gr.Request):
+            if current_id is None:
+                raise gr.Error("Write a draft first; Continue extends the current draft.")
+            try:
+                drafting = studio.continue_draft(current_id, int(new_tokens), key=request.session_hash)
+                for _ in drafting:
+                    yield drafting.text, _status(drafting, False)
+            except USER_ERRORS as exc:
+                raise gr.Error(str(exc)) from exc
+            yield drafting.text, _status(drafting, True)
+
+        continue_btn.click(on_continue, [draft_id, max_new_tokens], [draft_box, status], **generation)
+
+        def on_stop(request: gr.Request):
+            studio.stop(request.session_hash)
+
+        # Not queued: Stop must reach a running stream at once, not wait behind it.
+        stop_btn.click(on_stop, None, None, queue=False, api_visibility="private")
+        demo.unload(on_stop)  # a closed tab ends its stream too
+
+        def on_rate(current_id, n, text):
+            if current_id is None:
+                raise gr.Error("There is no draft to rate yet: write one first.")
+            if n is None:
+                raise gr.Error("Choose 1 to 5 stars first.")
+            try:
+                saved = studio.rate(current_id, int(n), text or "")
+            except USER_ERRORS as exc:
+                raise gr.Error(str(exc)) from exc
+            gr.Info(f"Draft {current_id} rated {_stars(saved['stars'])}.")
+            return f"Draft {current_id} rated {_stars(saved['stars'])}."
+
+        rate_btn.click(on_rate, [draft_id, stars, comment], status, api_visibility="private")
+        draft_id.change(lambda _: (None, ""), draft_id, [stars, comment], api_visibility="private", queue=False)
+
+        # -- History tab ----------------------------------------------------------------------
+
+        def on_refresh(template_id, rating_filter):
+            try:
+                rows = studio.drafts(
+                    template_id=template_id or None,
+                    min_stars=int(rating_filter) if rating_filter not in (ANY_RATING, UNRATED) else None,
+                    unrated_only=rating_filter == UNRATED,
+                )
+            except USER_ERRORS as exc:
+                raise gr.Error(str(exc)) from exc
+            return [[d.id, d.created_at.strftime("%Y-%m-%d %H:%M"), d.template_name, _stars(d.stars),
+                     d.excerpt] for d in rows]
+
+        filters = [filter_template, filter_rating]
+        for trigger in (refresh_btn.click, filter_template.change, filter_rating.change, history_tab.select):
+            trigger(on_refresh, filters, table, api_visibility="private")
+
+        def on_open(rows, event: gr.SelectData):
+            try:
+                chosen = int(rows.iloc[event.index[0], 0])
+                record = studio.draft(chosen)
+            except USER_ERRORS as exc:
+                raise gr.Error(str(exc)) from exc
+            return chosen, studio.export_markdown(chosen), record["stars"], record["comment"], None
+
+        table.select(on_open, table, [history_id, opened, history_stars, history_comment, export_file], api_visibility="private")
+
+        def on_history_rate(chosen, n, text, template_id, rating_filter):
+            on_rate(chosen, n, text)
+            return studio.export_markdown(chosen), on_refresh(template_id, rating_filter)
+
+        history_rate_btn.click(on_history_rate, [history_id, history_stars, history_comment, *filters],
+                               [opened, table], api_visibility="private")
+
+        def on_export(chosen):
+            if chosen is None:
+                raise gr.Error("Select a draft to export first.")
+            try:
+                text = studio.export_markdown(chosen)
+            except USER_ERRORS as exc:
+                raise gr.Error(str(exc)) from exc
+            folder = exports_dir(studio)
+            folder.mkdir(parents=True, exist_ok=True)
+            path = folder / f"draft-{chosen}.md"
+            path.write_text(text, encoding="utf-8")
+            return str(path)
+
+        export_btn.click(on_export, history_id, export_file, api_visibility="private")
+
+        register_api(studio)
+    return demo
+
+
+def exports_dir(studio: Studio) -> Path:
+    """Where exported Markdown files go; the server must be allowed to serve this folder."""
+    return (studio.settings.data_path / "exports").resolve()

@@ -1,0 +1,95 @@
+"""Shared fixtures: tiny random models built locally (no downloads), a temp data dir per test."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from studio.config import Settings
+
+# Never reach the Hugging Face hub from tests.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+CORPUS = [
+    "Once upon a time a young cartographer drew a map that changed the land.",
+    "The detective looked at the locked door and smiled at the clue.",
+    "Write a short poem about the rain on the river and the moon.",
+    "江南春雨，细雨如丝。孔雀与麻雀在树下说话。",
+    "Breaking news: the city council voted to build a new library downtown.",
+] * 20
+
+CHATML = (
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] }}"
+    "{% if not (continue_final_message and loop.last) %}{{ '<|im_end|>\n' }}{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+
+def build_tiny_model(folder: Path, chat: bool = True) -> Path:
+    """A 2-layer random Llama and a byte-level BPE tokenizer trained on a few sentences."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=400,
+        special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|pad|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    tok.train_from_iterator(CORPUS, trainer)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=tok, eos_token="<|im_end|>" if chat else "<|endoftext|>", pad_token="<|pad|>"
+    )
+    if chat:
+        tokenizer.chat_template = CHATML
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+        num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=2048,
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(config)
+    # Random weights could emit end-of-text at any step; without an eos id every stream runs to
+    # max_new_tokens (or Stop), which keeps tests about length and stopping exact.
+    model.generation_config.eos_token_id = None
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-chat-model"), chat=True)
+
+
+@pytest.fixture(scope="session")
+def tiny_base_model_dir(tmp_path_factory) -> Path:
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-base-model"), chat=False)
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(monkeypatch, tmp_path):
+    """No STUDIO_* or Spaces variables leak in from the machine running the tests."""
+    for name in list(os.environ):
+        if name.startswith("STUDIO_") or name in ("SPACE_ID", "GRADIO_SERVER_NAME"):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture
+def settings(tmp_path, tiny_model_dir) -> Settings:
+    return Settings(model=str(tiny_model_dir), data_dir=str(tmp_path / "data"))
+
+
+@pytest.fixture
+def studio(settings):
+    from studio.service import Studio
+
+    return Studio(settings)

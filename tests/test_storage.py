@@ -1,0 +1,535 @@
+"""Tests for the storage package, each on its own fresh SQLite file."""
+
+from __future__ import annotations
+
+import os
+import random
+import threading
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import Column, Integer, MetaData, delete, func, inspect, select, text
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+import storage
+from storage import (
+    Base,
+    Draft,
+    InvalidRatingError,
+    NotFoundError,
+    Rating,
+    StorageError,
+    add_draft,
+    count_drafts,
+    current_revision,
+    get_draft,
+    get_rating,
+    list_drafts,
+    make_engine,
+    migrate,
+    open_database,
+    rate_draft,
+    update_draft,
+)
+
+
+@pytest.fixture
+def url(tmp_path) -> str:
+    return f"sqlite:///{tmp_path}/t.db"
+
+
+@pytest.fixture
+def factory(url):
+    session_factory = open_database(url)
+    yield session_factory
+    session_factory.kw["bind"].dispose()
+
+
+def engine_of(session_factory: sessionmaker[Session]):
+    return session_factory.kw["bind"]
+
+
+def draft_columns(**overrides):
+    columns = dict(
+        template_id="fairy_tale",
+        template_name="Fairy tale",
+        fields={"hero": "小红帽", "place": "森林", "mood": "eerie"},
+        prompt="Write a fairy tale about 小红帽 in 森林.",
+        model_input="<|user|>\nWrite a fairy tale about 小红帽 in 森林.<|assistant|>\n",
+        settings={"temperature": 0.8, "top_p": 0.95, "max_new_tokens": 400},
+        seed=2**62 + 7,  # needs BigInteger
+        model_name="example-org/tiny-story-model",
+        model_version="abc123",
+        text="从前，有一个小女孩。\nShe walked into the forest.",
+        new_tokens=42,
+        first_token_seconds=0.25,
+        generation_seconds=3.5,
+    )
+    columns.update(overrides)
+    return columns
+
+
+def new_draft(session_factory, **overrides) -> int:
+    with session_factory.begin() as s:
+        return add_draft(s, **draft_columns(**overrides)).id
+
+
+def rating_rows(session_factory, draft_id=None) -> list[Rating]:
+    with session_factory() as s:
+        stmt = select(Rating)
+        if draft_id is not None:
+            stmt = stmt.where(Rating.draft_id == draft_id)
+        return list(s.scalars(stmt))
+
+
+# --- schema and migrations ------------------------------------------------
+
+
+def test_migrate_creates_tables_and_is_idempotent(url):
+    engine = make_engine(url)
+    assert current_revision(engine) is None
+
+    migrate(engine)
+    assert current_revision(engine) == "0001"
+    assert {"drafts", "ratings", "alembic_version"} <= set(inspect(engine).get_table_names())
+
+    migrate(engine)  # already at head: nothing to do, nothing breaks
+    assert current_revision(engine) == "0001"
+    with engine.connect() as conn:
+        assert conn.scalar(text("SELECT count(*) FROM alembic_version")) == 1
+    engine.dispose()
+
+
+def test_models_and_migrations_agree(factory):
+    with engine_of(factory).connect() as conn:
+        context = MigrationContext.configure(conn, opts={"compare_type": True})
+        assert compare_metadata(context, Base.metadata) == []
+
+        # And the check really looks: a column missing from the migration shows up.
+        drifted = MetaData()
+        for table in Base.metadata.tables.values():
+            table.to_metadata(drifted)
+        drifted.tables["drafts"].append_column(Column("extra", Integer))
+        diffs = compare_metadata(context, drifted)
+        assert [d[0] for d in diffs] == ["add_column"]
+
+
+def test_downgrade_removes_tables(url):
+    from alembic import command
+
+    from storage.db import _alembic_config
+
+    engine = make_engine(url)
+    migrate(engine)
+    with engine.begin() as conn:
+        command.downgrade(_alembic_config(conn), "base")
+    assert current_revision(engine) is None
+    assert not {"drafts", "ratings"} & set(inspect(engine).get_table_names())
+    engine.dispose()
+
+
+def test_sqlite_pragmas(factory):
+    with engine_of(factory).connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+        assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 30000
+        assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 1  # NORMAL
+
+
+def test_make_engine_creates_missing_folder(tmp_path):
+    engine = make_engine(f"sqlite:///{tmp_path}/a/b/studio.db")
+    migrate(engine)
+    assert (tmp_path / "a" / "b" / "studio.db").exists()
+    engine.dispose()
+
+
+def test_foreign_keys_are_enforced(factory):
+    with pytest.raises(IntegrityError):
+        with factory.begin() as s:
+            s.add(Rating(draft_id=999, stars=3))
+    assert rating_rows(factory) == []
+
+
+def test_stars_check_constraint_is_in_the_database(factory):
+    draft_id = new_draft(factory)
+    # Bypasses rate_draft's validation: the database itself must refuse.
+    with pytest.raises(IntegrityError):
+        with factory.begin() as s:
+            s.add(Rating(draft_id=draft_id, stars=9))
+    assert rating_rows(factory) == []
+
+
+def test_failed_transaction_leaves_nothing_behind(factory):
+    draft_id = new_draft(factory)
+    with pytest.raises(RuntimeError):
+        with factory.begin() as s:
+            rate_draft(s, draft_id, 4)  # insert runs inside a SAVEPOINT
+            raise RuntimeError("boom")
+    # The released savepoint must not have committed on its own.
+    assert rating_rows(factory) == []
+
+
+# --- drafts -----------------------------------------------------------------
+
+
+def test_draft_round_trip_keeps_every_column(factory):
+    columns = draft_columns(stopped=True, continuations=2, user="ann")
+    with factory.begin() as s:
+        draft_id = add_draft(s, **columns).id
+    assert isinstance(draft_id, int)
+
+    with factory() as s:
+        draft = get_draft(s, draft_id)
+        for name, value in columns.items():
+            assert getattr(draft, name) == value, name
+        assert draft.fields["hero"] == "小红帽"
+        for stamp in (draft.created_at, draft.updated_at):
+            assert stamp.tzinfo is not None
+            assert stamp.utcoffset() == timedelta(0)
+            assert abs(datetime.now(timezone.utc) - stamp) < timedelta(minutes=1)
+
+
+def test_draft_defaults(factory):
+    columns = draft_columns()
+    del columns["first_token_seconds"], columns["generation_seconds"], columns["new_tokens"]
+    with factory.begin() as s:
+        draft = add_draft(s, **columns)
+    with factory() as s:
+        draft = get_draft(s, draft.id)
+        assert draft.user == "local"
+        assert draft.new_tokens == 0
+        assert draft.stopped is False
+        assert draft.continuations == 0
+        assert draft.first_token_seconds is None
+        assert draft.generation_seconds is None
+
+
+def test_timestamps_in_other_zones_are_stored_as_utc(factory):
+    tokyo = timezone(timedelta(hours=9))
+    moment = datetime(2025, 3, 1, 9, 30, tzinfo=tokyo)
+    draft_id = new_draft(factory, created_at=moment)
+    with factory() as s:
+        stored = get_draft(s, draft_id).created_at
+    assert stored == moment
+    assert stored.tzinfo == timezone.utc
+    assert stored.hour == 0
+
+
+def test_naive_timestamps_are_refused(factory):
+    with pytest.raises(Exception, match="timezone-aware"):
+        new_draft(factory, created_at=datetime(2025, 1, 1))
+
+
+def test_get_draft_missing_or_other_user(factory):
+    draft_id = new_draft(factory, user="ann")
+    with factory() as s:
+        assert get_draft(s, draft_id, user="ann").id == draft_id
+        with pytest.raises(NotFoundError, match=f"^Draft {draft_id + 1} does not exist.$"):
+            get_draft(s, draft_id + 1)
+        with pytest.raises(NotFoundError, match=f"Draft {draft_id} does not exist."):
+            get_draft(s, draft_id, user="bob")
+        with pytest.raises(NotFoundError):
+            get_draft(s, "1")  # type: ignore[arg-type]
+    assert issubclass(NotFoundError, StorageError)
+
+
+def test_update_draft_for_continue(factory):
+    draft_id = new_draft(factory)
+    with factory() as s:
+        before = get_draft(s, draft_id).updated_at
+
+    with factory.begin() as s:
+        update_draft(
+            s, draft_id, text="longer text", new_tokens=99, continuations=1, stopped=True,
+            generation_seconds=7.0,
+        )
+    with factory() as s:
+        draft = get_draft(s, draft_id)
+        assert (draft.text, draft.new_tokens, draft.continuations, draft.stopped) == (
+            "longer text", 99, 1, True,
+        )
+        assert draft.generation_seconds == 7.0
+        assert draft.prompt == draft_columns()["prompt"]  # untouched
+        assert draft.updated_at > before
+
+    with factory.begin() as s:
+        with pytest.raises(NotFoundError):
+            update_draft(s, draft_id + 1, text="x")
+        with pytest.raises(TypeError, match="txet"):
+            update_draft(s, draft_id, txet="typo")
+
+
+def test_count_drafts(factory):
+    with factory() as s:
+        assert count_drafts(s) == 0
+    new_draft(factory)
+    new_draft(factory)
+    with factory() as s:
+        assert count_drafts(s) == 2
+
+
+# --- ratings ------------------------------------------------------------------
+
+
+def test_rate_then_rerate_updates_in_place(factory):
+    draft_id = new_draft(factory)
+    with factory.begin() as s:
+        first = rate_draft(s, draft_id, 3, "fine")
+        first_id, first_updated = first.id, first.updated_at
+
+    with factory.begin() as s:
+        second = rate_draft(s, draft_id, 5, "lovely on reread")
+
+    rows = rating_rows(factory)
+    assert len(rows) == 1
+    (row,) = rows
+    assert (row.id, row.draft_id, row.user, row.stars, row.comment) == (
+        first_id, draft_id, "local", 5, "lovely on reread",
+    )
+    assert second.id == first_id
+    assert row.updated_at > first_updated
+    assert row.created_at.tzinfo is not None
+
+    with factory() as s:
+        assert get_rating(s, draft_id).stars == 5
+        assert get_rating(s, draft_id, user="someone else") is None
+
+
+def test_each_user_has_their_own_rating(factory):
+    draft_id = new_draft(factory)
+    with factory.begin() as s:
+        rate_draft(s, draft_id, 2, user="ann")
+        rate_draft(s, draft_id, 4, user="bob")
+    rows = sorted(rating_rows(factory), key=lambda r: r.user)
+    assert [(r.user, r.stars) for r in rows] == [("ann", 2), ("bob", 4)]
+
+
+@pytest.mark.parametrize("stars", [0, 6, -1, "3", True, False, 2.5, 3.0, None])
+def test_bad_stars_are_rejected_and_nothing_is_written(factory, stars):
+    draft_id = new_draft(factory)
+    with factory.begin() as s:
+        with pytest.raises(InvalidRatingError, match="whole number of stars from 1 to 5"):
+            rate_draft(s, draft_id, stars)
+    assert rating_rows(factory) == []
+
+
+def test_rating_message_is_readable():
+    with pytest.raises(InvalidRatingError) as caught:
+        rate_draft(None, 1, 7)  # type: ignore[arg-type]  # fails before using the session
+    assert str(caught.value) == "A rating must be a whole number of stars from 1 to 5, not 7."
+    assert isinstance(caught.value, StorageError)
+
+
+def test_long_comment_is_rejected(factory):
+    draft_id = new_draft(factory)
+    with factory.begin() as s:
+        rate_draft(s, draft_id, 4, "x" * 2000)  # the limit itself is fine
+    with factory.begin() as s:
+        with pytest.raises(InvalidRatingError, match="at most 2000 characters"):
+            rate_draft(s, draft_id, 1, "x" * 2001)
+    (row,) = rating_rows(factory)
+    assert row.stars == 4
+
+
+def test_rating_a_missing_draft(factory):
+    with factory.begin() as s:
+        with pytest.raises(NotFoundError, match="Draft 12345 does not exist."):
+            rate_draft(s, 12345, 4)
+    assert rating_rows(factory) == []
+
+
+def test_deleting_a_draft_deletes_its_ratings(factory):
+    orm_id, sql_id, kept_id = new_draft(factory), new_draft(factory), new_draft(factory)
+    with factory.begin() as s:
+        for draft_id in (orm_id, sql_id, kept_id):
+            rate_draft(s, draft_id, 4, user="ann")
+            rate_draft(s, draft_id, 2, user="bob")
+
+    with factory.begin() as s:
+        s.delete(get_draft(s, orm_id))
+    with factory.begin() as s:
+        # Plain SQL, no ORM cascade: ON DELETE CASCADE in the database does it.
+        s.execute(delete(Draft).where(Draft.id == sql_id))
+
+    assert {r.draft_id for r in rating_rows(factory)} == {kept_id}
+    assert len(rating_rows(factory)) == 2
+
+
+def test_insert_race_falls_back_to_update(factory, monkeypatch):
+    """Another session inserted the rating after we looked: update it instead."""
+    draft_id = new_draft(factory)
+    with factory.begin() as s:
+        rate_draft(s, draft_id, 1, "first")
+
+    real_get_rating = storage.repository.get_rating
+    calls = []
+
+    def stale_first_read(session, draft_id, user="local"):
+        calls.append(user)
+        # The first read misses the row, as if the other insert committed just after it.
+        return None if len(calls) == 1 else real_get_rating(session, draft_id, user)
+
+    monkeypatch.setattr(storage.repository, "get_rating", stale_first_read)
+    with factory.begin() as s:
+        rating = rate_draft(s, draft_id, 5, "second")
+        assert rating.stars == 5
+    assert len(calls) == 2  # the fallback path ran
+
+    (row,) = rating_rows(factory)
+    assert (row.stars, row.comment) == (5, "second")
+
+
+def test_concurrent_rating_leaves_one_row(factory):
+    draft_id = new_draft(factory)
+    errors: list[BaseException] = []
+    start = threading.Barrier(8)
+
+    def worker(seed: int) -> None:
+        rng = random.Random(seed)
+        try:
+            start.wait()
+            for _ in range(20):
+                with factory.begin() as s:
+                    rate_draft(s, draft_id, rng.randint(1, 5), f"from thread {seed}")
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert errors == []
+    rows = rating_rows(factory, draft_id)
+    assert len(rows) == 1
+    assert 1 <= rows[0].stars <= 5
+    assert rows[0].comment.startswith("from thread ")
+
+
+# --- listing -----------------------------------------------------------------
+
+
+@pytest.fixture
+def listed(factory):
+    """Five drafts created a minute apart, inserted out of time order."""
+    base = datetime(2025, 6, 1, 12, 0, tzinfo=timezone.utc)
+    ids = {}
+    for name, minutes, template, user in [
+        ("c", 2, "mystery", "local"),
+        ("a", 0, "fairy_tale", "local"),
+        ("e", 4, "fairy_tale", "local"),
+        ("b", 1, "mystery", "local"),
+        ("d", 3, "fairy_tale", "ann"),
+    ]:
+        ids[name] = new_draft(
+            factory,
+            created_at=base + timedelta(minutes=minutes),
+            template_id=template,
+            user=user,
+            text=f"draft {name}\nline two",
+        )
+    with factory.begin() as s:
+        rate_draft(s, ids["a"], 5, "best")
+        rate_draft(s, ids["b"], 2)
+        rate_draft(s, ids["c"], 4)
+        rate_draft(s, ids["d"], 3, user="ann")
+        # A rating by someone other than the draft's author does not count.
+        rate_draft(s, ids["e"], 5, user="ann")
+    return factory, ids
+
+
+def names(summaries, ids):
+    by_id = {v: k for k, v in ids.items()}
+    return [by_id[s.id] for s in summaries]
+
+
+def test_list_drafts_newest_first_with_own_rating(listed):
+    factory, ids = listed
+    with factory() as s:
+        summaries = list_drafts(s)
+    assert names(summaries, ids) == ["e", "d", "c", "b", "a"]
+
+    by_name = dict(zip(names(summaries, ids), summaries))
+    assert by_name["a"].stars == 5 and by_name["a"].comment == "best"
+    assert by_name["d"].stars == 3  # ann's own rating of ann's draft
+    assert by_name["e"].stars is None and by_name["e"].comment == ""
+    assert by_name["e"].template_id == "fairy_tale"
+    assert by_name["e"].template_name == "Fairy tale"
+    assert by_name["e"].model_version == "abc123"
+    assert by_name["e"].new_tokens == 42
+    assert by_name["e"].stopped is False
+    assert by_name["e"].created_at == datetime(2025, 6, 1, 12, 4, tzinfo=timezone.utc)
+
+
+def test_list_drafts_filters(listed):
+    factory, ids = listed
+    with factory() as s:
+        assert names(list_drafts(s, template_id="mystery"), ids) == ["c", "b"]
+        assert names(list_drafts(s, min_stars=4), ids) == ["c", "a"]
+        assert names(list_drafts(s, min_stars=3, template_id="fairy_tale"), ids) == ["d", "a"]
+        assert names(list_drafts(s, unrated_only=True), ids) == ["e"]
+        assert names(list_drafts(s, user="ann"), ids) == ["d"]
+        assert names(list_drafts(s, user="nobody"), ids) == []
+
+
+def test_list_drafts_limit_and_offset(listed):
+    factory, ids = listed
+    with factory() as s:
+        assert names(list_drafts(s, limit=2), ids) == ["e", "d"]
+        assert names(list_drafts(s, limit=2, offset=2), ids) == ["c", "b"]
+        with pytest.raises(StorageError):
+            list_drafts(s, limit=0)
+
+
+def test_list_drafts_excerpt(factory):
+    long_text = "第一行\n" + "x" * 200
+    draft_id = new_draft(factory, text=long_text)
+    new_draft(factory, text="short\r\nand sweet")
+    with factory() as s:
+        excerpts = {summary.id: summary.excerpt for summary in list_drafts(s)}
+    assert excerpts[draft_id] == ("第一行 " + "x" * 200)[:120]
+    assert len(excerpts[draft_id]) == 120
+    assert "short and sweet" in excerpts.values()
+
+
+# --- PostgreSQL (optional) ---------------------------------------------------
+
+
+@pytest.mark.skipif(
+    not os.environ.get("STUDIO_TEST_POSTGRES_URL"),
+    reason="set STUDIO_TEST_POSTGRES_URL to a scratch PostgreSQL database",
+)
+def test_postgres_round_trip():
+    engine = make_engine(os.environ["STUDIO_TEST_POSTGRES_URL"])
+    Base.metadata.drop_all(engine)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("DROP TABLE IF EXISTS alembic_version")
+    try:
+        migrate(engine)
+        assert current_revision(engine) == "0001"
+        with engine.connect() as conn:
+            assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
+
+        factory = sessionmaker(engine, expire_on_commit=False)
+        columns = draft_columns()
+        draft_id = new_draft(factory)
+        with factory.begin() as s:
+            rate_draft(s, draft_id, 2)
+            rate_draft(s, draft_id, 4, "again")
+        with factory() as s:
+            draft = get_draft(s, draft_id)
+            for name, value in columns.items():
+                assert getattr(draft, name) == value, name
+            assert draft.created_at.tzinfo is not None
+            assert s.scalar(select(func.count()).select_from(Rating)) == 1
+            assert get_rating(s, draft_id).stars == 4
+            assert [d.stars for d in list_drafts(s)] == [4]
+    finally:
+        Base.metadata.drop_all(engine)
+        with engine.begin() as conn:
+            conn.exec_driver_sql("DROP TABLE IF EXISTS alembic_version")
+        engine.dispose()
