@@ -79,14 +79,13 @@ def _print(args, data: Any, text: str) -> None:
 
 def _stream(args, drafting) -> int:
     """Print the draft as it streams; Ctrl-C stops it (the draft is still saved)."""
+    chunks = iter(drafting)
     try:
-        for chunk in drafting:
+        for chunk in chunks:
             if not args.json:
                 print(chunk, end="", flush=True)
     except KeyboardInterrupt:
-        drafting.stop()
-        for _ in drafting:  # let the stream wind down and save what it has
-            pass
+        chunks.close()  # ends generation and saves what was written, marked stopped
     result = drafting.stream.result
     data = {"draft_id": drafting.draft_id, "text": drafting.text, "stopped": result.stopped,
             "new_tokens": result.new_tokens, "seed": drafting.stream.settings.seed,

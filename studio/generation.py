@@ -101,6 +101,9 @@ class DraftStream:
     def __iter__(self) -> Iterator[str]:
         from transformers import StoppingCriteriaList, TextIteratorStreamer
 
+        if self._worker is not None:
+            raise RuntimeError("a DraftStream can be iterated only once")
+
         streamer = TextIteratorStreamer(
             self.loaded.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=_POLL_SECONDS
         )

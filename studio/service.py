@@ -10,9 +10,8 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import storage
 from storage import repository
@@ -20,7 +19,7 @@ from storage import repository
 from .config import Settings
 from .errors import StudioError
 from .export import draft_markdown
-from .generation import ActiveStreams, DraftStream, model_input
+from .generation import ActiveStreams, DraftStream, StreamResult, model_input
 from .models import LoadedModel, Progress, load_model
 from .sampling import SamplerSettings
 from .templates import PROMPTS_DIR, TemplateCatalog
@@ -28,18 +27,36 @@ from .templates import PROMPTS_DIR, TemplateCatalog
 log = logging.getLogger(__name__)
 
 
-@dataclass
 class Drafting:
-    """A draft being written: iterate for text chunks; draft_id is set once the stream has ended."""
+    """A draft being written: iterate for text chunks; draft_id is set once the stream has ended.
 
-    stream: DraftStream
-    chunks: Iterator[str] | None = None
-    draft_id: int | None = None
-    text: str = ""  # the whole draft so far (for Continue, the earlier text too)
+    However iteration ends (the last token, stop(), or the iterator closed or dropped because a
+    tab closed or a request was cancelled), the worker is joined and the draft is saved.
+    """
+
+    def __init__(self, stream: DraftStream, save: Callable[[StreamResult], int], active: ActiveStreams,
+                 key: str | None = None, draft_id: int | None = None, text: str = ""):
+        self.stream = stream
+        self.draft_id = draft_id
+        self.text = text  # the whole draft so far (for Continue, the earlier text too)
+        self._save = save
+        self._active = active
+        self._key = key or uuid.uuid4().hex
 
     def __iter__(self) -> Iterator[str]:
-        assert self.chunks is not None, "Studio sets chunks before handing a Drafting out"
-        return iter(self.chunks)
+        # A generator method: the iterator refers to the Drafting, not the other way round, so
+        # dropping the iterator finalizes it at once (no reference cycle waiting for the GC).
+        self._active.add(self._key, self.stream)
+        chunks = iter(self.stream)
+        try:
+            for chunk in chunks:
+                self.text += chunk
+                yield chunk
+        finally:
+            chunks.close()  # ends the worker and fills stream.result before saving
+            self._active.remove(self._key, self.stream)
+            if self.stream.result.text:
+                self.draft_id = self._save(self.stream.result)
 
     def stop(self) -> None:
         self.stream.stop()
@@ -88,7 +105,6 @@ class Studio:
         loaded = self.load()
         text_in = model_input(loaded, prompt, template.system)
         stream = DraftStream(loaded, text_in, settings)
-        drafting = Drafting(stream)
         row = dict(
             user=user or self.settings.user,
             template_id=template.id,
@@ -101,8 +117,7 @@ class Studio:
             model_name=loaded.name,
             model_version=loaded.version,
         )
-        drafting.chunks = self._run(drafting, key, lambda result: self._save_new(row, result))
-        return drafting
+        return Drafting(stream, lambda result: self._save_new(row, result), self.active, key)
 
     def continue_draft(
         self, draft_id: int, max_new_tokens: int | None = None, *, user: str | None = None, key: str | None = None
@@ -116,10 +131,9 @@ class Studio:
         ).with_seed()
         loaded = self.load()
         text_in = model_input(loaded, draft.prompt, template.system, draft_so_far=draft.text)
-        drafting = Drafting(DraftStream(loaded, text_in, settings), draft_id=draft.id, text=draft.text)
         previous = draft
 
-        def save(result) -> int:
+        def save(result: StreamResult) -> int:
             with self.sessions.begin() as session:
                 repository.update_draft(
                     session,
@@ -133,24 +147,10 @@ class Studio:
                 )
             return previous.id
 
-        drafting.chunks = self._run(drafting, key, save)
-        return drafting
+        stream = DraftStream(loaded, text_in, settings)
+        return Drafting(stream, save, self.active, key, draft_id=draft.id, text=draft.text)
 
-    def _run(self, drafting: Drafting, key: str | None, save) -> Iterator[str]:
-        """Iterate the stream, keep it reachable by Stop, and save once it ends however it ends."""
-        key = key or uuid.uuid4().hex
-        stream = drafting.stream
-        self.active.add(key, stream)
-        try:
-            for chunk in stream:
-                drafting.text += chunk
-                yield chunk
-        finally:
-            self.active.remove(key, stream)
-            if stream.result.text:
-                drafting.draft_id = save(stream.result)
-
-    def _save_new(self, row: dict, result) -> int:
+    def _save_new(self, row: dict, result: StreamResult) -> int:
         with self.sessions.begin() as session:
             draft = repository.add_draft(
                 session,

@@ -1,0 +1,91 @@
+"""The launched app driven through gradio_client, as a script or another program would use it."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+import pytest
+from gradio_client import Client
+
+from studio.service import Studio
+from studio.ui import build_ui
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def app(settings):
+    studio = Studio(settings)
+    demo = build_ui(studio)
+    demo.queue(default_concurrency_limit=settings.concurrency, max_size=settings.queue_size)
+    demo.launch(server_name="127.0.0.1", server_port=_free_port(), prevent_thread_lock=True, quiet=True)
+    try:
+        yield studio, Client(demo.local_url, verbose=False)
+    finally:
+        demo.close()
+
+
+def _wait_for(condition, seconds=10.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return condition()
+
+
+def test_api_names_are_templates_generate_and_rate(app):
+    _, client = app
+    names = set(client.view_api(print_info=False, return_format="dict")["named_endpoints"])
+    assert names == {"/templates", "/generate", "/rate"}
+
+
+def test_a_script_can_list_templates_stream_a_draft_and_rate_it(app):
+    studio, client = app
+    templates = client.predict(api_name="/templates")
+    assert {"fantasy", "chinese_poem"} <= {t["id"] for t in templates}
+
+    job = client.submit("fantasy", {"tone": "wry"}, {"max_new_tokens": 20, "seed": 9}, api_name="/generate")
+    messages = list(job)
+    final = job.outputs()[-1]
+    assert len(messages) > 2  # streamed: several partial texts before the last
+    assert final["done"] and final["draft_id"] and final["new_tokens"] == 20 and final["seed"] == 9
+    assert studio.draft(final["draft_id"])["text"] == final["text"]
+
+    assert client.predict(final["draft_id"], 4, "good start", api_name="/rate") == {
+        "draft_id": final["draft_id"], "stars": 4, "comment": "good start"}
+    assert studio.draft(final["draft_id"])["stars"] == 4
+
+
+@pytest.mark.parametrize("args, api_name, message", [
+    ((1, 9, ""), "/rate", "from 1 to 5, not 9"),
+    ((42, 3, ""), "/rate", "Draft 42 does not exist"),
+    (("westerns", {}, {}), "/generate", "Unknown template 'westerns'"),
+    (("fantasy", {"premise": " "}, {}), "/generate", "“Premise” is required"),
+    (("fantasy", {}, {"max_new_tokens": 5000}), "/generate", "max_new_tokens must be between"),
+])
+def test_bad_calls_get_the_readable_message(app, args, api_name, message):
+    studio, client = app
+    if api_name == "/rate" and args[0] == 1:
+        job = client.submit("poetry", {}, {"max_new_tokens": 4}, api_name="/generate")
+        job.result()
+    with pytest.raises(Exception, match=message):
+        client.predict(*args, api_name=api_name)
+
+
+def test_a_cancelled_api_call_stops_generating_and_keeps_the_draft(app):
+    studio, client = app
+    job = client.submit("mystery", {}, {"max_new_tokens": 1500}, api_name="/generate")
+    assert _wait_for(lambda: len(job.outputs()) >= 3)
+    job.cancel()
+    # The generating thread ends soon after, and what was written is saved as stopped.
+    assert _wait_for(lambda: len(studio.active) == 0)
+    assert _wait_for(lambda: not any("_generate" in repr(t) for t in threading.enumerate()))
+    drafts = studio.drafts()
+    assert len(drafts) == 1 and drafts[0].stopped and drafts[0].new_tokens < 1500

@@ -1,0 +1,85 @@
+"""The command line drives the same database as the page, prints JSON for scripts, and fails clearly."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from studio.__main__ import main
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def cli(settings, capsys):
+    common = ["--model", settings.model, "--data-dir", settings.data_dir]
+
+    def run(*args: str) -> tuple[int, str, str]:
+        code = main([args[0], *common, *args[1:]])
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run
+
+
+def test_generate_rate_list_show_export_round_trip(cli, tmp_path):
+    code, out, _ = cli("generate", "poetry", "--field", "subject=owls at dusk", "--max-new-tokens", "9", "--seed", "2", "--json")
+    assert code == 0
+    made = json.loads(out)
+    assert made["new_tokens"] == 9 and made["seed"] == 2 and made["text"]
+
+    code, out, _ = cli("rate", str(made["draft_id"]), "5", "--comment", "keep", "--json")
+    assert code == 0 and json.loads(out) == {"draft_id": made["draft_id"], "stars": 5, "comment": "keep"}
+
+    code, out, _ = cli("list", "--min-stars", "4", "--json")
+    listed = json.loads(out)
+    assert [d["id"] for d in listed] == [made["draft_id"]] and listed[0]["stars"] == 5
+
+    code, out, _ = cli("show", str(made["draft_id"]), "--json")
+    assert json.loads(out)["fields"]["subject"] == "owls at dusk"
+
+    target = tmp_path / "poem.md"
+    code, out, _ = cli("export", str(made["draft_id"]), "-o", str(target))
+    assert code == 0 and made["text"].strip() in target.read_text(encoding="utf-8")
+
+
+def test_generate_streams_text_to_stdout(cli):
+    code, out, err = cli("generate", "horror", "--max-new-tokens", "6")
+    assert code == 0 and out.strip() and "[draft 1: 6 tokens" in err
+
+
+def test_templates_lists_every_genre_as_json(cli):
+    code, out, _ = cli("templates", "--json")
+    ids = [t["id"] for t in json.loads(out)]
+    assert code == 0 and "fantasy" in ids and "chinese_poem" in ids
+
+
+@pytest.mark.parametrize("args, message", [
+    (("rate", "1", "4"), "Draft 1 does not exist."),
+    (("generate", "westerns"), "Unknown template 'westerns'"),
+    (("generate", "fantasy", "--field", "premise="), "“Premise” is required"),
+    (("generate", "fantasy", "--field", "premise"), "--field takes NAME=VALUE"),
+    (("generate", "fantasy", "--max-new-tokens", "99999"), "max_new_tokens must be between"),
+    (("list", "--template", "westerns"), "Unknown template 'westerns'"),
+])
+def test_bad_input_exits_2_with_one_readable_line(cli, args, message):
+    code, out, err = cli(*args)
+    assert code == 2 and out == ""
+    assert err.startswith("error: ") and message in err and "Traceback" not in err
+
+
+def test_help_lists_the_subcommands_and_an_unknown_model_gets_advice(tmp_path):
+    shown = subprocess.run([sys.executable, "-m", "studio", "--help"], capture_output=True, text=True, cwd=REPO)
+    for command in ("generate", "rate", "list", "export"):
+        assert command in shown.stdout
+    missing = subprocess.run(
+        [sys.executable, "-m", "studio", "generate", "fantasy", "--model", str(tmp_path / "nowhere"),
+         "--data-dir", str(tmp_path)], capture_output=True, text=True, cwd=REPO,
+    )
+    assert missing.returncode == 2
+    assert "The model folder" in missing.stderr and "does not exist" in missing.stderr
+    assert "Traceback" not in missing.stderr

@@ -1,0 +1,133 @@
+"""Studio use cases against a real SQLite database and a tiny model: what the writer would see."""
+
+from __future__ import annotations
+
+import pytest
+
+from storage import InvalidRatingError, NotFoundError, repository
+from studio.errors import GenerationError, TemplateError
+from studio.service import Studio
+
+
+def _write(studio: Studio, template="fantasy", fields=None, **sampler):
+    drafting = studio.write(template, fields or {}, {"max_new_tokens": 12, "seed": 5, **sampler})
+    chunks = list(drafting)
+    return drafting, chunks
+
+
+def _count(studio: Studio) -> int:
+    with studio.sessions() as s:
+        return repository.count_drafts(s)
+
+
+def test_a_finished_draft_is_saved_with_everything_needed_to_replay_it(studio):
+    drafting, chunks = _write(studio, fields={"tone": "cosy"}, temperature=0.7)
+    record = studio.draft(drafting.draft_id)
+    assert record["text"] == "".join(chunks) == drafting.text
+    assert record["template_id"] == "fantasy" and record["template_name"] == "Fantasy tale"
+    assert record["fields"]["tone"] == "cosy" and record["fields"]["hero"]  # defaults filled in
+    assert "cosy tone" in record["prompt"]
+    assert record["settings"]["temperature"] == 0.7 and record["settings"]["max_new_tokens"] == 12
+    assert record["seed"] == 5 and record["settings"]["seed"] == 5
+    assert record["model_name"] == studio.settings.model and record["model_version"] == "base"
+    assert record["new_tokens"] == 12 and record["stopped"] is False
+    assert record["first_token_seconds"] > 0 and record["generation_seconds"] > 0
+    with studio.sessions() as s:
+        row = repository.get_draft(s, drafting.draft_id)
+        assert row.model_input.startswith("<|im_start|>system\n") and record["prompt"] in row.model_input
+
+
+def test_replaying_a_draft_with_its_seed_writes_the_same_text(studio):
+    first, _ = _write(studio, seed=11)
+    again, _ = _write(studio, seed=11)
+    assert first.text == again.text and first.draft_id != again.draft_id
+
+
+def test_a_stopped_draft_is_kept_and_marked_stopped(studio):
+    drafting = studio.write("mystery", {}, {"max_new_tokens": 1500}, key="tab-1")
+    for n, _ in enumerate(drafting):
+        if n == 2:
+            assert studio.stop("tab-1")
+    record = studio.draft(drafting.draft_id)
+    assert record["stopped"] is True and record["text"] == drafting.text
+    assert record["new_tokens"] < 100
+    assert len(studio.active) == 0 and not studio.stop("tab-1")
+
+
+def test_continue_extends_the_same_draft(studio):
+    drafting, _ = _write(studio)
+    before = studio.draft(drafting.draft_id)
+    more = studio.continue_draft(drafting.draft_id, 8)
+    new_text = "".join(more)
+    after = studio.draft(drafting.draft_id)
+    assert more.draft_id == drafting.draft_id
+    assert after["text"] == before["text"] + new_text and new_text
+    assert after["new_tokens"] == before["new_tokens"] + 8
+    assert after["continuations"] == 1
+    assert _count(studio) == 1
+
+
+@pytest.mark.parametrize("template, fields, sampler, error, message", [
+    ("westerns", {}, {}, TemplateError, "Unknown template 'westerns'"),
+    ("fantasy", {"premise": ""}, {}, TemplateError, "“Premise” is required"),
+    ("fantasy", {"premise": "x" * 401}, {}, TemplateError, "limit is 400"),
+    ("fantasy", {}, {"max_new_tokens": 100000}, GenerationError, "max_new_tokens must be between"),
+    ("fantasy", {}, {"max_new_tokens": 2040}, GenerationError, "context"),
+    ("fantasy", {}, {"temperature": -1}, GenerationError, "temperature"),
+])
+def test_bad_input_is_refused_before_any_text_and_writes_no_row(studio, template, fields, sampler, error, message):
+    with pytest.raises(error, match=message):
+        studio.write(template, fields, sampler)
+    assert _count(studio) == 0
+
+
+def test_rating_then_re_rating_keeps_one_rating_with_the_latest_stars(studio):
+    drafting, _ = _write(studio)
+    studio.rate(drafting.draft_id, 3, "meh")
+    studio.rate(drafting.draft_id, 5, "grew on me")
+    record = studio.draft(drafting.draft_id)
+    assert (record["stars"], record["comment"]) == (5, "grew on me")
+    with studio.sessions() as s:
+        assert len(repository.get_draft(s, drafting.draft_id).ratings) == 1
+
+
+def test_bad_ratings_get_clear_errors_and_change_nothing(studio):
+    drafting, _ = _write(studio)
+    with pytest.raises(InvalidRatingError, match="from 1 to 5, not 6"):
+        studio.rate(drafting.draft_id, 6)
+    with pytest.raises(NotFoundError, match="Draft 999 does not exist"):
+        studio.rate(999, 4)
+    assert studio.draft(drafting.draft_id)["stars"] is None
+
+
+def test_history_filters_by_template_and_rating(studio):
+    story, _ = _write(studio, "fantasy")
+    poem, _ = _write(studio, "poetry")
+    studio.rate(story.draft_id, 5)
+    studio.rate(poem.draft_id, 2)
+    unrated, _ = _write(studio, "poetry")
+    assert [d.id for d in studio.drafts()] == [unrated.draft_id, poem.draft_id, story.draft_id]
+    assert [d.id for d in studio.drafts(template_id="poetry")] == [unrated.draft_id, poem.draft_id]
+    assert [d.id for d in studio.drafts(min_stars=4)] == [story.draft_id]
+    assert [d.id for d in studio.drafts(unrated_only=True)] == [unrated.draft_id]
+    with pytest.raises(TemplateError):
+        studio.drafts(template_id="westerns")
+
+
+def test_drafts_survive_a_restart(settings):
+    first = Studio(settings)
+    drafting, _ = _write(first)
+    first.rate(drafting.draft_id, 4)
+    reopened = Studio(settings)
+    assert reopened.draft(drafting.draft_id)["stars"] == 4
+    assert reopened.draft(drafting.draft_id)["text"] == drafting.text
+
+
+def test_markdown_export_has_the_text_the_rating_and_how_it_was_made(studio):
+    drafting, _ = _write(studio, "chinese_poem", {"subject": "秋月"})
+    studio.rate(drafting.draft_id, 4, "好")
+    markdown = studio.export_markdown(drafting.draft_id)
+    assert markdown.startswith(f"# 中文诗歌 — draft {drafting.draft_id}\n")
+    assert drafting.text.strip() in markdown
+    assert "★★★★☆ (4/5)" in markdown and "- Comment: 好" in markdown
+    assert "seed 5" in markdown and "**subject**: 秋月" in markdown
