@@ -16,6 +16,7 @@ from .sampling import MAX_NEW_TOKENS_LIMIT, SamplerSettings
 from .service import Studio
 from .templates import GenreTemplate
 
+DEFAULT_TEMPLATE = "fantasy"
 MAX_FIELDS = 6  # the page keeps this many field boxes and shows the ones a template needs
 STAR_CHOICES = [("★" * n, n) for n in range(1, 6)]
 ANY_TEMPLATE, ANY_RATING, UNRATED = "", "any", "unrated"
@@ -23,6 +24,7 @@ RATING_FILTERS = [("Any rating", ANY_RATING), ("Unrated", UNRATED)] + [
     (f"{'★' * n} or more", str(n)) for n in range(1, 6)
 ]
 HISTORY_COLUMNS = ["Draft", "Written", "Template", "Rating", "Beginning"]
+SAMPLER_NAMES = ["temperature", "top_p", "top_k", "repetition_penalty", "max_new_tokens", "seed"]
 
 
 def _stars(n: int | None) -> str:
@@ -61,7 +63,7 @@ def _status(drafting, done: bool) -> str:
 
 def build_ui(studio: Studio) -> gr.Blocks:
     catalog = studio.catalog
-    first = next(iter(catalog))
+    first = catalog.get(DEFAULT_TEMPLATE) if DEFAULT_TEMPLATE in catalog.ids() else next(iter(catalog))
     template_choices = [(t.name, t.id) for t in catalog]
     limits = {f: SamplerSettings.__dataclass_fields__[f].metadata for f in ("temperature", "top_p", "top_k", "repetition_penalty")}
 
@@ -84,7 +86,7 @@ def build_ui(studio: Studio) -> gr.Blocks:
                         max_new_tokens = gr.Slider(16, min(MAX_NEW_TOKENS_LIMIT, 2048), step=16, label="Max new tokens")
                         seed = gr.Number(-1, precision=0, label="Seed", info="-1 draws a new one; the seed used is saved with the draft")
                 with gr.Column(scale=3):
-                    draft_box = gr.Textbox(label="Draft", lines=16, max_lines=40, interactive=False, buttons=["copy"])
+                    draft_box = gr.Textbox(label="Draft", lines=16, max_lines=40, interactive=False, buttons=["copy"], elem_id="draft")
                     status = gr.Markdown("Ready.")
                     with gr.Row():
                         generate_btn = gr.Button("Write draft", variant="primary")
@@ -100,7 +102,8 @@ def build_ui(studio: Studio) -> gr.Blocks:
                 filter_template = gr.Dropdown([("All templates", ANY_TEMPLATE)] + template_choices, value=ANY_TEMPLATE, label="Template")
                 filter_rating = gr.Dropdown(RATING_FILTERS, value=ANY_RATING, label="Rating")
                 refresh_btn = gr.Button("Refresh")
-            table = gr.Dataframe(headers=HISTORY_COLUMNS, interactive=False, wrap=True, label="Drafts (select one to open it)")
+            table = gr.Dataframe(headers=HISTORY_COLUMNS, interactive=False, wrap=True, label="Drafts (select one to open it)",
+                                 column_widths=["7%", "15%", "18%", "10%", "50%"])
             history_id = gr.State(None)
             with gr.Row():
                 with gr.Column(scale=3):
@@ -110,7 +113,7 @@ def build_ui(studio: Studio) -> gr.Blocks:
                     history_comment = gr.Textbox(label="Comment", max_length=2000)
                     history_rate_btn = gr.Button("Save rating")
                     export_btn = gr.Button("Export as Markdown")
-                    export_file = gr.File(label="Markdown file", interactive=False)
+                    export_file = gr.File(label="Markdown file", interactive=False, elem_id="export-file")
 
         # -- Write tab ------------------------------------------------------------------------
 
@@ -123,23 +126,24 @@ def build_ui(studio: Studio) -> gr.Blocks:
         template.change(on_template, template, template_outputs, api_visibility="private", queue=False)
         demo.load(on_template, template, template_outputs, api_visibility="private", queue=False)
 
-        def on_generate(template_id, *values, request: gr.Request):
-            boxes, sampler = values[:MAX_FIELDS], values[MAX_FIELDS:]
+        sampler_controls = dict(zip(SAMPLER_NAMES, sampler_inputs))
+
+        def on_generate(form: dict, request: gr.Request):
             try:
-                chosen = catalog.get(template_id)
-                fields = {f.name: v for f, v in zip(chosen.fields, boxes)}
-                settings = dict(zip(["temperature", "top_p", "top_k", "repetition_penalty", "max_new_tokens", "seed"], sampler))
-                settings["seed"] = None if settings["seed"] is None else int(settings["seed"])
-                drafting = studio.write(template_id, fields, settings, key=request.session_hash)
-                yield "", "Writing…", None
+                chosen = catalog.get(form[template])
+                fields = {f.name: form[box] for f, box in zip(chosen.fields, field_boxes)}
+                sampler = {name: form[control] for name, control in sampler_controls.items()}
+                sampler["seed"] = None if sampler["seed"] is None else int(sampler["seed"])
+                drafting = studio.write(chosen.id, fields, sampler, key=request.session_hash)
+                yield {draft_box: "", status: "Writing…", draft_id: None}
                 for _ in drafting:
-                    yield drafting.text, _status(drafting, False), None
+                    yield {draft_box: drafting.text, status: _status(drafting, False)}
             except USER_ERRORS as exc:
                 raise gr.Error(str(exc)) from exc
-            yield drafting.text, _status(drafting, True), drafting.draft_id
+            yield {draft_box: drafting.text, status: _status(drafting, True), draft_id: drafting.draft_id}
 
         generation = dict(concurrency_id="generation", api_visibility="private", show_progress="minimal")
-        generate_btn.click(on_generate, [template, *field_boxes, *sampler_inputs], [draft_box, status, draft_id], **generation)
+        generate_btn.click(on_generate, {template, *field_boxes, *sampler_inputs}, [draft_box, status, draft_id], **generation)
 
         def on_continue(current_id, new_tokens, request: gr.Request):
             if current_id is None:

@@ -1,0 +1,122 @@
+"""The page in a real headless Chromium: write, stop, rate, see it in History, export it.
+
+Screenshots of each step go to test-artifacts/screenshots/ (see README).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+from pathlib import Path
+
+import pytest
+
+from studio.service import Studio
+from studio.ui import build_ui, exports_dir
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+SHOTS = Path(__file__).resolve().parent.parent / "test-artifacts" / "screenshots"
+LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+               "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+if os.environ.get("CI"):
+    from playwright import sync_api as playwright_api  # CI installs both: a missing browser fails there
+else:
+    playwright_api = pytest.importorskip("playwright.sync_api")
+    if not Path(CHROMIUM).exists():
+        pytest.skip("Debian's chromium is not installed (CI installs it)", allow_module_level=True)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def page(settings):
+    studio = Studio(settings)
+    demo = build_ui(studio)
+    demo.queue()
+    demo.launch(server_name="127.0.0.1", server_port=_free_port(), prevent_thread_lock=True, quiet=True,
+                allowed_paths=[str(exports_dir(studio))])
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    with playwright_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
+        tab = browser.new_page(viewport={"width": 1280, "height": 900})
+        tab.set_default_timeout(20_000)
+        tab.goto(demo.local_url)
+        tab.studio = studio
+        try:
+            yield tab
+        finally:
+            browser.close()
+            demo.close()
+
+
+def _shot(tab, name: str) -> None:
+    tab.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+
+def _set_max_tokens(tab, n: int) -> None:
+    tab.get_by_text("Sampler settings").click()
+    box = tab.get_by_label("number input for Max new tokens")
+    box.fill(str(n))
+    box.press("Enter")
+    playwright_api.expect(box).to_have_value(str(n))
+    tab.get_by_text("Sampler settings").click()  # fold it again
+
+
+def test_a_writer_drafts_stops_rates_and_finds_the_draft_in_history(page):
+    tab, studio = page, page.studio
+    expect = playwright_api.expect
+    expect(tab.get_by_label("Premise")).to_have_value(re.compile("cartographer"))
+    _shot(tab, "01-write-tab")
+
+    # A required field left empty gets a readable error, and nothing is written.
+    tab.get_by_label("Premise").fill("")
+    tab.get_by_role("button", name="Write draft").click()
+    expect(tab.get_by_text("“Premise” is required: please fill it in.")).to_be_visible()
+    _shot(tab, "02-missing-field-error")
+    assert studio.drafts() == []
+
+    tab.get_by_label("Premise").fill("A lighthouse keeper finds a door in the sea.")
+    _set_max_tokens(tab, 1600)
+    tab.get_by_role("button", name="Write draft").click()
+    expect(tab.get_by_text("Writing…")).to_be_visible()
+    expect(tab.locator("#draft textarea")).not_to_have_value("")
+    _shot(tab, "03-streaming")
+    tab.get_by_role("button", name="Stop").click()
+    expect(tab.get_by_text(re.compile(r"Draft 1 saved — stopped"))).to_be_visible()
+    _shot(tab, "04-stopped")
+    record = studio.draft(1)
+    assert record["stopped"] and record["new_tokens"] < 1600
+    assert record["fields"]["premise"] == "A lighthouse keeper finds a door in the sea."
+
+    tab.get_by_label("★★★★", exact=True).first.check()
+    tab.get_by_role("button", name="Save rating").first.click()
+    expect(tab.get_by_text("Draft 1 rated ★★★★.").first).to_be_visible()
+    assert studio.draft(1)["stars"] == 4
+
+    tab.get_by_role("tab", name="History").click()
+    expect(tab.get_by_role("gridcell", name="Fantasy tale")).to_be_visible()
+    tab.get_by_role("gridcell", name="Fantasy tale").click()
+    expect(tab.get_by_role("heading", name="Fantasy tale — draft 1")).to_be_visible()
+    _shot(tab, "05-history-open-draft")
+    tab.get_by_role("button", name="Export as Markdown").click()
+    expect(tab.locator("#export-file").get_by_role("cell", name="draft-1.md")).to_be_visible()
+    exported = exports_dir(studio) / "draft-1.md"
+    assert record["text"].strip()[:20] in exported.read_text(encoding="utf-8")
+    _shot(tab, "06-history-exported")
+
+
+def test_switching_templates_shows_that_templates_fields(page):
+    tab = page
+    expect = playwright_api.expect
+    tab.get_by_label("Genre template").click()
+    tab.get_by_role("option", name="中文诗歌").click()
+    expect(tab.get_by_label("主题")).to_have_value("江南春雨")
+    expect(tab.get_by_label("Premise")).to_have_count(0)
+    _shot(tab, "07-chinese-template")
