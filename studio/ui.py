@@ -31,21 +31,18 @@ def _stars(n: int | None) -> str:
     return "★" * n if n else "—"
 
 
+def _field_box(template: GenreTemplate, i: int) -> dict:
+    """Properties of field box i for this template (hidden when the template has fewer fields)."""
+    if i >= len(template.fields):
+        return dict(visible=False, value="", label=f"Field {i + 1}")
+    f = template.fields[i]
+    return dict(visible=True, label=f.label + ("" if f.required else " (optional)"), value=f.default,
+                placeholder=f.placeholder, max_length=f.max_length, lines=4 if f.multiline else 1)
+
+
 def _template_updates(template: GenreTemplate) -> list:
     """Updates for the description, the field boxes and the sampler controls."""
-    boxes = []
-    for i in range(MAX_FIELDS):
-        if i < len(template.fields):
-            f = template.fields[i]
-            label = f.label + ("" if f.required else " (optional)")
-            boxes.append(
-                gr.update(
-                    visible=True, label=label, value=f.default, placeholder=f.placeholder,
-                    max_length=f.max_length, lines=4 if f.multiline else 1,
-                )
-            )
-        else:
-            boxes.append(gr.update(visible=False, value=""))
+    boxes = [gr.update(**_field_box(template, i)) for i in range(MAX_FIELDS)]
     s = template.sampler
     return [f"*{template.description}*", *boxes, s.temperature, s.top_p, s.top_k,
             s.repetition_penalty, s.max_new_tokens]
@@ -76,14 +73,15 @@ def build_ui(studio: Studio) -> gr.Blocks:
             with gr.Row():
                 with gr.Column(scale=2):
                     template = gr.Dropdown(template_choices, value=first.id, label="Genre template")
-                    description = gr.Markdown()
-                    field_boxes = [gr.Textbox(visible=False) for _ in range(MAX_FIELDS)]
+                    # Built with the first template's values (no load event to race a writer's typing).
+                    description = gr.Markdown(f"*{first.description}*")
+                    field_boxes = [gr.Textbox(**_field_box(first, i)) for i in range(MAX_FIELDS)]
                     with gr.Accordion("Sampler settings", open=False):
-                        temperature = gr.Slider(limits["temperature"]["min"], limits["temperature"]["max"], step=0.05, label="Temperature", info="Lower is safer, higher is wilder.")
-                        top_p = gr.Slider(limits["top_p"]["min"], limits["top_p"]["max"], step=0.01, label="Top-p")
-                        top_k = gr.Slider(limits["top_k"]["min"], 200, step=1, label="Top-k", info="0 = no limit")
-                        repetition_penalty = gr.Slider(limits["repetition_penalty"]["min"], limits["repetition_penalty"]["max"], step=0.01, label="Repetition penalty")
-                        max_new_tokens = gr.Slider(16, min(MAX_NEW_TOKENS_LIMIT, 2048), step=16, label="Max new tokens")
+                        temperature = gr.Slider(limits["temperature"]["min"], limits["temperature"]["max"], value=first.sampler.temperature, step=0.05, label="Temperature", info="Lower is safer, higher is wilder.")
+                        top_p = gr.Slider(limits["top_p"]["min"], limits["top_p"]["max"], value=first.sampler.top_p, step=0.01, label="Top-p")
+                        top_k = gr.Slider(limits["top_k"]["min"], 200, value=first.sampler.top_k, step=1, label="Top-k", info="0 = no limit")
+                        repetition_penalty = gr.Slider(limits["repetition_penalty"]["min"], limits["repetition_penalty"]["max"], value=first.sampler.repetition_penalty, step=0.01, label="Repetition penalty")
+                        max_new_tokens = gr.Slider(16, min(MAX_NEW_TOKENS_LIMIT, 2048), value=first.sampler.max_new_tokens, step=16, label="Max new tokens")
                         seed = gr.Number(-1, precision=0, label="Seed", info="-1 draws a new one; the seed used is saved with the draft")
                 with gr.Column(scale=3):
                     draft_box = gr.Textbox(label="Draft", lines=16, max_lines=40, interactive=False, buttons=["copy"], elem_id="draft")
@@ -124,7 +122,6 @@ def build_ui(studio: Studio) -> gr.Blocks:
             return _template_updates(catalog.get(template_id))
 
         template.change(on_template, template, template_outputs, api_visibility="private", queue=False)
-        demo.load(on_template, template, template_outputs, api_visibility="private", queue=False)
 
         sampler_controls = dict(zip(SAMPLER_NAMES, sampler_inputs))
 
