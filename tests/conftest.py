@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 
 import pytest
@@ -93,3 +94,24 @@ def studio(settings):
     from studio.service import Studio
 
     return Studio(settings)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def running_app(studio):
+    """The studio's page and API served on a free local port: yields (studio, url)."""
+    from studio.ui import build_ui, exports_dir
+
+    demo = build_ui(studio)
+    demo.queue(default_concurrency_limit=studio.settings.concurrency, max_size=studio.settings.queue_size)
+    demo.launch(server_name="127.0.0.1", server_port=_free_port(), prevent_thread_lock=True, quiet=True,
+                allowed_paths=[str(exports_dir(studio))])
+    try:
+        yield studio, demo.local_url
+    finally:
+        demo.close()

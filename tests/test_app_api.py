@@ -2,33 +2,17 @@
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 
 import pytest
 from gradio_client import Client
 
-from studio.service import Studio
-from studio.ui import build_ui
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 @pytest.fixture
-def app(settings):
-    studio = Studio(settings)
-    demo = build_ui(studio)
-    demo.queue(default_concurrency_limit=settings.concurrency, max_size=settings.queue_size)
-    demo.launch(server_name="127.0.0.1", server_port=_free_port(), prevent_thread_lock=True, quiet=True)
-    try:
-        yield studio, Client(demo.local_url, verbose=False)
-    finally:
-        demo.close()
+def app(running_app):
+    studio, url = running_app
+    return studio, Client(url, verbose=False)
 
 
 def _wait_for(condition, seconds=10.0) -> bool:

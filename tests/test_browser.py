@@ -8,13 +8,11 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import socket
 from pathlib import Path
 
 import pytest
 
-from studio.service import Studio
-from studio.ui import build_ui, exports_dir
+from studio.ui import exports_dir
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 SHOTS = Path(__file__).resolve().parent.parent / "test-artifacts" / "screenshots"
@@ -29,31 +27,20 @@ else:
         pytest.skip("Debian's chromium is not installed (CI installs it)", allow_module_level=True)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
-def page(settings):
-    studio = Studio(settings)
-    demo = build_ui(studio)
-    demo.queue()
-    demo.launch(server_name="127.0.0.1", server_port=_free_port(), prevent_thread_lock=True, quiet=True,
-                allowed_paths=[str(exports_dir(studio))])
+def page(running_app):
+    studio, url = running_app
     SHOTS.mkdir(parents=True, exist_ok=True)
     with playwright_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
         tab = browser.new_page(viewport={"width": 1280, "height": 900})
         tab.set_default_timeout(20_000)
-        tab.goto(demo.local_url)
+        tab.goto(url)
         tab.studio = studio
         try:
             yield tab
         finally:
             browser.close()
-            demo.close()
 
 
 def _shot(tab, name: str) -> None:
