@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -107,3 +108,17 @@ def test_switching_templates_shows_that_templates_fields(page):
     expect(tab.get_by_label("主题")).to_have_value("江南春雨")
     expect(tab.get_by_label("Premise")).to_have_count(0)
     _shot(tab, "07-chinese-template")
+
+
+def test_closing_the_tab_stops_its_generation_and_keeps_the_draft(page):
+    tab, studio = page, page.studio
+    _set_max_tokens(tab, 1600)
+    tab.get_by_role("button", name="Write draft").click()
+    playwright_api.expect(tab.locator("#draft textarea")).not_to_have_value("")
+    tab.close()
+    deadline = time.monotonic() + 15
+    while studio.active and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert len(studio.active) == 0
+    drafts = studio.drafts()
+    assert len(drafts) == 1 and drafts[0].stopped and drafts[0].new_tokens < 1600
