@@ -130,6 +130,7 @@ class DraftStream:
                     if not self._worker.is_alive():
                         break
                     continue
+                chunk = chunk.replace("\x00", "")  # NUL bytes are not text, and PostgreSQL refuses them
                 if chunk:
                     chunks.append(chunk)
                     yield chunk

@@ -66,7 +66,7 @@ class GenreTemplate:
             value = values.get(f.name)
             # An absent field takes its default; a field sent empty is the writer's choice.
             value = f.default if value is None else str(value)
-            value = value.strip()
+            value = value.replace("\x00", "").strip()
             if f.required and not value:
                 raise TemplateError(f"“{f.label}” is required: please fill it in.")
             if len(value) > f.max_length:

@@ -75,6 +75,32 @@ def tiny_base_model_dir(tmp_path_factory) -> Path:
     return build_tiny_model(tmp_path_factory.mktemp("tiny-base-model"), chat=False)
 
 
+@pytest.fixture(scope="session")
+def postgres_admin_url():
+    """A PostgreSQL server: STUDIO_TEST_POSTGRES_URL if set, else one started for this session."""
+    from tests.postgres_server import find_bindir, postgres_server
+
+    if os.environ.get("STUDIO_TEST_POSTGRES_URL"):
+        yield os.environ["STUDIO_TEST_POSTGRES_URL"]
+        return
+    bindir = find_bindir()
+    if bindir is None:
+        if os.environ.get("CI"):
+            pytest.fail("CI must install Debian's postgresql package for the PostgreSQL tests")
+        pytest.skip("PostgreSQL server binaries are not installed (apt-get install postgresql)")
+    with postgres_server(bindir) as url:
+        yield url
+
+
+@pytest.fixture
+def postgres_url(postgres_admin_url):
+    """An empty PostgreSQL database for one test."""
+    from tests.postgres_server import fresh_database
+
+    with fresh_database(postgres_admin_url) as url:
+        yield url
+
+
 @pytest.fixture(autouse=True)
 def _isolated_env(monkeypatch, tmp_path):
     """No STUDIO_* or Spaces variables leak in from the machine running the tests."""

@@ -100,3 +100,4 @@ def test_overrides_replace_template_suggestions_and_minus_one_means_a_random_see
     assert changed.with_seed().seed is not None
     with pytest.raises(GenerationError, match="Unknown sampler setting 'temp'"):
         base.updated({"temp": 1})
+

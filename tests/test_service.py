@@ -131,3 +131,16 @@ def test_markdown_export_has_the_text_the_rating_and_how_it_was_made(studio):
     assert drafting.text.strip() in markdown
     assert "★★★★☆ (4/5)" in markdown and "- Comment: 好" in markdown
     assert "seed 5" in markdown and "**subject**: 秋月" in markdown
+
+
+def test_the_studio_runs_on_postgresql(postgres_url, tiny_model_dir, tmp_path):
+    from studio.config import Settings
+
+    studio = Studio(Settings(model=str(tiny_model_dir), data_dir=str(tmp_path), db=postgres_url))
+    drafting, _ = _write(studio, "chinese_fable")
+    studio.rate(drafting.draft_id, 5, "很好")
+    studio.rate(drafting.draft_id, 4, "好")
+    reopened = Studio(Settings(model=str(tiny_model_dir), data_dir=str(tmp_path), db=postgres_url))
+    record = reopened.draft(drafting.draft_id)
+    assert (record["stars"], record["comment"], record["text"]) == (4, "好", drafting.text)
+    assert [d.id for d in reopened.drafts(min_stars=4)] == [drafting.draft_id]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import random
 import threading
 from datetime import datetime, timedelta, timezone
@@ -499,12 +498,8 @@ def test_list_drafts_excerpt(factory):
 # --- PostgreSQL (optional) ---------------------------------------------------
 
 
-@pytest.mark.skipif(
-    not os.environ.get("STUDIO_TEST_POSTGRES_URL"),
-    reason="set STUDIO_TEST_POSTGRES_URL to a scratch PostgreSQL database",
-)
-def test_postgres_round_trip():
-    engine = make_engine(os.environ["STUDIO_TEST_POSTGRES_URL"])
+def test_postgres_round_trip(postgres_url):
+    engine = make_engine(postgres_url)
     Base.metadata.drop_all(engine)
     with engine.begin() as conn:
         conn.exec_driver_sql("DROP TABLE IF EXISTS alembic_version")
