@@ -1,4 +1,4 @@
-"""Database tables for drafts and the writers' ratings of them.
+"""Database tables: drafts, the writers' ratings of them, model versions and training runs.
 
 Every change here needs a matching Alembic migration in
 ``storage/migrations/versions``; ``tests/test_storage.py`` compares the two
@@ -17,10 +17,12 @@ from sqlalchemy import (
     DateTime,
     Double,
     ForeignKey,
+    Index,
     MetaData,
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -149,3 +151,63 @@ class Rating(Base):
 
     def __repr__(self) -> str:
         return f"Rating(draft_id={self.draft_id!r}, user={self.user!r}, stars={self.stars!r})"
+
+
+# Version statuses. Exactly one version is active (is_active) at any time.
+VERSION_STATUSES = ("training", "rejected", "promoted", "retired", "failed")
+RUN_STATUSES = ("queued", "running", "succeeded", "failed")
+
+
+class ModelVersion(Base):
+    """A model the studio can serve: the base model, or a LoRA fine-tune of it."""
+
+    __tablename__ = "model_versions"
+    __table_args__ = (
+        # The database itself guarantees at most one active version.
+        Index("uq_model_versions_one_active", "is_active", unique=True,
+              sqlite_where=text("is_active"), postgresql_where=text("is_active")),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)  # "base", "v1", "v2", ...
+    parent_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id"))
+    base_model: Mapped[str] = mapped_column(String(500))  # what --model named when it was made
+    adapter_path: Mapped[str | None] = mapped_column(String(1000))  # None for the base itself
+    status: Mapped[str] = mapped_column(String(20))
+    is_active: Mapped[bool] = mapped_column(default=False)
+    train_draft_ids: Mapped[list[int]] = mapped_column(JSON, default=list)
+    held_out_draft_ids: Mapped[list[int]] = mapped_column(JSON, default=list)
+    hyperparameters: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    loss_curve: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    # Held-out figures: mean negative log-likelihood per target token and perplexity,
+    # for this version and for the version that was active, and the decision.
+    gate: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    def __repr__(self) -> str:
+        return f"ModelVersion(name={self.name!r}, status={self.status!r}, active={self.is_active!r})"
+
+
+class TrainingRun(Base):
+    """One fine-tuning job, from queued to finished; its state survives restarts."""
+
+    __tablename__ = "training_runs"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    status: Mapped[str] = mapped_column(String(20), default="queued", index=True)
+    trigger: Mapped[str] = mapped_column(String(20))  # auto, button or cli
+    version_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id"))
+    progress: Mapped[float] = mapped_column(Double, default=0.0)  # 0..1
+    message: Mapped[str] = mapped_column(Text, default="")
+    error: Mapped[str] = mapped_column(Text, default="")
+    # Which process holds the run, so a restart can tell a live run from a dead one.
+    worker: Mapped[str] = mapped_column(String(200), default="")
+    pid: Mapped[int | None] = mapped_column()
+    heartbeat_at: Mapped[datetime | None] = mapped_column()
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column()
+    finished_at: Mapped[datetime | None] = mapped_column()
+
+    def __repr__(self) -> str:
+        return f"TrainingRun(id={self.id!r}, status={self.status!r})"

@@ -227,3 +227,19 @@ def _one_line(text: str) -> str:
 
 def count_drafts(session: Session) -> int:
     return session.scalar(select(func.count()).select_from(Draft)) or 0
+
+
+def list_rated_drafts(session: Session, *, user: str | None = None) -> list[tuple[Draft, Rating]]:
+    """Every draft its own author rated, with that rating, oldest first (the training data).
+
+    Only the author's rating counts, as in list_drafts; ordering by id keeps exports and
+    dataset splits stable from one run to the next.
+    """
+    stmt = (
+        select(Draft, Rating)
+        .join(Rating, and_(Rating.draft_id == Draft.id, Rating.user == Draft.user))
+        .order_by(Draft.id)
+    )
+    if user is not None:
+        stmt = stmt.where(Draft.user == user)
+    return [(draft, rating) for draft, rating in session.execute(stmt)]

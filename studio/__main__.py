@@ -1,4 +1,5 @@
-"""The command line: python -m studio templates | generate | continue | rate | list | show | export.
+"""The command line: python -m studio templates | generate | continue | rate | list | show | export
+| train | versions | promote | rollback.
 
 Every subcommand works on the same database as the page and prints JSON with --json.
 Errors print one readable line on stderr and exit with status 2.
@@ -14,6 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from .config import add_arguments, settings_from
+from .dataset import EXPORT_FORMATS, export_rows, write_jsonl
+from .jobs import execute_run
+from .training import TrainingConfig
 from .errors import USER_ERRORS
 from .sampling import SamplerSettings
 
@@ -57,9 +61,28 @@ def _parser() -> argparse.ArgumentParser:
     show = commands.add_parser("show", parents=[common], help="Show one draft with its rating and settings.")
     show.add_argument("draft_id", type=int)
 
-    export = commands.add_parser("export", parents=[common], help="Export a draft as Markdown.")
-    export.add_argument("draft_id", type=int)
-    export.add_argument("--output", "-o", type=Path, help="File to write (default: stdout).")
+    export = commands.add_parser(
+        "export", parents=[common],
+        help="Export a draft as Markdown, or the rated drafts as a training dataset (JSON lines).",
+    )
+    export.add_argument("draft_id", type=int, nargs="?", help="The draft to export (with --format markdown).")
+    export.add_argument("--format", choices=("markdown", *EXPORT_FORMATS), default="markdown",
+                        help="markdown: one draft; sft: drafts rated --min-stars or more, deduplicated; "
+                             "kto: every rated draft, labelled by --min-stars.")
+    export.add_argument("--min-stars", type=int, default=4, help="The rating that counts as good (sft, kto).")
+    export.add_argument("--output", "-o", type=Path, help="File to write (default: stdout; required for sft, kto).")
+
+    train = commands.add_parser("train", parents=[common], help="Fine-tune on the highly rated drafts now (in this process).")
+    train.add_argument("--run-id", type=int, help="Carry out this queued run (what the app's runner does).")
+    for name in ("epochs", "learning_rate", "gate_margin", "min_stars"):
+        f = TrainingConfig.__dataclass_fields__[name]
+        train.add_argument("--" + name.replace("_", "-"), type=float if f.type == "float" else int,
+                           help=f"{f.metadata['help']} Default: {f.default}.")
+
+    commands.add_parser("versions", parents=[common], help="List the model versions with their gate figures.")
+    promote = commands.add_parser("promote", parents=[common], help="Serve a version (e.g. a rejected candidate).")
+    promote.add_argument("version", help="Version name, e.g. v2.")
+    commands.add_parser("rollback", parents=[common], help="Serve the version the active one was trained from.")
     return parser
 
 
@@ -101,6 +124,8 @@ def _stream(args, drafting) -> int:
 def run(args: argparse.Namespace) -> int:
     from .service import Studio
 
+    if args.command == "export":
+        _check_export(args)
     studio = Studio(settings_from(args))
     if args.command == "templates":
         data = [t.to_dict() for t in studio.catalog]
@@ -126,6 +151,24 @@ def run(args: argparse.Namespace) -> int:
     elif args.command == "show":
         record = studio.draft(args.draft_id)
         _print(args, record, studio.export_markdown(args.draft_id))
+    elif args.command == "train":
+        return _train(args, studio)
+    elif args.command == "versions":
+        data = studio.versions()
+        lines = [f"{v['name']:<8} {v['status']:<9} {'serving' if v['active'] else '':<8} "
+                 f"{_gate_line(v['gate'])}" for v in data]
+        _print(args, data, "\n".join(lines))
+    elif args.command == "promote":
+        version = next((v for v in studio.versions() if v["name"] == args.version), None)
+        if version is None:
+            raise ValueError(f"There is no version {args.version!r}; `versions` lists them.")
+        name = studio.promote(version["id"])
+        _print(args, {"serving": name}, f"Now serving {name}.")
+    elif args.command == "rollback":
+        name = studio.rollback()
+        _print(args, {"serving": name}, f"Rolled back: now serving {name}.")
+    elif args.command == "export" and args.format != "markdown":
+        _export_dataset(args, studio)
     elif args.command == "export":
         markdown = studio.export_markdown(args.draft_id)
         if args.output:
@@ -135,6 +178,51 @@ def run(args: argparse.Namespace) -> int:
             _print(args, data, f"Wrote {args.output}")
         else:
             print(markdown, end="")
+    return 0
+
+
+def _check_export(args: argparse.Namespace) -> None:
+    """Refuse a bad combination of export options before the database is opened."""
+    if args.format == "markdown":
+        if args.draft_id is None:
+            raise ValueError("export needs a DRAFT_ID, or --format sft|kto to export the rated drafts.")
+        return
+    if args.output is None:
+        raise ValueError(f"--output is required with --format {args.format}: the dataset is a JSON lines file.")
+    if args.draft_id is not None:
+        raise ValueError(f"--format {args.format} exports every rated draft; leave out the draft id.")
+
+
+def _export_dataset(args, studio) -> None:
+    with studio.sessions() as session:
+        rows = export_rows(session, args.format, args.min_stars, studio.catalog)
+    write_jsonl(rows, args.output)
+    data = {"format": args.format, "path": str(args.output), "rows": len(rows)}
+    _print(args, data, f"Wrote {len(rows)} rows to {args.output}")
+
+
+def _gate_line(gate: dict) -> str:
+    if not gate:
+        return ""
+    return (f"held-out perplexity {gate['active_perplexity']:.2f} -> {gate['candidate_perplexity']:.2f} "
+            f"({gate['decision']})")
+
+
+def _train(args, studio) -> int:
+    """Queue a run (or take the given one) and carry it out here, printing progress."""
+    overrides = {name: getattr(args, name) for name in ("epochs", "learning_rate", "gate_margin", "min_stars")
+                 if getattr(args, name) is not None}
+    config = studio.training_config(**overrides)
+    if args.run_id is not None:
+        run_id = args.run_id
+    else:
+        run_id, _ = studio.train_now("cli")
+    echo = (lambda line: print(line, file=sys.stderr, flush=True))
+    summary = execute_run(studio.sessions, studio.settings, config, run_id, echo=echo)
+    _print(args, {"run_id": run_id, **summary},
+           f"Run {run_id}: {summary['version']} {summary['decision']} — held-out perplexity "
+           f"{summary['active_perplexity']:.2f} -> {summary['candidate_perplexity']:.2f}; "
+           f"{summary['train_seconds']:.0f} s, {summary['train_tokens_per_second']:.0f} tokens/s.")
     return 0
 
 

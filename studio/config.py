@@ -68,6 +68,17 @@ class Settings:
         default=32,
         metadata={"help": "How many requests may wait; past that a writer is told the studio is busy."},
     )
+    train_min_stars: int = field(
+        default=4, metadata={"help": "Drafts rated at least this many stars become training data."}
+    )
+    auto_train_after: int = field(
+        default=20,
+        metadata={"help": "Start a training run after this many new highly rated drafts; 0 = only by hand."},
+    )
+    gate_margin: float = field(
+        default=0.01,
+        metadata={"help": "A fine-tune is promoted only if its held-out perplexity is this fraction lower."},
+    )
 
     def __post_init__(self) -> None:
         if not 1 <= self.port <= 65535:
@@ -76,6 +87,10 @@ class Settings:
             raise ValueError(f"--device must be auto, cuda or cpu, not {self.device!r}.")
         if self.concurrency < 1 or self.queue_size < 1:
             raise ValueError("--concurrency and --queue-size must be at least 1.")
+        if not 1 <= self.train_min_stars <= 5:
+            raise ValueError(f"--train-min-stars must be 1 to 5, not {self.train_min_stars}.")
+        if not 0 <= self.gate_margin < 1:
+            raise ValueError(f"--gate-margin must be at least 0 and below 1, not {self.gate_margin}.")
         if not self.model.strip():
             self.model = EMBEDDED_MODEL
 
@@ -90,6 +105,9 @@ class Settings:
         return f"sqlite:///{(self.data_path / 'studio.db').resolve()}"
 
 
+_PARSERS = {"int": int, "float": float}  # field annotations are strings (postponed evaluation)
+
+
 def env_name(name: str) -> str:
     return "STUDIO_" + name.upper()
 
@@ -102,7 +120,7 @@ def add_arguments(parser: argparse.ArgumentParser, only: tuple[str, ...] | None 
         parser.add_argument(
             "--" + f.name.replace("_", "-"),
             dest=f.name,
-            type=int if f.type == "int" else str,
+            type=_PARSERS.get(f.type, str),
             default=None,
             help=f"{f.metadata['help']} (env {env_name(f.name)})",
         )
@@ -118,10 +136,10 @@ def settings_from(args: argparse.Namespace | None = None, environ: dict[str, str
             given = environ[env_name(f.name)]
         if given is None:
             continue
-        if f.type == "int":
+        if f.type in _PARSERS:
             try:
-                given = int(given)
+                given = _PARSERS[f.type](given)
             except ValueError:
-                raise ValueError(f"{env_name(f.name)} must be a whole number, not {given!r}.") from None
+                raise ValueError(f"{env_name(f.name)} must be a number, not {given!r}.") from None
         values[f.name] = given
     return Settings(**values)

@@ -38,6 +38,7 @@ class LoadedModel:
     version: str  # the model version that writes drafts ('base' until fine-tunes exist)
     device: str
     load_seconds: float
+    version_id: int | None = None  # the registry row of that version
 
     @property
     def is_chat(self) -> bool:
@@ -125,8 +126,15 @@ def load_model(
     data_dir: Path,
     device: str = "auto",
     progress: Progress = log.info,
+    adapter: str | None = None,
+    version: str = "base",
+    version_id: int | None = None,
 ) -> LoadedModel:
-    """Load tokenizer and model for `name`, on CUDA (bf16) when available, else CPU."""
+    """Load tokenizer and model for `name`, on CUDA (bf16) when available, else CPU.
+
+    With `adapter` (a PEFT LoRA folder), the adapter is merged into the weights: serving then
+    costs the same as the base model.
+    """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     started = time.perf_counter()
@@ -142,13 +150,21 @@ def load_model(
             "Pass --model with a local folder holding a transformers causal LM, a hub id on a machine "
             "that can reach the Hugging Face hub, or leave it out for the embedded default."
         ) from exc
+    if adapter:
+        from peft import PeftModel
+
+        try:
+            model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
+        except (OSError, ValueError) as exc:
+            raise ModelError(f"Could not load the fine-tune in {adapter}: {_first_line(exc)}") from exc
     model.to(device_name)
     model.eval()
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     seconds = time.perf_counter() - started
-    progress(f"Model ready in {seconds:.1f} s.")
-    return LoadedModel(model, tokenizer, name=name, version="base", device=device_name, load_seconds=seconds)
+    progress(f"Model {name} (version {version}) ready in {seconds:.1f} s.")
+    return LoadedModel(model, tokenizer, name=name, version=version, device=device_name, load_seconds=seconds,
+                       version_id=version_id)
 
 
 def _first_line(exc: BaseException) -> str:

@@ -14,15 +14,17 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
 import storage
-from storage import repository
+from storage import registry, repository
 
 from .config import Settings
 from .errors import StudioError
 from .export import draft_markdown
 from .generation import ActiveStreams, DraftStream, StreamResult, model_input
+from .jobs import TrainingJobs
 from .models import LoadedModel, Progress, load_model
 from .sampling import SamplerSettings
 from .templates import PROMPTS_DIR, TemplateCatalog
+from .training import TrainingConfig
 
 log = logging.getLogger(__name__)
 
@@ -67,18 +69,29 @@ class Studio:
         self.settings = settings
         self.catalog = TemplateCatalog.load(prompts_dir)
         self.sessions = storage.open_database(settings.database_url)
+        with self.sessions.begin() as session:
+            registry.ensure_base_version(session, settings.model)
         self.active = ActiveStreams()
+        self.jobs = TrainingJobs(self.sessions, settings)
         self._loaded: LoadedModel | None = None
         self._load_lock = threading.Lock()
 
     # -- the model -------------------------------------------------------------------------
 
     def load(self, progress: Progress = log.info) -> LoadedModel:
-        """The serving model, loaded on first use."""
+        """The serving model: the active version, loaded on first use and whenever it changes.
+
+        Promotion or rollback (by this process or a training process) switches the model here
+        without a restart; streams already running keep the model object they started with.
+        """
+        with self.sessions() as session:
+            version = registry.active_version(session)
+            wanted = (version.id, version.name, version.adapter_path)
         with self._load_lock:
-            if self._loaded is None:
+            if self._loaded is None or self._loaded.version_id != wanted[0]:
                 self._loaded = load_model(
-                    self.settings.model, self.settings.data_path, self.settings.device, progress
+                    self.settings.model, self.settings.data_path, self.settings.device, progress,
+                    adapter=wanted[2], version=wanted[1], version_id=wanted[0],
                 )
             return self._loaded
 
@@ -174,7 +187,11 @@ class Studio:
         with self.sessions.begin() as session:
             repository.get_draft(session, draft_id, user=user)
             rating = repository.rate_draft(session, draft_id, stars, comment or "", user=user)
-            return {"draft_id": draft_id, "stars": rating.stars, "comment": rating.comment}
+            saved = {"draft_id": draft_id, "stars": rating.stars, "comment": rating.comment}
+        # After the commit: the rating is safe whatever happens to the training queue.
+        high = stars >= self.settings.train_min_stars
+        saved["training_run"] = self.jobs.maybe_auto_train() if high else None  # a run it queued
+        return saved
 
     def drafts(
         self,
@@ -208,6 +225,37 @@ class Studio:
     def export_markdown(self, draft_id: int, *, user: str | None = None) -> str:
         return draft_markdown(self.draft(draft_id, user=user))
 
+    # -- training and versions ------------------------------------------------------------------
+
+    def training_config(self, **overrides: Any) -> TrainingConfig:
+        return TrainingConfig(**{"min_stars": self.settings.train_min_stars,
+                                 "gate_margin": self.settings.gate_margin, **overrides})
+
+    def train_now(self, trigger: str = "button") -> tuple[int, bool]:
+        """Queue a training run: (run id, False when one was already queued or running)."""
+        return self.jobs.request(trigger)
+
+    def promote(self, version_id: int) -> str:
+        """Serve this version (a rejected candidate promoted by hand, or an older one)."""
+        with self.sessions.begin() as session:
+            return registry.activate(session, version_id).name
+
+    def rollback(self) -> str:
+        """Serve the version the active one was trained from; return its name."""
+        with self.sessions.begin() as session:
+            current = registry.active_version(session)
+            if current.parent_id is None:
+                raise StudioError(f"{current.name} is the base model: there is nothing to roll back to.")
+            return registry.activate(session, current.parent_id).name
+
+    def versions(self) -> list[dict[str, Any]]:
+        with self.sessions() as session:
+            return [version_record(v) for v in registry.list_versions(session)]
+
+    def runs(self, limit: int = 20) -> list[dict[str, Any]]:
+        with self.sessions() as session:
+            return [run_record(r) for r in registry.list_runs(session, limit)]
+
 
 def draft_record(draft, rating) -> dict[str, Any]:
     return {
@@ -233,4 +281,24 @@ def draft_record(draft, rating) -> dict[str, Any]:
     }
 
 
-__all__ = ["Studio", "Drafting", "StudioError", "draft_record"]
+def version_record(v) -> dict[str, Any]:
+    return {
+        "id": v.id, "name": v.name, "status": v.status, "active": v.is_active, "parent_id": v.parent_id,
+        "adapter_path": v.adapter_path, "created_at": v.created_at.isoformat(),
+        "train_drafts": len(v.train_draft_ids), "held_out_drafts": len(v.held_out_draft_ids),
+        "train_draft_ids": v.train_draft_ids, "held_out_draft_ids": v.held_out_draft_ids,
+        "hyperparameters": v.hyperparameters, "loss_curve": v.loss_curve, "gate": v.gate,
+    }
+
+
+def run_record(r) -> dict[str, Any]:
+    return {
+        "id": r.id, "status": r.status, "trigger": r.trigger, "version_id": r.version_id,
+        "progress": r.progress, "message": r.message, "error": r.error,
+        "created_at": r.created_at.isoformat(),
+        "started_at": r.started_at.isoformat() if r.started_at else None,
+        "finished_at": r.finished_at.isoformat() if r.finished_at else None,
+    }
+
+
+__all__ = ["Studio", "Drafting", "StudioError", "draft_record", "version_record", "run_record"]

@@ -15,6 +15,7 @@ from .errors import USER_ERRORS
 from .sampling import MAX_NEW_TOKENS_LIMIT, SamplerSettings
 from .service import Studio
 from .templates import GenreTemplate
+from .ui_training import build_training_tab
 
 DEFAULT_TEMPLATE = "fantasy"
 MAX_FIELDS = 6  # the page keeps this many field boxes and shows the ones a template needs
@@ -227,6 +228,7 @@ def build_ui(studio: Studio) -> gr.Blocks:
 
         export_btn.click(on_export, history_id, export_file, api_visibility="private")
 
+        build_training_tab(studio)
         register_api(studio)
     return demo
 

@@ -43,7 +43,7 @@ def test_a_script_can_list_templates_stream_a_draft_and_rate_it(app):
     assert studio.draft(final["draft_id"])["text"] == final["text"]
 
     assert client.predict(final["draft_id"], 4, "good start", api_name="/rate") == {
-        "draft_id": final["draft_id"], "stars": 4, "comment": "good start"}
+        "draft_id": final["draft_id"], "stars": 4, "comment": "good start", "training_run": None}
     assert studio.draft(final["draft_id"])["stars"] == 4
 
 

@@ -33,7 +33,7 @@ def test_generate_rate_list_show_export_round_trip(cli, tmp_path):
     assert made["new_tokens"] == 9 and made["seed"] == 2 and made["text"]
 
     code, out, _ = cli("rate", str(made["draft_id"]), "5", "--comment", "keep", "--json")
-    assert code == 0 and json.loads(out) == {"draft_id": made["draft_id"], "stars": 5, "comment": "keep"}
+    assert code == 0 and json.loads(out) == {"draft_id": made["draft_id"], "stars": 5, "comment": "keep", "training_run": None}
 
     code, out, _ = cli("list", "--min-stars", "4", "--json")
     listed = json.loads(out)
@@ -83,3 +83,34 @@ def test_help_lists_the_subcommands_and_an_unknown_model_gets_advice(tmp_path):
     assert missing.returncode == 2
     assert "The model folder" in missing.stderr and "does not exist" in missing.stderr
     assert "Traceback" not in missing.stderr
+
+
+def test_export_kto_writes_a_dataset_and_reports_the_row_count(cli, tmp_path):
+    from datasets import load_dataset
+
+    for stars in ("5", "2"):
+        code, out, _ = cli("generate", "poetry", "--max-new-tokens", "8", "--json")
+        assert code == 0
+        assert cli("rate", str(json.loads(out)["draft_id"]), stars)[0] == 0
+    target = tmp_path / "kto.jsonl"
+
+    code, out, _ = cli("export", "--format", "kto", "-o", str(target), "--json")
+
+    assert code == 0 and json.loads(out) == {"format": "kto", "path": str(target), "rows": 2}
+    rows = load_dataset("json", data_files=str(target), split="train", cache_dir=str(tmp_path / "hf-cache"))
+    assert rows["label"] == [True, False] and rows[0]["prompt"][-1]["role"] == "user"
+
+    code, out, _ = cli("export", "--format", "sft", "--min-stars", "5", "-o", str(tmp_path / "sft.jsonl"))
+    assert code == 0 and out == f"Wrote 1 rows to {tmp_path / 'sft.jsonl'}\n"
+
+
+@pytest.mark.parametrize("args, message", [
+    (("export", "--format", "sft"), "--output is required with --format sft"),
+    (("export", "--format", "kto", "3", "-o", "x.jsonl"), "leave out the draft id"),
+    (("export",), "export needs a DRAFT_ID"),
+    (("export", "--format", "sft", "-o", "x.jsonl"), "no drafts rated 4 stars or higher"),
+])
+def test_export_misuse_exits_2_with_one_readable_line(cli, args, message):
+    code, out, err = cli(*args)
+    assert code == 2 and out == ""
+    assert err.startswith("error: ") and message in err and "Traceback" not in err

@@ -86,17 +86,20 @@ def rating_rows(session_factory, draft_id=None) -> list[Rating]:
 
 # --- schema and migrations ------------------------------------------------
 
+HEAD = "0002"
+
 
 def test_migrate_creates_tables_and_is_idempotent(url):
     engine = make_engine(url)
     assert current_revision(engine) is None
 
     migrate(engine)
-    assert current_revision(engine) == "0001"
-    assert {"drafts", "ratings", "alembic_version"} <= set(inspect(engine).get_table_names())
+    assert current_revision(engine) == HEAD
+    assert {"drafts", "ratings", "model_versions", "training_runs", "alembic_version"} <= set(
+        inspect(engine).get_table_names())
 
     migrate(engine)  # already at head: nothing to do, nothing breaks
-    assert current_revision(engine) == "0001"
+    assert current_revision(engine) == HEAD
     with engine.connect() as conn:
         assert conn.scalar(text("SELECT count(*) FROM alembic_version")) == 1
     engine.dispose()
@@ -126,7 +129,7 @@ def test_downgrade_removes_tables(url):
     with engine.begin() as conn:
         command.downgrade(_alembic_config(conn), "base")
     assert current_revision(engine) is None
-    assert not {"drafts", "ratings"} & set(inspect(engine).get_table_names())
+    assert not {"drafts", "ratings", "model_versions", "training_runs"} & set(inspect(engine).get_table_names())
     engine.dispose()
 
 
@@ -505,7 +508,7 @@ def test_postgres_round_trip(postgres_url):
         conn.exec_driver_sql("DROP TABLE IF EXISTS alembic_version")
     try:
         migrate(engine)
-        assert current_revision(engine) == "0001"
+        assert current_revision(engine) == HEAD
         with engine.connect() as conn:
             assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
 

@@ -1,0 +1,181 @@
+"""The model version registry and the training-run queue, as repository functions.
+
+Functions take a Session and do not commit; callers wrap them in ``with factory.begin()``.
+Run state lives here (not in a process's memory), so a restart loses no queued run, and a
+run is claimed with one conditional UPDATE, so two processes never run the same one.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from storage.models import ModelVersion, Rating, TrainingRun
+from storage.repository import NotFoundError, StorageError
+
+
+class RegistryError(StorageError):
+    """A version or run cannot do what was asked (shown to the user)."""
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+# -- versions ----------------------------------------------------------------------------
+
+
+def active_version(session: Session) -> ModelVersion | None:
+    return session.scalar(select(ModelVersion).where(ModelVersion.is_active))
+
+
+def get_version(session: Session, version_id: int) -> ModelVersion:
+    version = session.get(ModelVersion, version_id)
+    if version is None:
+        raise NotFoundError(f"Model version {version_id} does not exist.")
+    return version
+
+
+def list_versions(session: Session) -> list[ModelVersion]:
+    return list(session.scalars(select(ModelVersion).order_by(ModelVersion.id.desc())))
+
+
+def ensure_base_version(session: Session, base_model: str) -> ModelVersion:
+    """The version row of the base model itself; made active when no version of it is.
+
+    Versions are fine-tunes of one base model: when the studio starts on another --model,
+    that model's base version becomes the active one (the old fine-tunes stay recorded).
+    """
+    base = session.scalar(
+        select(ModelVersion).where(ModelVersion.base_model == base_model, ModelVersion.adapter_path.is_(None))
+    )
+    if base is None:
+        taken = session.scalar(select(func.count()).where(ModelVersion.name.like("base%")))
+        base = ModelVersion(name="base" if not taken else f"base-{taken + 1}", base_model=base_model,
+                            status="promoted", train_draft_ids=[], held_out_draft_ids=[],
+                            hyperparameters={}, loss_curve=[], gate={})
+        session.add(base)
+        session.flush()
+    active = active_version(session)
+    if active is None or active.base_model != base_model:
+        activate(session, base.id)
+    return base
+
+
+def next_version_name(session: Session) -> str:
+    count = session.scalar(select(func.count()).where(ModelVersion.adapter_path.is_not(None)))
+    return f"v{count + 1}"
+
+
+def add_version(session: Session, **columns: Any) -> ModelVersion:
+    version = ModelVersion(**columns)
+    session.add(version)
+    session.flush()
+    return version
+
+
+def update_version(session: Session, version_id: int, **columns: Any) -> ModelVersion:
+    version = get_version(session, version_id)
+    for name, value in columns.items():
+        if not hasattr(ModelVersion, name):
+            raise TypeError(f"ModelVersion has no column {name!r}")
+        setattr(version, name, value)
+    session.flush()
+    return version
+
+
+def activate(session: Session, version_id: int) -> ModelVersion:
+    """Make this version the one that serves; the previously active one is retired."""
+    version = get_version(session, version_id)
+    if version.status in ("training", "failed"):
+        raise RegistryError(f"Version {version.name} is {version.status} and cannot serve.")
+    current = active_version(session)
+    if current is not None and current.id != version.id:
+        current.is_active = False
+        current.status = "retired"
+        session.flush()  # the one-active index must see the old row inactive first
+    version.is_active = True
+    version.status = "promoted"
+    session.flush()
+    return version
+
+
+# -- training runs --------------------------------------------------------------------------
+
+
+def get_run(session: Session, run_id: int) -> TrainingRun:
+    run = session.get(TrainingRun, run_id)
+    if run is None:
+        raise NotFoundError(f"Training run {run_id} does not exist.")
+    return run
+
+
+def open_run(session: Session) -> TrainingRun | None:
+    """The queued or running run, if any (there is at most one at a time)."""
+    return session.scalar(
+        select(TrainingRun).where(TrainingRun.status.in_(("queued", "running"))).order_by(TrainingRun.id)
+    )
+
+
+def enqueue_run(session: Session, trigger: str) -> tuple[TrainingRun, bool]:
+    """Queue a run unless one is already queued or running: (the run, whether it is new)."""
+    existing = open_run(session)
+    if existing is not None:
+        return existing, False
+    run = TrainingRun(trigger=trigger, status="queued", progress=0.0, message="Waiting to start…",
+                      error="", worker="")
+    session.add(run)
+    session.flush()
+    return run, True
+
+
+def claim_run(session: Session, run_id: int, worker: str, pid: int) -> bool:
+    """Atomically move a queued run to running for this worker; False if someone else has it."""
+    now = _now()
+    result = session.execute(
+        update(TrainingRun)
+        .where(TrainingRun.id == run_id, TrainingRun.status == "queued")
+        .values(status="running", worker=worker, pid=pid, started_at=now, heartbeat_at=now,
+                message="Starting…")
+    )
+    return result.rowcount == 1
+
+
+def update_run(session: Session, run_id: int, **columns: Any) -> TrainingRun:
+    run = get_run(session, run_id)
+    for name, value in columns.items():
+        if not hasattr(TrainingRun, name):
+            raise TypeError(f"TrainingRun has no column {name!r}")
+        setattr(run, name, value)
+    run.heartbeat_at = _now()
+    session.flush()
+    return run
+
+
+def finish_run(session: Session, run_id: int, status: str, message: str = "", error: str = "") -> TrainingRun:
+    progress = 1.0 if status == "succeeded" else get_run(session, run_id).progress
+    return update_run(session, run_id, status=status, message=message, error=error, finished_at=_now(),
+                      progress=progress)
+
+
+def running_runs(session: Session) -> list[TrainingRun]:
+    return list(session.scalars(select(TrainingRun).where(TrainingRun.status == "running")))
+
+
+def list_runs(session: Session, limit: int = 20) -> list[TrainingRun]:
+    return list(session.scalars(select(TrainingRun).order_by(TrainingRun.id.desc()).limit(limit)))
+
+
+def last_run(session: Session) -> TrainingRun | None:
+    return session.scalar(select(TrainingRun).order_by(TrainingRun.id.desc()).limit(1))
+
+
+def count_high_ratings_since(session: Session, min_stars: int, since: datetime | None) -> int:
+    """How many ratings at or above min_stars were given (or changed) after `since`."""
+    query = select(func.count()).select_from(Rating).where(Rating.stars >= min_stars)
+    if since is not None:
+        query = query.where(Rating.updated_at > since)
+    return session.scalar(query) or 0

@@ -1,0 +1,116 @@
+"""The Training tab: runs with live progress, loss curves, versions with their gate figures,
+and the buttons to train now, promote a version by hand, or roll back. Thin, like ui.py.
+"""
+
+from __future__ import annotations
+
+import gradio as gr
+import pandas as pd
+
+from .errors import USER_ERRORS
+from .service import Studio
+
+RUN_COLUMNS = ["Run", "Status", "Started by", "Progress", "Message", "Started", "Finished"]
+VERSION_COLUMNS = ["Version", "Status", "Serving", "Trained on", "Held out",
+                   "Held-out perplexity (before → after)", "Train tokens/s", "Created"]
+REFRESH_SECONDS = 2.0
+
+
+def _time(iso: str | None) -> str:
+    return iso[:19].replace("T", " ") if iso else ""
+
+
+def _runs_table(runs: list[dict]) -> list[list]:
+    rows = []
+    for r in runs:
+        detail = r["message"] if r["status"] != "failed" else (r["error"].splitlines() or ["Failed."])[0]
+        rows.append([r["id"], r["status"], r["trigger"], f"{r['progress']:.0%}", detail,
+                     _time(r["started_at"] or r["created_at"]), _time(r["finished_at"])])
+    return rows
+
+
+def _versions_table(versions: list[dict]) -> list[list]:
+    rows = []
+    for v in versions:
+        gate = v["gate"]
+        figures = (f"{gate['active_perplexity']:.2f} → {gate['candidate_perplexity']:.2f} ({gate['decision']})"
+                   if gate else "")
+        speed = v["hyperparameters"].get("train_tokens_per_second")
+        rows.append([v["name"], v["status"], "✓" if v["active"] else "", v["train_drafts"] or "",
+                     v["held_out_drafts"] or "", figures, f"{speed:.0f}" if speed else "", _time(v["created_at"])])
+    return rows
+
+
+def _loss_frame(versions: list[dict]) -> pd.DataFrame:
+    """The loss curve of the newest fine-tune (the one training, or the last one trained)."""
+    tuned = [v for v in versions if v["loss_curve"]]
+    if not tuned:
+        return pd.DataFrame({"step": [], "loss": [], "split": []})
+    points = tuned[0]["loss_curve"]
+    return pd.DataFrame({"step": [p["step"] for p in points], "loss": [p["loss"] for p in points],
+                         "split": [p["split"] for p in points]})
+
+
+def _serving(versions: list[dict]) -> str:
+    active = next((v for v in versions if v["active"]), None)
+    if active is None:
+        return "No version is active."
+    gate = active["gate"]
+    since = f" — held-out perplexity {gate['candidate_perplexity']:.2f}" if gate else ""
+    return f"Serving **{active['name']}**{since}. New drafts are written by this version."
+
+
+def build_training_tab(studio: Studio) -> gr.Tab:
+    """The tab and its events; call inside the Blocks context."""
+    with gr.Tab("Training") as tab:
+        serving = gr.Markdown()
+        with gr.Row():
+            train_btn = gr.Button("Train now", variant="primary")
+            rollback_btn = gr.Button("Roll back to the previous version")
+        gr.Markdown(f"Drafts you rate {studio.settings.train_min_stars} stars or more are training data. "
+                    "A fine-tune is promoted only if it beats the serving version on held-out drafts.")
+        runs = gr.Dataframe(headers=RUN_COLUMNS, interactive=False, wrap=True, label="Training runs")
+        loss = gr.LinePlot(x="step", y="loss", color="split", label="Loss of the newest fine-tune",
+                           x_title="step", y_title="loss (nats per token)")
+        versions = gr.Dataframe(headers=VERSION_COLUMNS, interactive=False, wrap=True, label="Versions")
+        with gr.Row():
+            chosen = gr.Dropdown([], label="Version to serve", scale=3)
+            promote_btn = gr.Button("Serve this version", scale=1)
+        timer = gr.Timer(REFRESH_SECONDS, active=False)
+
+    def refresh(current):
+        version_list = studio.versions()
+        names = [v["name"] for v in version_list if v["status"] in ("promoted", "rejected", "retired")]
+        return (_serving(version_list), _runs_table(studio.runs()), _loss_frame(version_list),
+                _versions_table(version_list), gr.update(choices=names, value=current if current in names else None))
+
+    outputs = [serving, runs, loss, versions, chosen]
+    quiet = dict(api_visibility="private", show_progress="hidden")
+    # Poll only while the tab is open: runs change in another process.
+    tab.select(refresh, chosen, outputs, **quiet).then(lambda: gr.Timer(active=True), None, timer, **quiet)
+    timer.tick(refresh, chosen, outputs, **quiet)
+
+    def on_train():
+        run_id, created = studio.train_now("button")
+        gr.Info(f"Training run {run_id} queued." if created else f"Run {run_id} is already queued or running.")
+
+    def on_promote(name):
+        if not name:
+            raise gr.Error("Choose a version to serve first.")
+        try:
+            version_id = next(v["id"] for v in studio.versions() if v["name"] == name)
+            gr.Info(f"Now serving {studio.promote(version_id)}.")
+        except USER_ERRORS as exc:
+            raise gr.Error(str(exc)) from exc
+
+    def on_rollback():
+        try:
+            gr.Info(f"Rolled back: now serving {studio.rollback()}.")
+        except USER_ERRORS as exc:
+            raise gr.Error(str(exc)) from exc
+
+    train_btn.click(on_train, None, None, api_visibility="private").then(refresh, chosen, outputs, **quiet)
+    promote_btn.click(on_promote, chosen, None, api_visibility="private").then(refresh, chosen, outputs, **quiet)
+    rollback_btn.click(on_rollback, None, None, api_visibility="private").then(refresh, chosen, outputs, **quiet)
+    return tab
+

@@ -1,0 +1,283 @@
+"""Rated drafts become training data: the right drafts, no duplicates, a fair split, TRL's formats."""
+
+from __future__ import annotations
+
+import pytest
+
+from storage.repository import add_draft, list_rated_drafts, rate_draft
+from studio.dataset import (
+    Example,
+    NotEnoughDrafts,
+    build_split,
+    dedupe,
+    export_rows,
+    rated_examples,
+    split,
+    tokenize_example,
+    write_jsonl,
+)
+from studio.errors import StudioError
+
+EN = (
+    "The old lighthouse keeper climbed the spiral stairs every evening to light the lamp. "
+    "One stormy night she saw a boat drifting toward the rocks, so she rang the bell "
+    "until the sailors turned away and reached the harbour safely."
+)
+EN_OTHER = (
+    "A detective in a grey coat studied the locked door of the library. The key was still inside, "
+    "the window was painted shut, and yet the rare atlas had vanished overnight without a trace."
+)
+ZH = (
+    "江南的春天总是下着细细的小雨。清晨，老渔夫撑着小船穿过石桥，两岸的桃花开得正好。"
+    "孩子们在河边追着风筝奔跑，笑声惊起了一群白鹭。傍晚时分，炊烟升起，家家户户的灯火映在水面上，像一串温暖的珍珠。"
+)
+ZH_OTHER = "孔雀在树下展开美丽的尾巴，骄傲地问麻雀：你看我多漂亮？麻雀笑着说：漂亮的尾巴飞不高，我却能飞过那座大山，看见远方的大海。孔雀听了，低下头想了很久。"
+
+# (text, the same text differing only in case and whitespace, one word changed, a different text)
+TEXTS = {
+    "english": (EN, "\n  " + EN.upper().replace(" the ", "  the\t") + "  \n", EN.replace("stormy", "windy"), EN_OTHER),
+    "chinese": (ZH, "\n  " + ZH + "  \n", ZH.replace("风筝", "蝴蝶"), ZH_OTHER),
+}
+
+
+def add_rated(studio, text: str, stars: int | None = None, *, user: str = "local",
+              template_id: str = "poetry", prompt: str = "Write a short poem about the rain.") -> int:
+    """A draft with controlled text (no generation), rated by its author when stars is given."""
+    with studio.sessions.begin() as s:
+        draft = add_draft(
+            s, user=user, template_id=template_id, template_name=template_id, fields={}, prompt=prompt,
+            model_input=f"<|im_start|>user\n{prompt}<|im_end|>\n<|im_start|>assistant\n",
+            settings={}, seed=1, model_name="tiny", model_version="test", text=text,
+        )
+        if stars is not None:
+            rate_draft(s, draft.id, stars, user=user)
+        return draft.id
+
+
+def example(draft_id: int, text: str = "", stars: int = 5) -> Example:
+    return Example(draft_id=draft_id, context="", prompt="", completion=text or f"Story {draft_id} is its own tale.",
+                   stars=stars, user="local", template_id="poetry")
+
+
+def distinct_texts(n: int) -> list[str]:
+    animals = ["fox", "owl", "otter", "heron", "badger", "wren", "hare", "newt", "moth", "crow", "stag", "lynx"]
+    places = ["river", "orchard", "harbour", "library", "meadow", "tower", "market", "cellar", "bridge", "glade"]
+    return [f"At dawn the {animals[i % 12]} crossed the {places[i % 10]} carrying story number {i}." for i in range(n)]
+
+
+# -- choosing the drafts -----------------------------------------------------------------------
+
+
+def test_only_drafts_rated_at_or_above_the_threshold_are_examples(studio):
+    three, four, five = (add_rated(studio, distinct_texts(3)[i], stars) for i, stars in enumerate((3, 4, 5)))
+    add_rated(studio, "Never rated, however good it may be.")
+    empty = add_rated(studio, "   \n ", 5)  # an empty draft teaches nothing
+    someone_else = add_rated(studio, "Rated by someone who did not write it.")
+    with studio.sessions.begin() as s:
+        rate_draft(s, someone_else, 5, user="visitor")  # only the author's rating counts
+
+    with studio.sessions() as s:
+        chosen, below = rated_examples(s)
+        assert [e.draft_id for e in chosen] == [four, five] and below == 1
+        assert [(e.stars, e.user, e.template_id) for e in chosen] == [(4, "local", "poetry"), (5, "local", "poetry")]
+        assert chosen[0].context.startswith("<|im_start|>user") and chosen[0].prompt.startswith("Write")
+        chosen, below = rated_examples(s, min_stars=5)
+        assert [e.draft_id for e in chosen] == [five] and below == 2
+        assert [d.id for d, _ in list_rated_drafts(s)] == [three, four, five, empty]
+
+
+def test_rated_drafts_can_be_listed_for_one_user(studio):
+    mine = add_rated(studio, "Mine.", 4)
+    theirs = add_rated(studio, "Theirs.", 5, user="ana")
+    with studio.sessions() as s:
+        assert [d.id for d, _ in list_rated_drafts(s)] == [mine, theirs]
+        assert [(d.id, r.stars) for d, r in list_rated_drafts(s, user="ana")] == [(theirs, 5)]
+
+
+# -- duplicates --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("language", TEXTS)
+def test_exact_and_near_duplicates_are_dropped_and_the_oldest_kept(language):
+    text, same, one_word_changed, different = TEXTS[language]
+    if language == "english":
+        assert len(text.split()) == 40
+    examples = [example(1, text), example(2, same), example(3, one_word_changed), example(4, different)]
+
+    kept, dropped = dedupe(reversed(examples))  # the order given does not decide which is kept
+
+    assert [e.draft_id for e in kept] == [1, 4] and dropped == [2, 3]
+
+
+def test_the_near_threshold_decides_what_counts_as_a_duplicate():
+    examples = [example(1, EN), example(2, EN.replace("stormy", "windy"))]
+    assert dedupe(examples, near_threshold=0.99)[1] == []
+    assert dedupe(examples, near_threshold=0.5)[1] == [2]
+
+
+def test_texts_that_merely_share_a_template_are_kept():
+    texts = distinct_texts(12)
+    kept, dropped = dedupe([example(i, t) for i, t in enumerate(texts, 1)])
+    assert len(kept) == 12 and dropped == []
+
+
+# -- splitting ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("n, held", [(6, 2), (10, 2), (11, 3), (20, 4), (101, 21)])
+def test_split_holds_out_a_fifth_and_never_fewer_than_two(n, held):
+    examples = [example(i) for i in range(1, n + 1)]
+    train, held_out = split(examples)
+    assert len(held_out) == held and len(held_out) >= max(2, 0.2 * n)
+    assert not {e.draft_id for e in train} & {e.draft_id for e in held_out}
+    assert sorted(e.draft_id for e in train + held_out) == list(range(1, n + 1))
+
+
+def test_split_is_deterministic_per_seed_whatever_the_input_order():
+    examples = [example(i) for i in range(1, 31)]
+    ids = lambda part: [e.draft_id for e in part]  # noqa: E731
+    first = split(examples, seed=3)
+    assert [ids(p) for p in split(list(reversed(examples)), seed=3)] == [ids(p) for p in first]
+    assert ids(split(examples, seed=4)[1]) != ids(first[1])
+
+
+def test_too_few_drafts_says_how_many_are_needed():
+    with pytest.raises(NotEnoughDrafts) as caught:
+        split([example(i) for i in range(1, 6)])
+    message = str(caught.value)
+    assert "5 usable drafts" in message and "at least 6" in message
+    assert "Rate at least 1 more draft 4 stars or higher" in message
+    assert isinstance(caught.value, StudioError)
+
+
+def test_build_split_selects_dedupes_and_splits(studio):
+    texts = distinct_texts(8)
+    good = [add_rated(studio, t, 4 + i % 2) for i, t in enumerate(texts)]
+    copy = add_rated(studio, texts[0].upper(), 5)
+    add_rated(studio, "Dull.", 2)
+    add_rated(studio, "Flat.", 3)
+
+    with studio.sessions() as s:
+        result = build_split(s, seed=1)
+
+    assert result.duplicates_dropped == [copy] and result.below_threshold == 2
+    assert len(result.held_out) == 2 and len(result.train) == 6
+    assert sorted(e.draft_id for e in result.train + result.held_out) == good
+
+
+def test_build_split_counts_drafts_after_dedupe(studio):
+    for text in distinct_texts(4):
+        add_rated(studio, text, 5)
+        add_rated(studio, text + "  ", 4)  # the same again
+    with studio.sessions() as s:
+        with pytest.raises(NotEnoughDrafts) as caught:
+            build_split(s, min_stars=4)
+    message = str(caught.value)
+    assert "4 usable drafts" in message and "4 duplicates left out" in message and "at least 6" in message
+    assert "Rate at least 2 more drafts 4 stars or higher" in message
+
+
+# -- tokenizing --------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tiny_model_dir):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(tiny_model_dir)
+
+
+def test_loss_falls_on_the_completion_and_eos_only(tokenizer):
+    context = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "Write a short poem about the rain."}], tokenize=False, add_generation_prompt=True
+    )
+    item = Example(1, context, "Write a short poem about the rain.", "The rain on the river and the moon.", 5, "local", "poetry")
+
+    tokens = tokenize_example(tokenizer, item)
+
+    n_context = len(tokenizer(context, add_special_tokens=False).input_ids)
+    assert tokens["labels"][:n_context] == [-100] * n_context
+    assert -100 not in tokens["labels"][n_context:]
+    assert tokens["labels"][n_context:] == tokens["input_ids"][n_context:]
+    assert tokens["labels"][-1] == tokenizer.eos_token_id
+    assert tokenizer.decode(tokens["labels"][n_context:-1]) == item.completion
+    assert tokens["attention_mask"] == [1] * len(tokens["input_ids"])
+
+
+def test_long_examples_are_cut_to_max_length(tokenizer):
+    context = "<|im_start|>user\nWrite a fairy tale.<|im_end|>\n<|im_start|>assistant\n"
+    n_context = len(tokenizer(context, add_special_tokens=False).input_ids)
+    item = Example(1, context, "Write a fairy tale.", " ".join(distinct_texts(10)), 5, "local", "fairy_tale")
+
+    cut = tokenize_example(tokenizer, item, max_length=n_context + 5)
+    assert len(cut["input_ids"]) == n_context + 5 == len(cut["labels"]) == len(cut["attention_mask"])
+    assert cut["labels"].count(-100) == n_context  # the whole context kept
+    assert cut["labels"][-1] != tokenizer.eos_token_id  # the text did not end there
+
+    short = tokenize_example(tokenizer, item, max_length=8)  # the context alone is too long
+    assert len(short["input_ids"]) == 8 and short["labels"].count(-100) == 4
+
+
+# -- exporting ---------------------------------------------------------------------------------
+
+
+def load_jsonl(path, tmp_path):
+    from datasets import load_dataset
+
+    return load_dataset("json", data_files=str(path), split="train", cache_dir=str(tmp_path / "hf-cache"))
+
+
+@pytest.fixture
+def rated_mix(studio):
+    """A Chinese poem (template with a system message), an English one, a duplicate, a weak and a lost one."""
+    zh = add_rated(studio, ZH, 5, template_id="chinese_poem", prompt="请以“江南春雨”为题，写一首中文现代诗。")
+    en = add_rated(studio, EN, 4)
+    add_rated(studio, EN.lower(), 5)
+    weak = add_rated(studio, EN_OTHER, 2)
+    lost = add_rated(studio, ZH_OTHER, 4, template_id="removed_genre")
+    return zh, en, weak, lost
+
+
+def test_sft_export_is_trl_conversational_prompt_completion(studio, rated_mix, tmp_path):
+    path = tmp_path / "sft.jsonl"
+    with studio.sessions() as s:
+        write_jsonl(export_rows(s, "sft", catalog=studio.catalog), path)
+
+    rows = load_jsonl(path, tmp_path)
+
+    assert rows.column_names == ["prompt", "completion"] and len(rows) == 3  # duplicate and weak left out
+    poem = rows[0]
+    assert poem["prompt"] == [
+        {"role": "system", "content": studio.catalog.get("chinese_poem").system},
+        {"role": "user", "content": "请以“江南春雨”为题，写一首中文现代诗。"},
+    ]
+    assert poem["completion"] == [{"role": "assistant", "content": ZH}]
+    assert rows[1]["completion"][0]["content"] == EN
+    assert [m["role"] for m in rows[2]["prompt"]] == ["user"]  # its template is gone: no system message
+    assert "江南" in path.read_text(encoding="utf-8")  # written as text, not \\u escapes
+
+
+def test_kto_export_labels_every_rated_draft(studio, rated_mix, tmp_path):
+    path = tmp_path / "kto.jsonl"
+    with studio.sessions() as s:
+        write_jsonl(export_rows(s, "kto", catalog=studio.catalog), path)
+
+    rows = load_jsonl(path, tmp_path)
+
+    assert rows.column_names == ["prompt", "completion", "label"]
+    assert rows["label"] == [True, True, True, False, True]
+    assert rows[3]["completion"] == [{"role": "assistant", "content": EN_OTHER}]
+    with studio.sessions() as s:
+        assert [r["label"] for r in export_rows(s, "kto", min_stars=5, catalog=studio.catalog)] == [
+            True, False, True, False, False
+        ]
+
+
+def test_export_refuses_unknown_formats_and_empty_datasets(studio):
+    add_rated(studio, EN, 3)
+    with studio.sessions() as s:
+        with pytest.raises(StudioError, match="choose one of: sft, kto"):
+            export_rows(s, "dpo", catalog=studio.catalog)
+        with pytest.raises(StudioError, match="no drafts rated 4 stars or higher"):
+            export_rows(s, "sft", catalog=studio.catalog)
+        assert len(export_rows(s, "kto", catalog=studio.catalog)) == 1

@@ -1,0 +1,204 @@
+"""Fine-tuning on rated drafts with tiny models: the adapter learns, the gate decides, versions switch."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from storage import registry, repository
+from studio.dataset import NotEnoughDrafts
+from studio.generation import model_input
+from studio.jobs import execute_run, recover
+from studio.models import load_model
+
+REPO = Path(__file__).resolve().parent.parent
+WORDS = {
+    "adj": ["bright", "calm", "silver", "little", "quiet", "golden", "gentle", "dark"],
+    "noun": ["moon", "sea", "boat", "sailor", "harbour", "wave", "star", "lantern"],
+    "verb": ["sings to", "drifts past", "shines on", "waits for", "dreams of", "follows"],
+}
+
+
+def song(seed: int) -> str:
+    """Verses from a small vocabulary: each text differs, but the style is easy to learn."""
+    import random
+
+    pick = random.Random(seed).choice
+    return " ".join(f"the {pick(WORDS['adj'])} {pick(WORDS['noun'])} {pick(WORDS['verb'])} "
+                    f"the {pick(WORDS['adj'])} {pick(WORDS['noun'])}." for _ in range(8))
+
+
+def seed_rated_drafts(studio, n: int, stars: int = 5) -> list[int]:
+    """Rated drafts with learnable text (the tiny model starts random), written straight to the DB."""
+    loaded = studio.load()
+    ids = []
+    with studio.sessions.begin() as session:
+        for i in range(n):
+            prompt = f"Write song number {i} about the sea."
+            draft = repository.add_draft(
+                session, template_id="poetry", template_name="Poem", fields={}, prompt=prompt,
+                model_input=model_input(loaded, prompt), settings={}, seed=i, model_name=studio.settings.model,
+                model_version="base", text=song(i),
+            )
+            repository.rate_draft(session, draft.id, stars)
+            ids.append(draft.id)
+    return ids
+
+
+def fast_config(studio, **overrides):
+    return studio.training_config(**{"epochs": 3, "learning_rate": 5e-3, "max_length": 128, "batch_size": 4,
+                                     "gate_margin": 0.01, **overrides})
+
+
+def train(studio, **overrides) -> tuple[int, dict]:
+    run_id, _ = studio.train_now("cli")
+    return run_id, execute_run(studio.sessions, studio.settings, fast_config(studio, **overrides), run_id)
+
+
+def _version(studio, name):
+    return next(v for v in studio.versions() if v["name"] == name)
+
+
+def test_a_better_candidate_is_trained_recorded_promoted_and_serves_new_drafts(studio):
+    ids = seed_rated_drafts(studio, 12)
+    run_id, summary = train(studio)
+    assert summary["decision"] == "promoted"
+    assert summary["candidate_perplexity"] < summary["active_perplexity"] * 0.99
+
+    v1 = _version(studio, "v1")
+    assert v1["active"] and v1["status"] == "promoted"
+    assert sorted(v1["train_draft_ids"] + v1["held_out_draft_ids"]) == ids
+    assert len(v1["held_out_draft_ids"]) >= max(2, 0.2 * len(ids))
+    assert v1["hyperparameters"]["lora_r"] == 8 and v1["hyperparameters"]["seed"] == 0
+    assert {p["split"] for p in v1["loss_curve"]} == {"train", "validation"}
+    assert v1["gate"]["decision"] == "promoted" and v1["gate"]["against"] == "base"
+    run = studio.runs()[0]
+    assert (run["id"], run["status"], run["progress"]) == (run_id, "succeeded", 1.0)
+
+    # The adapter is an ordinary PEFT folder whose LoRA weights moved away from their zero start.
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(studio.settings.model)
+    tuned = PeftModel.from_pretrained(base, v1["adapter_path"])
+    lora_b = [p for n, p in tuned.named_parameters() if "lora_B" in n]
+    assert lora_b and all(float(p.abs().max()) > 0 for p in lora_b)
+
+    # The serving model switched without a restart, and new drafts say which version wrote them.
+    drafting = studio.write("fantasy", {}, {"max_new_tokens": 4})
+    list(drafting)
+    assert studio.draft(drafting.draft_id)["model_version"] == "v1"
+
+
+def test_a_candidate_that_is_not_better_by_the_margin_is_rejected_and_can_be_promoted_by_hand(studio):
+    seed_rated_drafts(studio, 8)
+    _, summary = train(studio, gate_margin=0.99)  # would need a 99% lower perplexity
+    assert summary["decision"] == "rejected"
+    v1 = _version(studio, "v1")
+    assert v1["status"] == "rejected" and not v1["active"] and v1["gate"]["candidate_perplexity"] > 0
+    assert _version(studio, "base")["active"]
+    assert studio.load().version == "base"
+
+    studio.promote(v1["id"])
+    assert studio.load().version == "v1"
+    assert _version(studio, "base")["status"] == "retired"
+
+
+def test_rollback_returns_to_the_parent_version(studio):
+    seed_rated_drafts(studio, 8)
+    train(studio)
+    assert studio.load().version == "v1"
+    assert studio.rollback() == "base"
+    assert studio.load().version == "base"
+    with pytest.raises(Exception, match="nothing to roll back to"):
+        studio.rollback()
+
+
+def test_a_stream_that_started_before_promotion_finishes_on_its_version(studio):
+    seed_rated_drafts(studio, 8)
+    drafting = studio.write("fantasy", {}, {"max_new_tokens": 40})
+    chunks = iter(drafting)
+    next(chunks)
+    train(studio)
+    list(chunks)
+    assert studio.draft(drafting.draft_id)["model_version"] == "base"
+
+
+def test_too_few_rated_drafts_fail_the_run_with_the_count_needed(studio):
+    seed_rated_drafts(studio, 3)
+    with pytest.raises(NotEnoughDrafts, match="needs at least 6"):
+        train(studio)
+    run = studio.runs()[0]
+    assert run["status"] == "failed" and "Rate at least 3 more drafts" in run["error"]
+    assert [v["name"] for v in studio.versions()] == ["base"]
+
+
+def test_enough_new_high_ratings_queue_a_run_automatically(settings):
+    from studio.service import Studio
+
+    settings.auto_train_after = 3
+    studio = Studio(settings)
+    seed_rated_drafts(studio, 2)  # rated straight in the database: not through Studio.rate
+    drafting = studio.write("fantasy", {}, {"max_new_tokens": 4})
+    list(drafting)
+    assert studio.rate(drafting.draft_id, 3)["training_run"] is None  # 3 stars is not "high"
+    queued = studio.rate(drafting.draft_id, 4)["training_run"]
+    assert queued is not None and studio.runs()[0]["status"] == "queued"
+    assert studio.rate(drafting.draft_id, 5)["training_run"] is None  # already queued: not twice
+
+
+def _spawn_training(studio, run_id) -> subprocess.Popen:
+    s = studio.settings
+    return subprocess.Popen(
+        [sys.executable, "-m", "studio", "train", "--run-id", str(run_id), "--model", s.model,
+         "--data-dir", s.data_dir, "--db", s.database_url, "--epochs", "50"],
+        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+
+
+def test_killing_the_training_process_leaves_ratings_and_the_active_version_untouched(studio):
+    seed_rated_drafts(studio, 12)
+    with studio.sessions() as session:
+        ratings_before = [(r.draft_id, r.stars) for _, r in repository.list_rated_drafts(session)]
+    run_id, _ = studio.train_now("button")
+    process = _spawn_training(studio, run_id)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and "Training: step" not in studio.runs()[0]["message"]:
+        time.sleep(0.2)
+    assert "Training: step" in studio.runs()[0]["message"]
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+
+    assert recover(studio.sessions, studio.settings.data_path) == [run_id]
+    run = studio.runs()[0]
+    assert run["status"] == "failed" and "stopped unexpectedly" in run["error"]
+    assert studio.load().version == "base"
+    assert [v["status"] for v in studio.versions() if v["name"] == "v1"] == ["failed"]
+    with studio.sessions() as session:
+        assert [(r.draft_id, r.stars) for _, r in repository.list_rated_drafts(session)] == ratings_before
+    assert not list((studio.settings.data_path / "adapters").glob(".staging-*"))
+
+
+def test_the_app_runner_trains_in_a_child_process_and_never_runs_a_run_twice(studio):
+    seed_rated_drafts(studio, 8)
+    run_id, created = studio.train_now("button")
+    assert created and studio.train_now("button") == (run_id, False)
+    studio.jobs.start()
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and studio.runs()[0]["status"] in ("queued", "running"):
+            time.sleep(0.5)
+    finally:
+        studio.jobs.close()
+    run = studio.runs()[0]
+    assert run["status"] == "succeeded", run
+    assert len(studio.runs()) == 1
+    # Nobody can claim a finished run again.
+    with studio.sessions.begin() as session:
+        assert not registry.claim_run(session, run_id, "elsewhere:1", 1)
