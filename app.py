@@ -25,6 +25,7 @@ def create_app(settings: Settings, load_model: bool = True):
     studio = Studio(settings)
     if load_model:
         studio.load(progress=log.info)
+    studio.jobs.start()  # runs queued training in child processes; recovers interrupted runs first
     demo = build_ui(studio)
     demo.queue(default_concurrency_limit=settings.concurrency, max_size=settings.queue_size)
     exports_dir(studio).mkdir(parents=True, exist_ok=True)
