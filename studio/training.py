@@ -1,8 +1,7 @@
 """Rated drafts -> LoRA fine-tune -> held-out gate -> a new model version, promoted only if better.
 
 The fine-tune is a peft LoRA on the active version's base model, trained with the transformers
-Trainer (accelerate underneath: the same code runs on CPU, one GPU, or several under
-`accelerate launch`). The gate scores the candidate and the active version on held-out drafts
+Trainer (accelerate underneath: the same code runs on CPU or a GPU). The gate scores the candidate and the active version on held-out drafts
 (mean negative log-likelihood per target token) and promotes the candidate only when its
 perplexity beats the active version's by the configured margin.
 """
