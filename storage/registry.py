@@ -77,12 +77,17 @@ def add_version(session: Session, **columns: Any) -> ModelVersion:
     return version
 
 
+def _assign(row: ModelVersion | TrainingRun, columns: dict[str, Any]) -> None:
+    # A typo in a column name must fail loudly, not set an attribute that is never saved.
+    for name, value in columns.items():
+        if name not in type(row).__table__.columns:
+            raise TypeError(f"{type(row).__name__} has no column {name!r}")
+        setattr(row, name, value)
+
+
 def update_version(session: Session, version_id: int, **columns: Any) -> ModelVersion:
     version = get_version(session, version_id)
-    for name, value in columns.items():
-        if not hasattr(ModelVersion, name):
-            raise TypeError(f"ModelVersion has no column {name!r}")
-        setattr(version, name, value)
+    _assign(version, columns)
     session.flush()
     return version
 
@@ -146,10 +151,7 @@ def claim_run(session: Session, run_id: int, worker: str, pid: int) -> bool:
 
 def update_run(session: Session, run_id: int, **columns: Any) -> TrainingRun:
     run = get_run(session, run_id)
-    for name, value in columns.items():
-        if not hasattr(TrainingRun, name):
-            raise TypeError(f"TrainingRun has no column {name!r}")
-        setattr(run, name, value)
+    _assign(run, columns)
     run.heartbeat_at = _now()
     session.flush()
     return run

@@ -130,9 +130,10 @@ def _free_port() -> int:
 
 @pytest.fixture
 def running_app(studio):
-    """The studio's page and API served on a free local port: yields (studio, url)."""
+    """The studio's page and API (and its training runner) on a free local port: (studio, url)."""
     from studio.ui import build_ui, exports_dir
 
+    studio.jobs.start()
     demo = build_ui(studio)
     demo.queue(default_concurrency_limit=studio.settings.concurrency, max_size=studio.settings.queue_size)
     demo.launch(server_name="127.0.0.1", server_port=_free_port(), prevent_thread_lock=True, quiet=True,
@@ -141,3 +142,12 @@ def running_app(studio):
         yield studio, demo.local_url
     finally:
         demo.close()
+        studio.jobs.close()
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item, call):
+    """Keep each phase's report on the test item, so fixtures can tell whether the test failed."""
+    report = yield
+    setattr(item, f"report_{report.when}", report)
+    return report

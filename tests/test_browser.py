@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from studio.ui import exports_dir
+from tests.drafts import seed_rated_drafts
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 SHOTS = Path(__file__).resolve().parent.parent / "test-artifacts" / "screenshots"
@@ -29,7 +30,7 @@ else:
 
 
 @pytest.fixture
-def page(running_app):
+def page(running_app, request):
     studio, url = running_app
     SHOTS.mkdir(parents=True, exist_ok=True)
     with playwright_api.sync_playwright() as p:
@@ -41,6 +42,9 @@ def page(running_app):
         try:
             yield tab
         finally:
+            failed = getattr(request.node, "report_call", None)
+            if failed is not None and failed.failed and not tab.is_closed():
+                _shot(tab, f"FAILED-{request.node.name}")  # what the page showed when it failed
             browser.close()
 
 
@@ -122,3 +126,19 @@ def test_closing_the_tab_stops_its_generation_and_keeps_the_draft(page):
     assert len(studio.active) == 0
     drafts = studio.drafts()
     assert len(drafts) == 1 and drafts[0].stopped and drafts[0].new_tokens < 1600
+
+
+def test_train_now_shows_the_run_its_loss_curve_and_the_new_version(page):
+    tab, studio = page, page.studio
+    expect = playwright_api.expect
+    seed_rated_drafts(studio, 8)
+    tab.get_by_role("tab", name="Training").click()
+    expect(tab.get_by_text("Serving base")).to_be_visible()
+    tab.get_by_role("button", name="Train now").click()
+    expect(tab.get_by_text("Training run 1 queued.")).to_be_visible()
+    # The run trains in a child process; the tab follows it without a reload.
+    expect(tab.get_by_role("gridcell", name="succeeded")).to_be_visible(timeout=120_000)
+    expect(tab.get_by_role("gridcell", name="v1", exact=True)).to_be_visible()
+    expect(tab.get_by_role("gridcell", name=re.compile(r"→ .*\((promoted|rejected)\)"))).to_be_visible()
+    _shot(tab, "08-training-tab")
+    assert studio.runs()[0]["status"] == "succeeded"

@@ -13,44 +13,10 @@ import pytest
 
 from storage import registry, repository
 from studio.dataset import NotEnoughDrafts
-from studio.generation import model_input
 from studio.jobs import execute_run, recover
-from studio.models import load_model
+from tests.drafts import seed_rated_drafts
 
 REPO = Path(__file__).resolve().parent.parent
-WORDS = {
-    "adj": ["bright", "calm", "silver", "little", "quiet", "golden", "gentle", "dark"],
-    "noun": ["moon", "sea", "boat", "sailor", "harbour", "wave", "star", "lantern"],
-    "verb": ["sings to", "drifts past", "shines on", "waits for", "dreams of", "follows"],
-}
-
-
-def song(seed: int) -> str:
-    """Verses from a small vocabulary: each text differs, but the style is easy to learn."""
-    import random
-
-    pick = random.Random(seed).choice
-    return " ".join(f"the {pick(WORDS['adj'])} {pick(WORDS['noun'])} {pick(WORDS['verb'])} "
-                    f"the {pick(WORDS['adj'])} {pick(WORDS['noun'])}." for _ in range(8))
-
-
-def seed_rated_drafts(studio, n: int, stars: int = 5) -> list[int]:
-    """Rated drafts with learnable text (the tiny model starts random), written straight to the DB."""
-    loaded = studio.load()
-    ids = []
-    with studio.sessions.begin() as session:
-        for i in range(n):
-            prompt = f"Write song number {i} about the sea."
-            draft = repository.add_draft(
-                session, template_id="poetry", template_name="Poem", fields={}, prompt=prompt,
-                model_input=model_input(loaded, prompt), settings={}, seed=i, model_name=studio.settings.model,
-                model_version="base", text=song(i),
-            )
-            repository.rate_draft(session, draft.id, stars)
-            ids.append(draft.id)
-    return ids
-
-
 def fast_config(studio, **overrides):
     return studio.training_config(**{"epochs": 3, "learning_rate": 5e-3, "max_length": 128, "batch_size": 4,
                                      "gate_margin": 0.01, **overrides})
