@@ -1,0 +1,253 @@
+"""Benchmark: `python -m studio.bench [--model M] [--tokens N] [--writers 1,4,8,16] [--json FILE]`
+
+Every figure is measured in one run, on the same model and settings, side by side, so the
+ratios hold on a noisy machine even when the absolute numbers move:
+  1. bare `model.generate` vs the studio's own streaming path (the code the page uses);
+  2. several writers streaming at once: aggregate and per-writer tokens/s, time to first token,
+     gaps between tokens;
+  3. the fine-tune job's training tokens/s, and serving tokens/s while it trains;
+  4. peak memory (RSS, and GPU memory when there is a GPU).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from .config import Settings, add_arguments, settings_from
+from .generation import model_input
+
+PROMPT_TEMPLATE = "fantasy"
+MIN_TRAINING_DRAFTS = 10
+
+
+def _pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+def bare_generate(loaded, text_in: str, tokens: int, seed: int) -> dict[str, float]:
+    """transformers' generate as it is, with a minimal hook to time the first new token."""
+    import torch
+    from transformers.generation.streamers import BaseStreamer
+
+    class FirstToken(BaseStreamer):
+        def __init__(self):
+            self.calls, self.first = 0, None
+
+        def put(self, value):
+            self.calls += 1
+            if self.calls == 2 and self.first is None:  # the first call carries the prompt
+                self.first = time.perf_counter()
+
+        def end(self):
+            pass
+
+    inputs = loaded.tokenizer(text_in, return_tensors="pt", add_special_tokens=not loaded.is_chat).to(loaded.device)
+    timer = FirstToken()
+    torch.manual_seed(seed)
+    started = time.perf_counter()
+    with torch.inference_mode():
+        out = loaded.model.generate(**inputs, max_new_tokens=tokens, min_new_tokens=tokens, do_sample=True,
+                                    temperature=0.8, top_p=0.95, top_k=50, streamer=timer,
+                                    pad_token_id=loaded.tokenizer.pad_token_id)
+    seconds = time.perf_counter() - started
+    new = out.shape[1] - inputs["input_ids"].shape[1]
+    return {"tokens": new, "seconds": seconds, "ttft": (timer.first or time.perf_counter()) - started}
+
+
+def studio_stream(studio, tokens: int, seed: int, record_gaps: bool = False) -> dict[str, Any]:
+    """One draft through Studio.write, exactly as the page streams it."""
+    started = time.perf_counter()
+    arrivals = []
+    drafting = studio.write(PROMPT_TEMPLATE, {}, {"max_new_tokens": tokens, "seed": seed, "temperature": 0.8,
+                                                  "top_p": 0.95, "top_k": 50, "repetition_penalty": 1.0})
+    for _ in drafting:
+        arrivals.append(time.perf_counter())
+    seconds = time.perf_counter() - started
+    result = drafting.stream.result
+    gaps = [b - a for a, b in zip(arrivals, arrivals[1:])]
+    return {"tokens": result.new_tokens, "seconds": seconds,
+            "ttft": (arrivals[0] - started) if arrivals else seconds, "gaps": gaps, "draft_id": drafting.draft_id}
+
+
+def single_writer(studio, tokens: int, repeats: int) -> dict[str, Any]:
+    loaded = studio.load()
+    template = studio.catalog.get(PROMPT_TEMPLATE)
+    text_in = model_input(loaded, template.render(), template.system)
+    bare, ours = [], []
+    studio_stream(studio, 8, 0)  # warm-up, both paths
+    bare_generate(loaded, text_in, 8, seed=0)
+    for i in range(repeats):  # interleaved, so drift on the machine hits both alike
+        bare.append(bare_generate(loaded, text_in, tokens, seed=i))
+        ours.append(studio_stream(studio, tokens, seed=i))
+
+    def rate(runs):
+        return statistics.median(r["tokens"] / r["seconds"] for r in runs)
+
+    return {
+        "bare_tokens_per_s": rate(bare), "studio_tokens_per_s": rate(ours),
+        "bare_ttft_s": statistics.median(r["ttft"] for r in bare),
+        "studio_ttft_s": statistics.median(r["ttft"] for r in ours),
+        "studio_p95_gap_s": _pct([g for r in ours for g in r["gaps"]], 0.95),
+        "ratio": rate(ours) / rate(bare),
+    }
+
+
+def concurrent_writers(studio, writers: int, tokens: int) -> dict[str, Any]:
+    results: list[dict[str, Any]] = [None] * writers  # type: ignore[list-item]
+    barrier = threading.Barrier(writers)
+
+    def writer(i: int) -> None:
+        barrier.wait()
+        results[i] = studio_stream(studio, tokens, seed=100 + i)
+
+    threads = [threading.Thread(target=writer, args=(i,)) for i in range(writers)]
+    started = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - started
+    total = sum(r["tokens"] for r in results)
+    return {
+        "writers": writers, "aggregate_tokens_per_s": total / wall,
+        "per_writer_tokens_per_s": statistics.median(r["tokens"] / r["seconds"] for r in results),
+        "p50_ttft_s": _pct([r["ttft"] for r in results], 0.5), "p95_ttft_s": _pct([r["ttft"] for r in results], 0.95),
+        "p95_gap_s": statistics.median(_pct(r["gaps"], 0.95) for r in results),
+        "draft_ids": [r["draft_id"] for r in results],
+    }
+
+
+def training_figures(studio, draft_ids: list[int], tokens: int) -> dict[str, Any]:
+    """Rate the benchmark's drafts, train in a child process, and stream while it trains."""
+    while len(draft_ids) < MIN_TRAINING_DRAFTS:  # a short benchmark may not have written enough
+        draft_ids.append(studio_stream(studio, tokens, seed=400 + len(draft_ids))["draft_id"])
+    for draft_id in draft_ids:
+        studio.rate(draft_id, 5)
+    idle_runs = [studio_stream(studio, tokens, seed=500 + i) for i in range(2)]
+    idle = statistics.median(r["tokens"] / r["seconds"] for r in idle_runs)
+    run_id, _ = studio.train_now("cli")
+    s = studio.settings
+    process = subprocess.Popen(
+        [sys.executable, "-m", "studio", "train", "--run-id", str(run_id), "--json", "--model", s.model,
+         "--data-dir", str(s.data_path.resolve()), "--db", s.database_url, "--device", s.device],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parent.parent,
+    )
+    while "Training: step" not in studio.runs()[0]["message"] and process.poll() is None:
+        time.sleep(0.2)
+    during = []
+    while process.poll() is None and "Training: step" in studio.runs()[0]["message"]:
+        r = studio_stream(studio, tokens, seed=600 + len(during))
+        during.append(r["tokens"] / r["seconds"])
+    out, err = process.communicate()
+    if process.returncode != 0:
+        raise RuntimeError(f"The training run failed:\n{err[-2000:]}")
+    summary = json.loads(out)
+    child = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    return {
+        "train_tokens_per_s": summary.get("train_tokens_per_second", float("nan")),
+        "train_seconds": summary.get("train_seconds", float("nan")),
+        "idle_serving_tokens_per_s": idle,
+        "serving_while_training_tokens_per_s": statistics.median(during) if during else float("nan"),
+        "streams_during_training": len(during),
+        "ratio": (statistics.median(during) / idle) if during else float("nan"),
+        "trainer_peak_rss_mb": child,
+        "gate": summary.get("decision"),
+    }
+
+
+def memory() -> dict[str, float]:
+    import torch
+
+    figures = {"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    if torch.cuda.is_available():
+        figures["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    return figures
+
+
+def run(settings: Settings, tokens: int, writers: list[int], repeats: int, train: bool) -> dict[str, Any]:
+    from .service import Studio
+
+    studio = Studio(settings)
+    loaded = studio.load()
+    report: dict[str, Any] = {"model": settings.model, "device": loaded.device, "tokens": tokens}
+    report["single"] = single_writer(studio, tokens, repeats)
+    report["concurrent"] = [concurrent_writers(studio, n, tokens) for n in writers]
+    if train:
+        ids = [d for c in report["concurrent"] for d in c.pop("draft_ids")]
+        report["training"] = training_figures(studio, ids, tokens)
+    else:
+        for c in report["concurrent"]:
+            c.pop("draft_ids")
+    report["memory"] = memory()
+    return report
+
+
+def print_table(report: dict[str, Any]) -> None:
+    s = report["single"]
+    print(f"\nmodel {report['model']} on {report['device']}, {report['tokens']} new tokens per draft\n")
+    print(f"{'path':<28}{'tokens/s':>10}{'TTFT s':>10}")
+    print(f"{'bare model.generate':<28}{s['bare_tokens_per_s']:>10.1f}{s['bare_ttft_s']:>10.3f}")
+    print(f"{'studio streaming path':<28}{s['studio_tokens_per_s']:>10.1f}{s['studio_ttft_s']:>10.3f}")
+    print(f"streaming / bare = {s['ratio']:.2f}  (target >= 0.95)\n")
+    base = report["concurrent"][0]
+    print(f"{'writers':>8}{'aggregate t/s':>15}{'per-writer t/s':>16}{'p50 TTFT s':>12}{'p95 TTFT s':>12}"
+          f"{'p95 gap s':>11}{'agg x1':>8}{'gap x1':>8}")
+    for c in report["concurrent"]:
+        print(f"{c['writers']:>8}{c['aggregate_tokens_per_s']:>15.1f}{c['per_writer_tokens_per_s']:>16.1f}"
+              f"{c['p50_ttft_s']:>12.3f}{c['p95_ttft_s']:>12.3f}{c['p95_gap_s']:>11.3f}"
+              f"{c['aggregate_tokens_per_s'] / base['aggregate_tokens_per_s']:>8.2f}"
+              f"{c['p95_gap_s'] / base['p95_gap_s']:>8.2f}")
+    print("targets at 8 writers: aggregate >= 3x one writer on CPU (6x on GPU), p95 gap <= 3x\n")
+    if "training" in report:
+        t = report["training"]
+        print(f"training: {t['train_tokens_per_s']:.0f} tokens/s over {t['train_seconds']:.0f} s "
+              f"(gate: {t['gate']}); trainer peak RSS {t['trainer_peak_rss_mb']:.0f} MB")
+        print(f"serving: idle {t['idle_serving_tokens_per_s']:.1f} tokens/s, while training "
+              f"{t['serving_while_training_tokens_per_s']:.1f} tokens/s = {t['ratio']:.2f}x (target >= 0.5)\n")
+    m = report["memory"]
+    print("memory: peak RSS {:.0f} MB{}".format(
+        m["peak_rss_mb"], f", peak GPU {m['peak_gpu_mb']:.0f} MB" if "peak_gpu_mb" in m else ""))
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING)
+    parser = argparse.ArgumentParser(prog="python -m studio.bench", description=__doc__.splitlines()[0])
+    add_arguments(parser, only=("model", "device"))
+    parser.add_argument("--tokens", type=int, default=64, help="New tokens per draft.")
+    parser.add_argument("--writers", default="1,4,8,16", help="Comma-separated writer counts (start with 1).")
+    parser.add_argument("--repeats", type=int, default=3, help="Single-writer repeats per path.")
+    parser.add_argument("--no-training", action="store_true", help="Skip the training figures.")
+    parser.add_argument("--json", type=Path, default=Path("bench-results.json"), help="Where to write the figures.")
+    args = parser.parse_args(argv)
+    writers = [int(n) for n in args.writers.split(",")]
+    with tempfile.TemporaryDirectory(prefix="studio-bench-") as scratch:
+        settings = settings_from(args)
+        settings.data_dir = scratch  # a scratch database; the converted model is shared below
+        settings.auto_train_after = 0
+        settings.gate_margin = 0.0
+        models = Path(settings_from().data_dir) / "models"
+        if models.is_dir():
+            (Path(scratch) / "models").symlink_to(models.resolve())
+        report = run(settings, args.tokens, writers, args.repeats, not args.no_training)
+    print_table(report)
+    args.json.write_text(json.dumps(report, indent=2))
+    print(f"figures written to {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
