@@ -55,6 +55,17 @@ class Settings:
     )
     host: str = field(default_factory=_default_host, metadata={"help": "Address the web server listens on."})
     port: int = field(default=7860, metadata={"help": "Port the web server listens on."})
+    backend: str = field(
+        default="local",
+        metadata={"help": "local: generate in this process; openai: on an OpenAI-compatible server (--base-url)."},
+    )
+    base_url: str = field(
+        default="", metadata={"help": "With --backend openai: the server's URL, e.g. http://gpu-host:8000/v1."}
+    )
+    api_model: str = field(
+        default="", metadata={"help": "With --backend openai: the model name at the server (default: --model)."}
+    )
+    api_key: str = field(default="", metadata={"help": "With --backend openai: the server's API key, if it needs one."})
     device: str = field(
         default="auto",
         metadata={"help": "Where the model runs: auto (CUDA when present), cuda or cpu."},
@@ -93,6 +104,10 @@ class Settings:
             raise ValueError(f"--gate-margin must be at least 0 and below 1, not {self.gate_margin}.")
         if not self.model.strip():
             self.model = EMBEDDED_MODEL
+        if self.backend not in ("local", "openai"):
+            raise ValueError(f"--backend must be local or openai, not {self.backend!r}.")
+        if self.backend == "openai" and not self.base_url:
+            raise ValueError("--backend openai needs --base-url, e.g. http://127.0.0.1:8000/v1.")
 
     @property
     def data_path(self) -> Path:

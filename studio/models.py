@@ -39,6 +39,7 @@ class LoadedModel:
     device: str
     load_seconds: float
     version_id: int | None = None  # the registry row of that version
+    config: Any = None  # the model's config (also there when only the tokenizer was loaded)
 
     @property
     def is_chat(self) -> bool:
@@ -46,7 +47,7 @@ class LoadedModel:
 
     @property
     def context_length(self) -> int:
-        config = self.model.config
+        config = self.config if self.config is not None else self.model.config
         return int(getattr(config, "max_position_embeddings", 0) or 2048)
 
 
@@ -129,42 +130,46 @@ def load_model(
     adapter: str | None = None,
     version: str = "base",
     version_id: int | None = None,
+    weights: bool = True,
 ) -> LoadedModel:
     """Load tokenizer and model for `name`, on CUDA (bf16) when available, else CPU.
 
     With `adapter` (a PEFT LoRA folder), the adapter is merged into the weights: serving then
-    costs the same as the base model.
+    costs the same as the base model. Without `weights`, only the tokenizer and config load
+    (a remote server generates; the studio still renders prompts with the model's chat template).
     """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     started = time.perf_counter()
     source = resolve_source(name, Path(data_dir), progress)
-    device_name, dtype = pick_device(device)
+    device_name, dtype = pick_device(device) if weights else ("remote", None)
     progress(f"Loading {name} on {device_name}…")
     try:
         tokenizer = AutoTokenizer.from_pretrained(source)
-        model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype)
+        config = AutoConfig.from_pretrained(source)
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype) if weights else None
     except (OSError, ValueError) as exc:
         raise ModelError(
             f"Could not load the model '{name}': {_first_line(exc)} "
             "Pass --model with a local folder holding a transformers causal LM, a hub id on a machine "
             "that can reach the Hugging Face hub, or leave it out for the embedded default."
         ) from exc
-    if adapter:
+    if adapter and weights:
         from peft import PeftModel
 
         try:
             model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
         except (OSError, ValueError) as exc:
             raise ModelError(f"Could not load the fine-tune in {adapter}: {_first_line(exc)}") from exc
-    model.to(device_name)
-    model.eval()
+    if model is not None:
+        model.to(device_name)
+        model.eval()
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     seconds = time.perf_counter() - started
     progress(f"Model {name} (version {version}) ready in {seconds:.1f} s.")
     return LoadedModel(model, tokenizer, name=name, version=version, device=device_name, load_seconds=seconds,
-                       version_id=version_id)
+                       version_id=version_id, config=config)
 
 
 def _first_line(exc: BaseException) -> str:

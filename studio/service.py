@@ -17,10 +17,11 @@ import storage
 from storage import registry, repository
 
 from .config import Settings
-from .errors import StudioError
+from .errors import GenerationError, StudioError
 from .export import draft_markdown
 from .generation import ActiveStreams, DraftStream, StreamResult, model_input
 from .jobs import TrainingJobs
+from .remote import RemoteDraftStream, chat_messages, make_client
 from .models import LoadedModel, Progress, load_model
 from .sampling import SamplerSettings
 from .templates import PROMPTS_DIR, TemplateCatalog
@@ -75,6 +76,7 @@ class Studio:
         self.jobs = TrainingJobs(self.sessions, settings)
         self._loaded: LoadedModel | None = None
         self._load_lock = threading.Lock()
+        self._remote_client = None
 
     # -- the model -------------------------------------------------------------------------
 
@@ -91,13 +93,27 @@ class Studio:
             if self._loaded is None or self._loaded.version_id != wanted[0]:
                 self._loaded = load_model(
                     self.settings.model, self.settings.data_path, self.settings.device, progress,
-                    adapter=wanted[2], version=wanted[1], version_id=wanted[0],
+                    adapter=wanted[2], version=wanted[1], version_id=wanted[0], weights=not self.remote,
                 )
             return self._loaded
 
     @property
     def model_loaded(self) -> bool:
         return self._loaded is not None
+
+    @property
+    def remote(self) -> bool:
+        """True when an OpenAI-compatible server generates (the local copy is still trained)."""
+        return self.settings.backend == "openai"
+
+    @property
+    def api_model(self) -> str:
+        return self.settings.api_model or self.settings.model
+
+    def _client(self):
+        if self._remote_client is None:
+            self._remote_client = make_client(self.settings.base_url, self.settings.api_key)
+        return self._remote_client
 
     # -- writing ---------------------------------------------------------------------------
 
@@ -117,7 +133,12 @@ class Studio:
         settings = template.sampler.updated(sampler).with_seed()
         loaded = self.load()
         text_in = model_input(loaded, prompt, template.system)
-        stream = DraftStream(loaded, text_in, settings)
+        if self.remote:
+            if settings.max_new_tokens > loaded.context_length:
+                raise GenerationError(f"max_new_tokens must be at most the model's context, {loaded.context_length}.")
+            stream = RemoteDraftStream(self._client(), self.api_model, chat_messages(prompt, template.system), settings)
+        else:
+            stream = DraftStream(loaded, text_in, settings)
         row = dict(
             user=user or self.settings.user,
             template_id=template.id,
@@ -127,8 +148,8 @@ class Studio:
             model_input=text_in,
             settings=settings.to_dict(),
             seed=settings.seed,
-            model_name=loaded.name,
-            model_version=loaded.version,
+            model_name=f"{self.settings.base_url} {self.api_model}" if self.remote else loaded.name,
+            model_version=self.api_model if self.remote else loaded.version,
         )
         return Drafting(stream, lambda result: self._save_new(row, result), self.active, key)
 
@@ -136,6 +157,9 @@ class Studio:
         self, draft_id: int, max_new_tokens: int | None = None, *, user: str | None = None, key: str | None = None
     ) -> Drafting:
         """Extend an existing draft; the same row is updated once the stream ends."""
+        if self.remote:
+            raise GenerationError("Continue works with the local backend only: OpenAI-compatible servers "
+                                  "cannot yet be asked to extend an answer.")
         with self.sessions() as session:
             draft = repository.get_draft(session, draft_id, user=user or self.settings.user)
         template = self.catalog.get(draft.template_id)
