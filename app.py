@@ -18,25 +18,29 @@ log = logging.getLogger("studio")
 
 
 def create_app(settings: Settings, load_model: bool = True):
-    """The Studio and its Gradio page; with load_model, the model is ready before it returns."""
+    """The Studio, its Gradio page and the writers' accounts; with load_model, the model is ready."""
+    from studio.accounts import Accounts
     from studio.service import Studio
     from studio.ui import build_ui, exports_dir
 
+    accounts = Accounts.from_settings(settings)
     studio = Studio(settings)
     if load_model:
         studio.load(progress=log.info)
     studio.jobs.start()  # runs queued training in child processes; recovers interrupted runs first
-    demo = build_ui(studio)
+    demo = build_ui(studio, accounts)
     demo.queue(default_concurrency_limit=settings.concurrency, max_size=settings.queue_size)
     exports_dir(studio).mkdir(parents=True, exist_ok=True)
-    return studio, demo
+    return studio, demo, accounts
 
 
-def launch_options(studio) -> dict:
+def launch_options(studio, accounts) -> dict:
     from studio.ui import exports_dir
 
     settings = studio.settings
-    return dict(server_name=settings.host, server_port=settings.port, allowed_paths=[str(exports_dir(studio))])
+    return dict(server_name=settings.host, server_port=settings.port, allowed_paths=[str(exports_dir(studio))],
+                auth=accounts.check if accounts.enabled else None,
+                auth_message="Story Studio: log in with your writer account.")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -48,12 +52,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = settings_from(parser.parse_args(argv))
         log.info("Data in %s, database %s", settings.data_path.resolve(), settings.database_url)
-        studio, demo = create_app(settings)
+        studio, demo, accounts = create_app(settings)
     except (*USER_ERRORS, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     log.info("Studio ready in %.1f s: open http://%s:%d", time.perf_counter() - started, settings.host, settings.port)
-    demo.launch(**launch_options(studio))
+    demo.launch(**launch_options(studio, accounts))
     return 0
 
 
@@ -61,7 +65,7 @@ def __getattr__(name: str):
     # `demo` is built on first access, not at import, so importing app.py loads no model.
     if name == "demo":
         global demo
-        studio, demo = create_app(settings_from())
+        _, demo, _ = create_app(settings_from())
         return demo
     raise AttributeError(name)
 

@@ -8,12 +8,14 @@ Errors print one readable line on stderr and exit with status 2.
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import logging
 import sys
 from pathlib import Path
 from typing import Any
 
+from .accounts import add_user
 from .config import add_arguments, settings_from
 from .dataset import EXPORT_FORMATS, export_rows, write_jsonl
 from .jobs import execute_run
@@ -83,6 +85,11 @@ def _parser() -> argparse.ArgumentParser:
     promote = commands.add_parser("promote", parents=[common], help="Serve a version (e.g. a rejected candidate).")
     promote.add_argument("version", help="Version name, e.g. v2.")
     commands.add_parser("rollback", parents=[common], help="Serve the version the active one was trained from.")
+
+    add_user_cmd = commands.add_parser("add-user", help="Add (or reset) a writer account in an auth file.")
+    add_user_cmd.add_argument("name")
+    add_user_cmd.add_argument("--auth-file", type=Path, required=True, help="The file the app reads with --auth-file.")
+    add_user_cmd.add_argument("--admin", action="store_true", help="May start training, promote and roll back.")
     return parser
 
 
@@ -123,6 +130,12 @@ def _stream(args, drafting) -> int:
 
 def run(args: argparse.Namespace) -> int:
     from .service import Studio
+
+    if args.command == "add-user":
+        password = getpass.getpass(f"Password for {args.name}: ") if sys.stdin.isatty() else sys.stdin.readline()
+        add_user(args.auth_file, args.name, password.rstrip("\n"), admin=args.admin)
+        print(f"{'Admin' if args.admin else 'Writer'} {args.name} saved in {args.auth_file}.")
+        return 0
 
     if args.command == "export":
         _check_export(args)

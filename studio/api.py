@@ -4,7 +4,7 @@ They are plain typed functions registered with gr.api (no annotations import fro
 Gradio reads these hints at run time to describe the endpoints).
 """
 
-from typing import Optional
+from typing import Callable, Optional
 
 import gradio as gr
 
@@ -12,8 +12,8 @@ from .errors import USER_ERRORS
 from .service import Studio
 
 
-def register_api(studio: Studio) -> None:
-    """Register the endpoints; call inside the Blocks context."""
+def register_api(studio: Studio, who: Callable[[gr.Request], str]) -> None:
+    """Register the endpoints; call inside the Blocks context. `who` names a request's writer."""
 
     def templates() -> list:
         """All genre templates: id, name, description, language, fields and suggested sampler settings."""
@@ -28,7 +28,7 @@ def register_api(studio: Studio) -> None:
         """Stream a draft. Each message: {text (so far), draft_id (once saved), done, stopped}."""
         key = request.session_hash if request is not None else None
         try:
-            drafting = studio.write(template_id, fields or {}, settings or {}, key=key)
+            drafting = studio.write(template_id, fields or {}, settings or {}, key=key, user=who(request))
             for _ in drafting:
                 yield {"text": drafting.text, "draft_id": None, "done": False, "stopped": False}
         except USER_ERRORS as exc:
@@ -42,10 +42,10 @@ def register_api(studio: Studio) -> None:
             "seed": drafting.stream.settings.seed,
         }
 
-    def rate(draft_id: int, stars: int, comment: str = "") -> dict:
+    def rate(draft_id: int, stars: int, comment: str = "", request: gr.Request = None) -> dict:
         """Rate a draft 1-5 stars with an optional comment; rating it again replaces the rating."""
         try:
-            return studio.rate(int(draft_id), stars, comment)
+            return studio.rate(int(draft_id), stars, comment, user=who(request))
         except USER_ERRORS as exc:
             raise gr.Error(str(exc)) from exc
 

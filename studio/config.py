@@ -79,6 +79,18 @@ class Settings:
         default=32,
         metadata={"help": "How many requests may wait; past that a writer is told the studio is busy."},
     )
+    auth: list[str] = field(
+        default_factory=list,
+        metadata={"help": "A writer account USER:PASSWORD; repeat for several (env: comma-separated). "
+                          "Without accounts the studio is single-user."},
+    )
+    auth_file: str = field(
+        default="", metadata={"help": "File of accounts with hashed passwords (python -m studio add-user makes it)."}
+    )
+    admins: str = field(
+        default="", metadata={"help": "Comma-separated admin users (training, promotion, rollback); "
+                                      "default: the first account."},
+    )
     train_min_stars: int = field(
         default=4, metadata={"help": "Drafts rated at least this many stars become training data."}
     )
@@ -136,6 +148,7 @@ def add_arguments(parser: argparse.ArgumentParser, only: tuple[str, ...] | None 
             "--" + f.name.replace("_", "-"),
             dest=f.name,
             type=_PARSERS.get(f.type, str),
+            action="append" if f.type == "list[str]" else "store",
             default=None,
             help=f"{f.metadata['help']} (env {env_name(f.name)})",
         )
@@ -151,6 +164,8 @@ def settings_from(args: argparse.Namespace | None = None, environ: dict[str, str
             given = environ[env_name(f.name)]
         if given is None:
             continue
+        if f.type == "list[str]" and isinstance(given, str):
+            given = [part for part in given.split(",") if part.strip()]
         if f.type in _PARSERS:
             try:
                 given = _PARSERS[f.type](given)

@@ -10,7 +10,9 @@ from pathlib import Path
 
 import gradio as gr
 
+from .accounts import Accounts
 from .api import register_api
+from .export import draft_markdown
 from .errors import USER_ERRORS
 from .sampling import MAX_NEW_TOKENS_LIMIT, SamplerSettings
 from .service import Studio
@@ -59,8 +61,14 @@ def _status(drafting, done: bool) -> str:
     return f"{saved} — {how}, {result.new_tokens} tokens at {speed:.1f} tokens/s. Rate it below."
 
 
-def build_ui(studio: Studio) -> gr.Blocks:
+def build_ui(studio: Studio, accounts: Accounts | None = None) -> gr.Blocks:
+    accounts = accounts or Accounts()
     catalog = studio.catalog
+
+    def who(request: gr.Request) -> str:
+        """The writer behind a request: the logged-in account, or the single local user."""
+        return request.username if accounts.enabled and request.username else studio.settings.user
+
     first = catalog.get(DEFAULT_TEMPLATE) if DEFAULT_TEMPLATE in catalog.ids() else next(iter(catalog))
     template_choices = [(t.name, t.id) for t in catalog]
     limits = {f: SamplerSettings.__dataclass_fields__[f].metadata for f in ("temperature", "top_p", "top_k", "repetition_penalty")}
@@ -68,6 +76,9 @@ def build_ui(studio: Studio) -> gr.Blocks:
     with gr.Blocks(title="Story Studio") as demo:
         gr.Markdown("# Story Studio\nPick a genre, fill in the fields, and watch the draft appear. "
                     "Rate drafts: the studio learns from the ones you like.")
+        if not accounts.enabled:
+            gr.Markdown("*Single-user mode: everyone who can open this page shares one set of drafts. "
+                        "Start the studio with `--auth` to give writers their own accounts.*")
         draft_id = gr.State(None)
 
         with gr.Tab("Write"):
@@ -132,7 +143,7 @@ def build_ui(studio: Studio) -> gr.Blocks:
                 fields = {f.name: form[box] for f, box in zip(chosen.fields, field_boxes)}
                 sampler = {name: form[control] for name, control in sampler_controls.items()}
                 sampler["seed"] = None if sampler["seed"] is None else int(sampler["seed"])
-                drafting = studio.write(chosen.id, fields, sampler, key=request.session_hash)
+                drafting = studio.write(chosen.id, fields, sampler, key=request.session_hash, user=who(request))
                 yield {draft_box: "", status: "Writing…", draft_id: None}
                 for _ in drafting:
                     yield {draft_box: drafting.text, status: _status(drafting, False)}
@@ -147,7 +158,8 @@ def build_ui(studio: Studio) -> gr.Blocks:
             if current_id is None:
                 raise gr.Error("Write a draft first; Continue extends the current draft.")
             try:
-                drafting = studio.continue_draft(current_id, int(new_tokens), key=request.session_hash)
+                drafting = studio.continue_draft(current_id, int(new_tokens), key=request.session_hash,
+                                                 user=who(request))
                 for _ in drafting:
                     yield drafting.text, _status(drafting, False)
             except USER_ERRORS as exc:
@@ -163,13 +175,13 @@ def build_ui(studio: Studio) -> gr.Blocks:
         stop_btn.click(on_stop, None, None, queue=False, api_visibility="private")
         demo.unload(on_stop)  # a closed tab ends its stream too
 
-        def on_rate(current_id, n, text):
+        def on_rate(current_id, n, text, request: gr.Request):
             if current_id is None:
                 raise gr.Error("There is no draft to rate yet: write one first.")
             if n is None:
                 raise gr.Error("Choose 1 to 5 stars first.")
             try:
-                saved = studio.rate(current_id, int(n), text or "")
+                saved = studio.rate(current_id, int(n), text or "", user=who(request))
             except USER_ERRORS as exc:
                 raise gr.Error(str(exc)) from exc
             gr.Info(f"Draft {current_id} rated {_stars(saved['stars'])}.")
@@ -180,12 +192,13 @@ def build_ui(studio: Studio) -> gr.Blocks:
 
         # -- History tab ----------------------------------------------------------------------
 
-        def on_refresh(template_id, rating_filter):
+        def on_refresh(template_id, rating_filter, request: gr.Request):
             try:
                 rows = studio.drafts(
                     template_id=template_id or None,
                     min_stars=int(rating_filter) if rating_filter not in (ANY_RATING, UNRATED) else None,
                     unrated_only=rating_filter == UNRATED,
+                    user=who(request),
                 )
             except USER_ERRORS as exc:
                 raise gr.Error(str(exc)) from exc
@@ -196,28 +209,29 @@ def build_ui(studio: Studio) -> gr.Blocks:
         for trigger in (refresh_btn.click, filter_template.change, filter_rating.change, history_tab.select):
             trigger(on_refresh, filters, table, api_visibility="private")
 
-        def on_open(rows, event: gr.SelectData):
+        def on_open(rows, event: gr.SelectData, request: gr.Request):
             try:
                 chosen = int(rows.iloc[event.index[0], 0])
-                record = studio.draft(chosen)
+                record = studio.draft(chosen, user=who(request))
             except USER_ERRORS as exc:
                 raise gr.Error(str(exc)) from exc
-            return chosen, studio.export_markdown(chosen), record["stars"], record["comment"], None
+            return chosen, draft_markdown(record), record["stars"], record["comment"], None
 
         table.select(on_open, table, [history_id, opened, history_stars, history_comment, export_file], api_visibility="private")
 
-        def on_history_rate(chosen, n, text, template_id, rating_filter):
-            on_rate(chosen, n, text)
-            return studio.export_markdown(chosen), on_refresh(template_id, rating_filter)
+        def on_history_rate(chosen, n, text, template_id, rating_filter, request: gr.Request):
+            on_rate(chosen, n, text, request)
+            return (studio.export_markdown(chosen, user=who(request)),
+                    on_refresh(template_id, rating_filter, request))
 
         history_rate_btn.click(on_history_rate, [history_id, history_stars, history_comment, *filters],
                                [opened, table], api_visibility="private")
 
-        def on_export(chosen):
+        def on_export(chosen, request: gr.Request):
             if chosen is None:
                 raise gr.Error("Select a draft to export first.")
             try:
-                text = studio.export_markdown(chosen)
+                text = studio.export_markdown(chosen, user=who(request))
             except USER_ERRORS as exc:
                 raise gr.Error(str(exc)) from exc
             folder = exports_dir(studio)
@@ -228,8 +242,8 @@ def build_ui(studio: Studio) -> gr.Blocks:
 
         export_btn.click(on_export, history_id, export_file, api_visibility="private")
 
-        build_training_tab(studio)
-        register_api(studio)
+        build_training_tab(studio, accounts, who)
+        register_api(studio, who)
     return demo
 
 

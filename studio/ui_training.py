@@ -4,9 +4,12 @@ and the buttons to train now, promote a version by hand, or roll back. Thin, lik
 
 from __future__ import annotations
 
+from typing import Callable
+
 import gradio as gr
 import pandas as pd
 
+from .accounts import Accounts
 from .errors import USER_ERRORS
 from .service import Studio
 
@@ -60,8 +63,13 @@ def _serving(versions: list[dict]) -> str:
     return f"Serving **{active['name']}**{since}. New drafts are written by this version."
 
 
-def build_training_tab(studio: Studio) -> gr.Tab:
-    """The tab and its events; call inside the Blocks context."""
+def build_training_tab(studio: Studio, accounts: Accounts, who: Callable[[gr.Request], str]) -> gr.Tab:
+    """The tab and its events; call inside the Blocks context. Only admins may change versions."""
+
+    def require_admin(request: gr.Request, action: str) -> None:
+        if not accounts.is_admin(who(request)):
+            raise gr.Error(f"Only an admin can {action}.")
+
     with gr.Tab("Training") as tab:
         serving = gr.Markdown()
         with gr.Row():
@@ -90,11 +98,13 @@ def build_training_tab(studio: Studio) -> gr.Tab:
     tab.select(refresh, chosen, outputs, **quiet).then(lambda: gr.Timer(active=True), None, timer, **quiet)
     timer.tick(refresh, chosen, outputs, **quiet)
 
-    def on_train():
+    def on_train(request: gr.Request):
+        require_admin(request, "start training")
         run_id, created = studio.train_now("button")
         gr.Info(f"Training run {run_id} queued." if created else f"Run {run_id} is already queued or running.")
 
-    def on_promote(name):
+    def on_promote(name, request: gr.Request):
+        require_admin(request, "change the serving version")
         if not name:
             raise gr.Error("Choose a version to serve first.")
         try:
@@ -103,7 +113,8 @@ def build_training_tab(studio: Studio) -> gr.Tab:
         except USER_ERRORS as exc:
             raise gr.Error(str(exc)) from exc
 
-    def on_rollback():
+    def on_rollback(request: gr.Request):
+        require_admin(request, "roll back")
         try:
             gr.Info(f"Rolled back: now serving {studio.rollback()}.")
         except USER_ERRORS as exc:

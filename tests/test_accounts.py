@@ -1,0 +1,82 @@
+"""Writers' accounts: logins, hashed passwords, and each writer's drafts kept to themselves."""
+
+from __future__ import annotations
+
+import pytest
+from gradio_client import Client
+
+from storage import NotFoundError
+from studio.accounts import Accounts, add_user, hash_password, read_auth_file, verify_password
+from studio.config import Settings
+from studio.errors import StudioError
+from studio.ui import build_ui
+from tests.conftest import _free_port
+
+
+def test_passwords_are_stored_hashed_and_checked():
+    hashed = hash_password("correct horse")
+    assert "correct horse" not in hashed and hashed.startswith("scrypt$")
+    assert verify_password("correct horse", hashed)
+    assert not verify_password("correct horsE", hashed)
+    assert hash_password("same") != hash_password("same")  # salted
+
+
+def test_accounts_from_options_and_the_first_account_is_admin_by_default():
+    accounts = Accounts.from_settings(Settings(auth=["alice:pw-a", "bob:pw-b"]))
+    assert accounts.enabled and accounts.check("alice", "pw-a") and not accounts.check("alice", "pw-b")
+    assert accounts.is_admin("alice") and not accounts.is_admin("bob")
+    assert Accounts.from_settings(Settings(auth=["alice:a", "bob:b"], admins="bob")).admins == {"bob"}
+    with pytest.raises(StudioError, match="USER:PASSWORD"):
+        Accounts.from_settings(Settings(auth=["alice"]))
+    with pytest.raises(StudioError, match="who has no account"):
+        Accounts.from_settings(Settings(auth=["alice:a"], admins="mallory"))
+    assert Accounts.from_settings(Settings()).is_admin("local")  # single-user: the one user does everything
+
+
+def test_the_auth_file_keeps_hashes_and_admin_marks(tmp_path):
+    path = tmp_path / "accounts"
+    add_user(path, "carol", "pw-c", admin=True)
+    add_user(path, "dan", "pw-d")
+    add_user(path, "dan", "new-pw")  # replaces, not duplicates
+    assert "pw-c" not in path.read_text() and [e[0] for e in read_auth_file(path)] == ["carol", "dan"]
+    accounts = Accounts.from_settings(Settings(auth_file=str(path)))
+    assert accounts.check("dan", "new-pw") and not accounts.check("dan", "pw-d")
+    assert accounts.admins == {"carol"}
+    path.write_text("carol:plaintext\n")
+    with pytest.raises(StudioError, match="line 1"):
+        read_auth_file(path)
+
+
+@pytest.fixture
+def two_writers(studio):
+    accounts = Accounts.from_settings(Settings(auth=["alice:pw-a", "bob:pw-b"]))
+    demo = build_ui(studio, accounts)
+    demo.queue()
+    demo.launch(server_name="127.0.0.1", server_port=_free_port(), prevent_thread_lock=True, quiet=True,
+                auth=accounts.check)
+    try:
+        yield studio, demo.local_url
+    finally:
+        demo.close()
+
+
+def test_two_writers_cannot_reach_each_others_drafts_through_the_api(two_writers):
+    studio, url = two_writers
+    alice = Client(url, auth=("alice", "pw-a"), verbose=False)
+    bob = Client(url, auth=("bob", "pw-b"), verbose=False)
+    job = alice.submit("poetry", {}, {"max_new_tokens": 6}, api_name="/generate")
+    draft_id = job.result()["draft_id"]
+    assert studio.draft(draft_id, user="alice")["user"] == "alice"
+
+    with pytest.raises(Exception, match=f"Draft {draft_id} does not exist"):
+        bob.predict(draft_id, 1, "", api_name="/rate")
+    assert alice.predict(draft_id, 5, "mine", api_name="/rate")["stars"] == 5
+    assert studio.drafts(user="bob") == [] and [d.id for d in studio.drafts(user="alice")] == [draft_id]
+    with pytest.raises(NotFoundError):
+        studio.draft(draft_id, user="bob")
+
+
+def test_a_wrong_password_is_refused(two_writers):
+    _, url = two_writers
+    with pytest.raises(Exception):
+        Client(url, auth=("alice", "pw-b"), verbose=False)
