@@ -130,10 +130,17 @@ def build_ui(studio: Studio, accounts: Accounts | None = None) -> gr.Blocks:
         sampler_inputs = [temperature, top_p, top_k, repetition_penalty, max_new_tokens, seed]
         template_outputs = [description, *field_boxes, *sampler_inputs[:-1]]
 
-        def on_template(template_id: str):
-            return _template_updates(catalog.get(template_id))
+        shown_template = gr.State(first.id)
 
-        template.change(on_template, template, template_outputs, api_visibility="private", queue=False)
+        def on_template(template_id: str, shown: str):
+            # The dropdown may report its first value as a change while the page loads: refilling
+            # the form then would wipe what the writer has typed already.
+            if template_id == shown:
+                return [gr.skip()] * (len(template_outputs) + 1)
+            return [*_template_updates(catalog.get(template_id)), template_id]
+
+        template.change(on_template, [template, shown_template], [*template_outputs, shown_template],
+                        api_visibility="private", queue=False)
 
         sampler_controls = dict(zip(SAMPLER_NAMES, sampler_inputs))
 

@@ -44,7 +44,7 @@ def test_generate_rate_list_show_export_round_trip(cli, tmp_path):
 
     target = tmp_path / "poem.md"
     code, out, _ = cli("export", str(made["draft_id"]), "-o", str(target))
-    assert code == 0 and made["text"].strip() in target.read_text(encoding="utf-8")
+    assert code == 0 and made["text"].strip() in target.read_bytes().decode("utf-8")
 
 
 def test_generate_streams_text_to_stdout(cli):
