@@ -22,6 +22,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
     text,
 )
 from sqlalchemy.engine import Dialect
@@ -116,6 +117,9 @@ class Draft(Base):
     stopped: Mapped[bool] = mapped_column(default=False)
     # How many times Continue extended this draft.
     continuations: Mapped[int] = mapped_column(default=0)
+    # Marked by the content filter: shown with a warning, never used as training data.
+    flagged: Mapped[bool] = mapped_column(default=False, server_default=false())
+    flag_reason: Mapped[str] = mapped_column(Text, default="", server_default="")
 
     # passive_deletes: the database's ON DELETE CASCADE removes the ratings,
     # so deleting a draft does not first load them all.

@@ -60,6 +60,7 @@ class DraftSummary:
     new_tokens: int
     stopped: bool
     model_version: str
+    flagged: bool = False
 
 
 def add_draft(session: Session, **columns: Any) -> Draft:
@@ -187,6 +188,7 @@ def list_drafts(
             Draft.new_tokens,
             Draft.stopped,
             Draft.model_version,
+            Draft.flagged,
         )
         .select_from(Draft)
         .outerjoin(Rating, and_(Rating.draft_id == Draft.id, Rating.user == Draft.user))
@@ -216,6 +218,7 @@ def list_drafts(
             new_tokens=row.new_tokens,
             stopped=row.stopped,
             model_version=row.model_version,
+            flagged=row.flagged,
         )
         for row in session.execute(stmt)
     ]

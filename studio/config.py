@@ -91,6 +91,13 @@ class Settings:
         default="", metadata={"help": "Comma-separated admin users (training, promotion, rollback); "
                                       "default: the first account."},
     )
+    moderation: str = field(
+        default="on", metadata={"help": "on: drafts matching the word lists are flagged and never trained on; off."}
+    )
+    blocklist: str = field(default="", metadata={"help": "A file of extra words to flag, one per line."})
+    train_max_per_writer: int = field(
+        default=100, metadata={"help": "Most drafts one writer contributes to a training run (0 = no cap)."}
+    )
     train_min_stars: int = field(
         default=4, metadata={"help": "Drafts rated at least this many stars become training data."}
     )
@@ -110,6 +117,8 @@ class Settings:
             raise ValueError(f"--device must be auto, cuda or cpu, not {self.device!r}.")
         if self.concurrency < 1 or self.queue_size < 1:
             raise ValueError("--concurrency and --queue-size must be at least 1.")
+        if self.moderation not in ("on", "off"):
+            raise ValueError(f"--moderation must be on or off, not {self.moderation!r}.")
         if not 1 <= self.train_min_stars <= 5:
             raise ValueError(f"--train-min-stars must be 1 to 5, not {self.train_min_stars}.")
         if not 0 <= self.gate_margin < 1:

@@ -84,7 +84,7 @@ def _all_rated(session: Session) -> list[Example]:
             template_id=draft.template_id,
         )
         for draft, rating in list_rated_drafts(session)
-        if draft.text.strip()
+        if draft.text.strip() and not draft.flagged  # the content filter keeps flagged drafts out
     ]
 
 
@@ -172,16 +172,35 @@ def build_split(
     min_train: int = 4,
     seed: int = 0,
     near_threshold: float = 0.85,
+    max_per_writer: int = 0,
 ) -> DatasetSplit:
-    """The highly rated, deduplicated drafts split into train and held-out sets."""
+    """The highly rated, deduplicated drafts split into train and held-out sets.
+
+    max_per_writer (0 = no cap) keeps any one writer from steering the model: beyond it, a
+    writer's best-rated, then newest, drafts are kept.
+    """
     examples, below = rated_examples(session, min_stars)
     kept, dropped = dedupe(examples, near_threshold)
+    if max_per_writer:
+        kept = cap_per_writer(kept, max_per_writer)
     try:
         train, held_out = split(kept, held_out_fraction, min_held_out, min_train, seed)
     except NotEnoughDrafts as exc:
         # Re-raised with what only this level knows: the star threshold and the duplicates.
         raise NotEnoughDrafts(exc.have, exc.needed, min_stars=min_stars, duplicates=len(dropped)) from None
     return DatasetSplit(train=train, held_out=held_out, duplicates_dropped=dropped, below_threshold=below)
+
+
+def cap_per_writer(examples: list[Example], cap: int) -> list[Example]:
+    """At most `cap` examples per writer (best stars, then newest), in the original order."""
+    chosen: set[int] = set()
+    by_writer: dict[str, list[Example]] = {}
+    for e in examples:
+        by_writer.setdefault(e.user, []).append(e)
+    for group in by_writer.values():
+        best = sorted(group, key=lambda e: (e.stars, e.draft_id), reverse=True)[:cap]
+        chosen.update(e.draft_id for e in best)
+    return [e for e in examples if e.draft_id in chosen]
 
 
 # -- tokenizing --------------------------------------------------------------------------------

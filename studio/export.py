@@ -25,6 +25,8 @@ def draft_markdown(record: dict[str, Any]) -> str:
     ]
     if record.get("comment"):
         lines.append(f"- Comment: {record['comment']}")
+    if record.get("flagged"):
+        lines.append(f"- ⚠ Flagged: {record['flag_reason']}. Not used for training.")
     if record.get("stopped"):
         lines.append("- Stopped by the writer before the end.")
     lines += ["", "## Fields", ""]

@@ -23,6 +23,7 @@ from .generation import ActiveStreams, DraftStream, StreamResult, model_input
 from .jobs import TrainingJobs
 from .remote import RemoteDraftStream, chat_messages, make_client
 from .models import LoadedModel, Progress, load_model
+from .moderation import ContentFilter
 from .sampling import SamplerSettings
 from .templates import PROMPTS_DIR, TemplateCatalog
 from .training import TrainingConfig
@@ -74,6 +75,7 @@ class Studio:
             registry.ensure_base_version(session, settings.model)
         self.active = ActiveStreams()
         self.jobs = TrainingJobs(self.sessions, settings)
+        self.content_filter = ContentFilter.load(settings.blocklist, settings.moderation == "on")
         self._loaded: LoadedModel | None = None
         self._load_lock = threading.Lock()
         self._remote_client = None
@@ -171,6 +173,7 @@ class Studio:
         previous = draft
 
         def save(result: StreamResult) -> int:
+            reason = self.content_filter.check(previous.text + result.text, previous.prompt)
             with self.sessions.begin() as session:
                 repository.update_draft(
                     session,
@@ -180,6 +183,8 @@ class Studio:
                     generation_seconds=(previous.generation_seconds or 0.0) + result.generation_seconds,
                     stopped=result.stopped,
                     continuations=previous.continuations + 1,
+                    flagged=bool(reason),
+                    flag_reason=reason,
                     model_version=loaded.version,
                 )
             return previous.id
@@ -188,10 +193,13 @@ class Studio:
         return Drafting(stream, save, self.active, key, draft_id=draft.id, text=draft.text)
 
     def _save_new(self, row: dict, result: StreamResult) -> int:
+        reason = self.content_filter.check(result.text, row["prompt"])
         with self.sessions.begin() as session:
             draft = repository.add_draft(
                 session,
                 **row,
+                flagged=bool(reason),
+                flag_reason=reason,
                 text=result.text,
                 new_tokens=result.new_tokens,
                 first_token_seconds=result.first_token_seconds,
@@ -253,7 +261,8 @@ class Studio:
 
     def training_config(self, **overrides: Any) -> TrainingConfig:
         return TrainingConfig(**{"min_stars": self.settings.train_min_stars,
-                                 "gate_margin": self.settings.gate_margin, **overrides})
+                                 "gate_margin": self.settings.gate_margin,
+                                 "max_per_writer": self.settings.train_max_per_writer, **overrides})
 
     def train_now(self, trigger: str = "button") -> tuple[int, bool]:
         """Queue a training run: (run id, False when one was already queued or running)."""
@@ -302,6 +311,8 @@ def draft_record(draft, rating) -> dict[str, Any]:
         "continuations": draft.continuations,
         "stars": rating.stars if rating else None,
         "comment": rating.comment if rating else "",
+        "flagged": draft.flagged,
+        "flag_reason": draft.flag_reason,
     }
 
 

@@ -49,6 +49,7 @@ class TrainingConfig:
         metadata={"help": "Which linear layers get LoRA adapters."},
     )
     early_stopping_patience: int = field(default=1, metadata={"help": "Epochs without a better validation loss before stopping."})
+    max_per_writer: int = field(default=0, metadata={"help": "Most drafts one writer contributes to a run (0 = no cap)."})
     gate_margin: float = field(default=0.01, metadata={"help": "Promote only if held-out perplexity drops by at least this fraction."})
     seed: int = field(default=0, metadata={"help": "Seed for the split, LoRA initialisation and data order."})
 
@@ -236,7 +237,8 @@ def run_training(sessions, settings: Settings, config: TrainingConfig, run_id: i
     with sessions.begin() as session:
         active = registry.ensure_base_version(session, settings.model)
         split = build_split(session, min_stars=config.min_stars, held_out_fraction=config.held_out_fraction,
-                            min_held_out=config.min_held_out, min_train=config.min_train, seed=config.seed)
+                            min_held_out=config.min_held_out, min_train=config.min_train, seed=config.seed,
+                            max_per_writer=config.max_per_writer)
         candidate = registry.add_version(
             session, name=registry.next_version_name(session), parent_id=active.id, base_model=settings.model,
             adapter_path=None, status="training", is_active=False,

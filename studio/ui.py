@@ -51,14 +51,15 @@ def _template_updates(template: GenreTemplate) -> list:
             s.repetition_penalty, s.max_new_tokens]
 
 
-def _status(drafting, done: bool) -> str:
+def _status(drafting, done: bool, flag: str = "") -> str:
     result = drafting.stream.result
     if not done:
         return "Writing… (Stop ends the draft here; it is kept)"
     speed = result.new_tokens / result.generation_seconds if result.generation_seconds else 0.0
     how = "stopped" if result.stopped else "finished"
     saved = f"Draft {drafting.draft_id} saved" if drafting.draft_id else "Nothing was written, so nothing was saved"
-    return f"{saved} — {how}, {result.new_tokens} tokens at {speed:.1f} tokens/s. Rate it below."
+    warning = f"\n\n⚠ {flag}: this draft will not be used for training." if flag else ""
+    return f"{saved} — {how}, {result.new_tokens} tokens at {speed:.1f} tokens/s. Rate it below.{warning}"
 
 
 def build_ui(studio: Studio, accounts: Accounts | None = None) -> gr.Blocks:
@@ -156,7 +157,8 @@ def build_ui(studio: Studio, accounts: Accounts | None = None) -> gr.Blocks:
                     yield {draft_box: drafting.text, status: _status(drafting, False)}
             except USER_ERRORS as exc:
                 raise gr.Error(str(exc)) from exc
-            yield {draft_box: drafting.text, status: _status(drafting, True), draft_id: drafting.draft_id}
+            flag = studio.draft(drafting.draft_id, user=who(request))["flag_reason"] if drafting.draft_id else ""
+            yield {draft_box: drafting.text, status: _status(drafting, True, flag), draft_id: drafting.draft_id}
 
         generation = dict(concurrency_id="generation", api_visibility="private", show_progress="minimal")
         generate_btn.click(on_generate, {template, *field_boxes, *sampler_inputs}, [draft_box, status, draft_id], **generation)
@@ -210,7 +212,7 @@ def build_ui(studio: Studio, accounts: Accounts | None = None) -> gr.Blocks:
             except USER_ERRORS as exc:
                 raise gr.Error(str(exc)) from exc
             return [[d.id, d.created_at.strftime("%Y-%m-%d %H:%M"), d.template_name, _stars(d.stars),
-                     d.excerpt] for d in rows]
+                     ("⚠ " if d.flagged else "") + d.excerpt] for d in rows]
 
         filters = [filter_template, filter_rating]
         for trigger in (refresh_btn.click, filter_template.change, filter_rating.change, history_tab.select):

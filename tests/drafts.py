@@ -21,18 +21,18 @@ def song(seed: int) -> str:
                     f"the {pick(WORDS['adj'])} {pick(WORDS['noun'])}." for _ in range(8))
 
 
-def seed_rated_drafts(studio, n: int, stars: int = 5) -> list[int]:
+def seed_rated_drafts(studio, n: int, stars: int = 5, user: str = "local", start: int = 0) -> list[int]:
     """Rated drafts with learnable text (the tiny model starts random), written straight to the DB."""
     loaded = studio.load()
     ids = []
     with studio.sessions.begin() as session:
-        for i in range(n):
+        for i in range(start, start + n):
             prompt = f"Write song number {i} about the sea."
             draft = repository.add_draft(
                 session, template_id="poetry", template_name="Poem", fields={}, prompt=prompt,
                 model_input=model_input(loaded, prompt), settings={}, seed=i, model_name=studio.settings.model,
-                model_version="base", text=song(i),
+                model_version="base", text=song(i), user=user,
             )
-            repository.rate_draft(session, draft.id, stars)
+            repository.rate_draft(session, draft.id, stars, user=user)
             ids.append(draft.id)
     return ids

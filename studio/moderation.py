@@ -1,0 +1,50 @@
+"""The content filter: word lists per language mark drafts that must not teach the model.
+
+Lists live in studio/wordlists/<language>.txt; an operator adds their own with --blocklist FILE
+(same format). Languages written with spaces match whole words; Chinese matches substrings.
+A marked draft is kept and shown with a warning, and never enters training data.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+WORDLISTS = Path(__file__).resolve().parent / "wordlists"
+_CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
+
+
+def _read(path: Path) -> list[str]:
+    lines = path.read_text(encoding="utf-8").splitlines()
+    return [line.strip().lower() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+
+
+@dataclass(frozen=True)
+class ContentFilter:
+    words: tuple[str, ...]
+
+    @classmethod
+    def load(cls, extra: str = "", enabled: bool = True) -> "ContentFilter":
+        if not enabled:
+            return cls(())
+        words = [w for path in sorted(WORDLISTS.glob("*.txt")) for w in _read(path)]
+        if extra:
+            words += _read(Path(extra))
+        return cls(tuple(dict.fromkeys(words)))
+
+    def __post_init__(self) -> None:
+        spaced = [re.escape(w) for w in self.words if not _CJK.search(w)]
+        pattern = r"\b(?:" + "|".join(spaced) + r")\b" if spaced else r"(?!x)x"
+        object.__setattr__(self, "_spaced", re.compile(pattern, re.IGNORECASE))
+        object.__setattr__(self, "_cjk", tuple(w for w in self.words if _CJK.search(w)))
+
+    def check(self, *texts: str) -> str:
+        """'' when every text is clean; otherwise a reason naming what matched."""
+        hits: list[str] = []
+        for text in texts:
+            hits += [m.group(0).lower() for m in self._spaced.finditer(text)]
+            hits += [w for w in self._cjk if w in text]
+        if not hits:
+            return ""
+        return "Matched the content filter: " + ", ".join(sorted(set(hits)))
