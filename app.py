@@ -20,6 +20,7 @@ log = logging.getLogger("studio")
 def create_app(settings: Settings, load_model: bool = True):
     """The Studio, its Gradio page and the writers' accounts; with load_model, the model is ready."""
     from studio.accounts import Accounts
+    from studio.backups import start_backups
     from studio.service import Studio
     from studio.ui import build_ui, exports_dir
 
@@ -28,6 +29,7 @@ def create_app(settings: Settings, load_model: bool = True):
     if load_model:
         studio.load(progress=log.info)
     studio.jobs.start()  # runs queued training in child processes; recovers interrupted runs first
+    start_backups(settings)
     demo = build_ui(studio, accounts)
     demo.queue(default_concurrency_limit=settings.concurrency, max_size=settings.queue_size)
     exports_dir(studio).mkdir(parents=True, exist_ok=True)

@@ -24,6 +24,8 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+from storage.repository import StorageError
+
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
 
@@ -108,8 +110,24 @@ def migrate(engine: Engine) -> None:
     Everything runs in one transaction: on SQLite and PostgreSQL a failed
     migration leaves the database as it was.
     """
-    with engine.begin() as connection:
-        command.upgrade(_alembic_config(connection), "head")
+    if engine.dialect.name != "sqlite":
+        with engine.begin() as connection:
+            command.upgrade(_alembic_config(connection), "head")
+        return
+    with engine.connect() as connection:
+        # Batch migrations rebuild a SQLite table by copying it and dropping the old one; with
+        # foreign keys on, that DROP would cascade and delete every rating. Turn them off around
+        # the migration (outside any transaction, as SQLite requires) and check them before commit.
+        raw = connection.connection.dbapi_connection
+        raw.execute("PRAGMA foreign_keys=OFF")
+        try:
+            with connection.begin():
+                command.upgrade(_alembic_config(connection), "head")
+                broken = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+                if broken:
+                    raise StorageError(f"The migration left rows pointing at missing rows: {broken[:5]}")
+        finally:
+            raw.execute("PRAGMA foreign_keys=ON")
 
 
 def current_revision(engine: Engine) -> str | None:

@@ -15,6 +15,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from storage.backup import backup_sqlite, timestamped_backup
+
 from .accounts import add_user
 from .config import add_arguments, settings_from
 from .dataset import EXPORT_FORMATS, export_rows, write_jsonl
@@ -85,6 +87,9 @@ def _parser() -> argparse.ArgumentParser:
     promote = commands.add_parser("promote", parents=[common], help="Serve a version (e.g. a rejected candidate).")
     promote.add_argument("version", help="Version name, e.g. v2.")
     commands.add_parser("rollback", parents=[common], help="Serve the version the active one was trained from.")
+
+    backup = commands.add_parser("backup", parents=[common], help="Copy the SQLite database while the studio runs.")
+    backup.add_argument("--output", "-o", type=Path, help="The copy (default: DATA_DIR/backups/studio-TIME.db).")
 
     add_user_cmd = commands.add_parser("add-user", help="Add (or reset) a writer account in an auth file.")
     add_user_cmd.add_argument("name")
@@ -177,6 +182,11 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"There is no version {args.version!r}; `versions` lists them.")
         name = studio.promote(version["id"])
         _print(args, {"serving": name}, f"Now serving {name}.")
+    elif args.command == "backup":
+        settings = studio.settings
+        path = (backup_sqlite(settings.database_url, args.output) if args.output
+                else timestamped_backup(settings.database_url, settings.data_path / "backups"))
+        _print(args, {"path": str(path)}, f"Backed up to {path}")
     elif args.command == "rollback":
         name = studio.rollback()
         _print(args, {"serving": name}, f"Rolled back: now serving {name}.")

@@ -98,6 +98,11 @@ class Settings:
     train_max_per_writer: int = field(
         default=100, metadata={"help": "Most drafts one writer contributes to a training run (0 = no cap)."}
     )
+    backup_every: float = field(
+        default_factory=lambda: 6.0 if _on_spaces() else 0.0,
+        metadata={"help": "Hours between database copies to DATA_DIR/backups while the app runs; "
+                          "0 = none (default 6 on Spaces)."},
+    )
     train_min_stars: int = field(
         default=4, metadata={"help": "Drafts rated at least this many stars become training data."}
     )

@@ -531,3 +531,29 @@ def test_postgres_round_trip(postgres_url):
         with engine.begin() as conn:
             conn.exec_driver_sql("DROP TABLE IF EXISTS alembic_version")
         engine.dispose()
+
+
+def test_upgrading_a_database_with_data_keeps_every_draft_and_rating(url):
+    """Migrations after 0002 run on a database that already holds a rated draft."""
+    from alembic import command
+
+    from storage.db import _alembic_config
+
+    engine = make_engine(url)
+    with engine.begin() as conn:
+        command.upgrade(_alembic_config(conn), "0002")
+        conn.exec_driver_sql(
+            "INSERT INTO drafts (id, created_at, updated_at, user, template_id, template_name, fields, prompt,"
+            " model_input, settings, seed, model_name, model_version, text, new_tokens, stopped, continuations)"
+            " VALUES (1, '2026-01-01', '2026-01-01', 'local', 'poetry', 'Poem', '{}', 'p', 'p', '{}', 1, 'm',"
+            " 'base', 'a poem', 3, 0, 0)")
+        conn.exec_driver_sql(
+            "INSERT INTO ratings (id, draft_id, user, stars, comment, created_at, updated_at)"
+            " VALUES (1, 1, 'local', 5, 'keep', '2026-01-01', '2026-01-01')")
+    migrate(engine)
+    assert current_revision(engine) == HEAD
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT stars, comment FROM ratings").fetchall() == [(5, "keep")]
+        assert conn.exec_driver_sql("SELECT text, flagged FROM drafts").fetchall() == [("a poem", 0)]
+        assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1  # back on afterwards
+    engine.dispose()

@@ -19,10 +19,10 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    # Server defaults fill the rows that exist already: earlier drafts count as not flagged.
-    with op.batch_alter_table("drafts") as batch:
-        batch.add_column(sa.Column("flagged", sa.Boolean(), nullable=False, server_default=sa.false()))
-        batch.add_column(sa.Column("flag_reason", sa.Text(), nullable=False, server_default=""))
+    # Plain ADD COLUMN (SQLite has it): no table rebuild. Server defaults fill the rows that
+    # exist already: earlier drafts count as not flagged.
+    op.add_column("drafts", sa.Column("flagged", sa.Boolean(), nullable=False, server_default=sa.false()))
+    op.add_column("drafts", sa.Column("flag_reason", sa.Text(), nullable=False, server_default=""))
 
 
 def downgrade() -> None:
