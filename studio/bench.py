@@ -238,6 +238,7 @@ def main(argv: list[str] | None = None) -> int:
         settings = settings_from(args)
         settings.data_dir = scratch  # a scratch database; the converted model is shared below
         settings.auto_train_after = 0
+        settings.rate_limit = 0  # the benchmark is one "writer" starting many drafts
         settings.gate_margin = 0.0
         models = Path(settings_from().data_dir) / "models"
         if models.is_dir():

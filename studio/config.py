@@ -98,6 +98,9 @@ class Settings:
     train_max_per_writer: int = field(
         default=100, metadata={"help": "Most drafts one writer contributes to a training run (0 = no cap)."}
     )
+    rate_limit: int = field(
+        default=30, metadata={"help": "Drafts one writer may start per minute (0 = no limit)."}
+    )
     backup_every: float = field(
         default_factory=lambda: 6.0 if _on_spaces() else 0.0,
         metadata={"help": "Hours between database copies to DATA_DIR/backups while the app runs; "

@@ -23,6 +23,7 @@ from .generation import ActiveStreams, DraftStream, StreamResult, model_input
 from .jobs import TrainingJobs
 from .remote import RemoteDraftStream, chat_messages, make_client
 from .models import LoadedModel, Progress, load_model
+from .limits import RateLimit
 from .moderation import ContentFilter
 from .sampling import SamplerSettings
 from .templates import PROMPTS_DIR, TemplateCatalog
@@ -76,6 +77,7 @@ class Studio:
         self.active = ActiveStreams()
         self.jobs = TrainingJobs(self.sessions, settings)
         self.content_filter = ContentFilter.load(settings.blocklist, settings.moderation == "on")
+        self.rate_limit = RateLimit(settings.rate_limit)
         self._loaded: LoadedModel | None = None
         self._load_lock = threading.Lock()
         self._remote_client = None
@@ -133,6 +135,7 @@ class Studio:
         values = template.resolve_values(fields)
         prompt = template.render(values)
         settings = template.sampler.updated(sampler).with_seed()
+        self.rate_limit.check(user or self.settings.user)  # last check: only valid requests count
         loaded = self.load()
         text_in = model_input(loaded, prompt, template.system)
         if self.remote:
@@ -165,6 +168,7 @@ class Studio:
         with self.sessions() as session:
             draft = repository.get_draft(session, draft_id, user=user or self.settings.user)
         template = self.catalog.get(draft.template_id)
+        self.rate_limit.check(user or self.settings.user)
         settings = SamplerSettings(**draft.settings).updated(
             {"max_new_tokens": max_new_tokens, "seed": None}
         ).with_seed()

@@ -144,3 +144,26 @@ def test_the_studio_runs_on_postgresql(postgres_url, tiny_model_dir, tmp_path):
     record = reopened.draft(drafting.draft_id)
     assert (record["stars"], record["comment"], record["text"]) == (4, "好", drafting.text)
     assert [d.id for d in reopened.drafts(min_stars=4)] == [drafting.draft_id]
+
+
+def test_a_writer_starting_too_many_drafts_is_told_to_wait(settings):
+    settings.rate_limit = 2
+    studio = Studio(settings)
+    for _ in range(2):
+        _write(studio)
+    with pytest.raises(GenerationError, match="started 2 drafts in the last minute: wait"):
+        studio.write("fantasy", {}, {"max_new_tokens": 4})
+    list(studio.write("fantasy", {}, {"max_new_tokens": 4}, user="someone-else"))  # per writer
+    assert _count(studio) == 3
+
+
+def test_the_rate_limit_window_slides():
+    from studio.limits import RateLimit
+
+    now = [0.0]
+    limit = RateLimit(1, clock=lambda: now[0])
+    limit.check("a")
+    with pytest.raises(GenerationError):
+        limit.check("a")
+    now[0] = 60.0
+    limit.check("a")  # a minute later it is allowed again

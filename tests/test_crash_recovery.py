@@ -1,0 +1,69 @@
+"""kill -9 of the running app: committed drafts and ratings survive, and the next start is clean."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from gradio_client import Client
+
+from studio.config import Settings
+from studio.service import Studio
+from tests.conftest import _free_port
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _start_app(model: Path, data_dir: Path, port: int) -> subprocess.Popen:
+    process = subprocess.Popen(
+        [sys.executable, "app.py", "--model", str(model), "--data-dir", str(data_dir), "--port", str(port)],
+        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1).read()
+            return process
+        except OSError:
+            if process.poll() is not None:
+                pytest.fail("the app exited while starting")
+            time.sleep(0.5)
+    process.kill()
+    pytest.fail("the app did not start within 90 s")
+
+
+def test_kill_9_mid_stream_loses_nothing_committed_and_the_app_restarts(tiny_model_dir, tmp_path):
+    data_dir, port = tmp_path / "data", _free_port()
+    app = _start_app(tiny_model_dir, data_dir, port)
+    try:
+        client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+        kept = client.predict("poetry", {}, {"max_new_tokens": 8}, api_name="/generate")
+        client.predict(kept["draft_id"], 5, "keep me", api_name="/rate")
+        job = client.submit("mystery", {}, {"max_new_tokens": 1500}, api_name="/generate")
+        deadline = time.monotonic() + 30
+        while len(job.outputs()) < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        os.kill(app.pid, signal.SIGKILL)  # mid-stream
+        app.wait()
+    finally:
+        if app.poll() is None:
+            app.kill()
+
+    app = _start_app(tiny_model_dir, data_dir, port)  # the next start migrates, recovers, serves
+    try:
+        client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+        again = client.predict("poetry", {}, {"max_new_tokens": 4}, api_name="/generate")
+        assert again["done"] and again["draft_id"]
+    finally:
+        app.terminate()
+        app.wait(timeout=30)
+    studio = Studio(Settings(model=str(tiny_model_dir), data_dir=str(data_dir)))
+    record = studio.draft(kept["draft_id"])
+    assert (record["stars"], record["comment"], record["text"]) == (5, "keep me", kept["text"])
+    assert studio.load().version == "base"
