@@ -73,3 +73,27 @@ def test_a_cancelled_api_call_stops_generating_and_keeps_the_draft(app):
     assert _wait_for(lambda: not any("_generate" in repr(t) for t in threading.enumerate()))
     drafts = studio.drafts()
     assert len(drafts) == 1 and drafts[0].stopped and drafts[0].new_tokens < 1500
+
+
+def test_a_full_queue_tells_the_writer_to_try_again(settings):
+    from studio.service import Studio
+    from studio.ui import build_ui
+    from tests.conftest import _free_port
+
+    settings.queue_size = 1
+    studio = Studio(settings)
+    demo = build_ui(studio)
+    demo.queue(default_concurrency_limit=1, max_size=settings.queue_size)
+    demo.launch(server_name="127.0.0.1", server_port=_free_port(), prevent_thread_lock=True, quiet=True)
+    try:
+        client = Client(demo.local_url, verbose=False)
+        running = client.submit("mystery", {}, {"max_new_tokens": 1500}, api_name="/generate")
+        assert _wait_for(lambda: len(running.outputs()) >= 1)
+        waiting = client.submit("mystery", {}, {"max_new_tokens": 8}, api_name="/generate")
+        time.sleep(0.5)
+        with pytest.raises(Exception, match="Queue is full! Please try again"):
+            client.predict("poetry", {}, {"max_new_tokens": 8}, api_name="/generate")
+        running.cancel()
+        assert waiting.result()["done"]
+    finally:
+        demo.close()
