@@ -215,3 +215,18 @@ class TrainingRun(Base):
 
     def __repr__(self) -> str:
         return f"TrainingRun(id={self.id!r}, status={self.status!r})"
+
+
+class UserTemplate(Base):
+    """A genre template a writer made in the page: private until an admin publishes it."""
+
+    __tablename__ = "user_templates"
+    __table_args__ = (UniqueConstraint("owner", "name", name="uq_user_templates_owner_name"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    owner: Mapped[str] = mapped_column(String(200), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    source: Mapped[str] = mapped_column(Text)  # the TOML text, as in prompts/*.toml
+    published: Mapped[bool] = mapped_column(default=False)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

@@ -35,7 +35,7 @@ def active_version(session: Session) -> ModelVersion | None:
 def get_version(session: Session, version_id: int) -> ModelVersion:
     version = session.get(ModelVersion, version_id)
     if version is None:
-        raise NotFoundError(f"Model version {version_id} does not exist.")
+        raise NotFoundError(version_id, "Model version")
     return version
 
 
@@ -114,7 +114,7 @@ def activate(session: Session, version_id: int) -> ModelVersion:
 def get_run(session: Session, run_id: int) -> TrainingRun:
     run = session.get(TrainingRun, run_id)
     if run is None:
-        raise NotFoundError(f"Training run {run_id} does not exist.")
+        raise NotFoundError(run_id, "Training run")
     return run
 
 

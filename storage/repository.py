@@ -37,9 +37,9 @@ class StorageError(Exception):
 
 
 class NotFoundError(StorageError):
-    def __init__(self, draft_id: object) -> None:
-        self.draft_id = draft_id
-        super().__init__(f"Draft {draft_id} does not exist.")
+    def __init__(self, key: object, what: str = "Draft") -> None:
+        self.key = key
+        super().__init__(f"{what} {key} does not exist.")
 
 
 class InvalidRatingError(StorageError):

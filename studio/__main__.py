@@ -146,7 +146,7 @@ def run(args: argparse.Namespace) -> int:
         _check_export(args)
     studio = Studio(settings_from(args))
     if args.command == "templates":
-        data = [t.to_dict() for t in studio.catalog]
+        data = [t.to_dict() for t in studio.templates_for()]
         _print(args, data, "\n".join(f"{t['id']:<20} {t['name']} — {t['description']}" for t in data))
     elif args.command == "generate":
         sampler = {name: getattr(args, name) for name in SAMPLER_OPTIONS if getattr(args, name) is not None}

@@ -15,9 +15,9 @@ from .service import Studio
 def register_api(studio: Studio, who: Callable[[gr.Request], str]) -> None:
     """Register the endpoints; call inside the Blocks context. `who` names a request's writer."""
 
-    def templates() -> list:
+    def templates(request: gr.Request = None) -> list:
         """All genre templates: id, name, description, language, fields and suggested sampler settings."""
-        return [t.to_dict() for t in studio.catalog]
+        return [t.to_dict() for t in studio.templates_for(who(request))]
 
     def generate(
         template_id: str,

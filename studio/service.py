@@ -14,11 +14,12 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
 import storage
-from storage import registry, repository
+from storage import registry, repository, user_templates
 
 from .config import Settings
-from .errors import GenerationError, StudioError
+from .errors import GenerationError, StudioError, TemplateError
 from .export import draft_markdown
+from .records import draft_record, run_record, version_record
 from .generation import ActiveStreams, DraftStream, StreamResult, model_input
 from .jobs import TrainingJobs
 from .remote import RemoteDraftStream, chat_messages, make_client
@@ -26,10 +27,13 @@ from .models import LoadedModel, Progress, load_model
 from .limits import RateLimit
 from .moderation import ContentFilter
 from .sampling import SamplerSettings
-from .templates import PROMPTS_DIR, TemplateCatalog
+from .templates import PROMPTS_DIR, GenreTemplate, TemplateCatalog, parse_template
 from .training import TrainingConfig
 
 log = logging.getLogger(__name__)
+
+CUSTOM_PREFIX = "custom-"  # template ids of writers' own templates: custom-<row id>
+MAX_CUSTOM_FIELDS = 6  # as many as the page shows
 
 
 class Drafting:
@@ -131,7 +135,7 @@ class Studio:
         key: str | None = None,
     ) -> Drafting:
         """Validate everything, then return a Drafting to iterate. Errors come before any text."""
-        template = self.catalog.get(template_id)
+        template = self.template(template_id, user)
         values = template.resolve_values(fields)
         prompt = template.render(values)
         settings = template.sampler.updated(sampler).with_seed()
@@ -167,7 +171,7 @@ class Studio:
                                   "cannot yet be asked to extend an answer.")
         with self.sessions() as session:
             draft = repository.get_draft(session, draft_id, user=user or self.settings.user)
-        template = self.catalog.get(draft.template_id)
+        template = self.template(draft.template_id, user)
         self.rate_limit.check(user or self.settings.user)
         settings = SamplerSettings(**draft.settings).updated(
             {"max_new_tokens": max_new_tokens, "seed": None}
@@ -239,7 +243,7 @@ class Studio:
         user: str | None = None,
     ) -> list[repository.DraftSummary]:
         if template_id:
-            self.catalog.get(template_id)  # an unknown template is an error, not an empty list
+            self.template(template_id, user)  # an unknown template is an error, not an empty list
         with self.sessions() as session:
             return repository.list_drafts(
                 session,
@@ -260,6 +264,56 @@ class Studio:
 
     def export_markdown(self, draft_id: int, *, user: str | None = None) -> str:
         return draft_markdown(self.draft(draft_id, user=user))
+
+    # -- writers' own templates -----------------------------------------------------------------
+
+    def templates_for(self, user: str | None = None) -> list[GenreTemplate]:
+        """The shipped templates, then the writer's own and everyone's published ones."""
+        with self.sessions() as session:
+            rows = user_templates.visible_templates(session, user or self.settings.user)
+        custom = []
+        for row in rows:
+            try:
+                custom.append(parse_template(f"{CUSTOM_PREFIX}{row.id}", row.source, untrusted=True))
+            except TemplateError:
+                continue  # saved before a rule tightened: it stays editable, not offered
+        return [*self.catalog, *custom]
+
+    def template(self, template_id: str, user: str | None = None) -> GenreTemplate:
+        if not template_id.startswith(CUSTOM_PREFIX):
+            return self.catalog.get(template_id)
+        number = template_id.removeprefix(CUSTOM_PREFIX)
+        with self.sessions() as session:
+            row = user_templates.get_visible(session, int(number) if number.isdigit() else -1,
+                                             user or self.settings.user)
+            return parse_template(template_id, row.source, untrusted=True)
+
+    def my_templates(self, user: str | None = None) -> list[dict[str, Any]]:
+        user = user or self.settings.user
+        with self.sessions() as session:
+            return [{"id": f"{CUSTOM_PREFIX}{r.id}", "name": r.name, "owner": r.owner, "published": r.published,
+                     "source": r.source} for r in user_templates.visible_templates(session, user)]
+
+    def save_template(self, source: str, template_id: str | None = None, *, user: str | None = None) -> str:
+        """Check a writer's template (it must load and render its defaults safely), then store it."""
+        parsed = parse_template("new", source, untrusted=True)
+        if len(parsed.fields) > MAX_CUSTOM_FIELDS:
+            raise TemplateError(f"A template may have at most {MAX_CUSTOM_FIELDS} fields.")
+        parsed.render()  # in the sandbox: a template that cannot render its own defaults is not saved
+        number = int(template_id.removeprefix(CUSTOM_PREFIX)) if template_id else None
+        with self.sessions.begin() as session:
+            row = user_templates.save_template(session, user or self.settings.user, parsed.name, source, number)
+            return f"{CUSTOM_PREFIX}{row.id}"
+
+    def delete_template(self, template_id: str, *, user: str | None = None) -> None:
+        with self.sessions.begin() as session:
+            user_templates.delete_template(session, int(template_id.removeprefix(CUSTOM_PREFIX)),
+                                           user or self.settings.user)
+
+    def publish_template(self, template_id: str, published: bool = True) -> None:
+        """Share a writer's template with everyone (an admin's decision, checked at the edge)."""
+        with self.sessions.begin() as session:
+            user_templates.set_published(session, int(template_id.removeprefix(CUSTOM_PREFIX)), published)
 
     # -- training and versions ------------------------------------------------------------------
 
@@ -294,50 +348,4 @@ class Studio:
             return [run_record(r) for r in registry.list_runs(session, limit)]
 
 
-def draft_record(draft, rating) -> dict[str, Any]:
-    return {
-        "id": draft.id,
-        "created_at": draft.created_at.isoformat(),
-        "user": draft.user,
-        "template_id": draft.template_id,
-        "template_name": draft.template_name,
-        "fields": draft.fields,
-        "prompt": draft.prompt,
-        "settings": draft.settings,
-        "seed": draft.seed,
-        "model_name": draft.model_name,
-        "model_version": draft.model_version,
-        "text": draft.text,
-        "new_tokens": draft.new_tokens,
-        "first_token_seconds": draft.first_token_seconds,
-        "generation_seconds": draft.generation_seconds,
-        "stopped": draft.stopped,
-        "continuations": draft.continuations,
-        "stars": rating.stars if rating else None,
-        "comment": rating.comment if rating else "",
-        "flagged": draft.flagged,
-        "flag_reason": draft.flag_reason,
-    }
-
-
-def version_record(v) -> dict[str, Any]:
-    return {
-        "id": v.id, "name": v.name, "status": v.status, "active": v.is_active, "parent_id": v.parent_id,
-        "adapter_path": v.adapter_path, "created_at": v.created_at.isoformat(),
-        "train_drafts": len(v.train_draft_ids), "held_out_drafts": len(v.held_out_draft_ids),
-        "train_draft_ids": v.train_draft_ids, "held_out_draft_ids": v.held_out_draft_ids,
-        "hyperparameters": v.hyperparameters, "loss_curve": v.loss_curve, "gate": v.gate,
-    }
-
-
-def run_record(r) -> dict[str, Any]:
-    return {
-        "id": r.id, "status": r.status, "trigger": r.trigger, "version_id": r.version_id,
-        "progress": r.progress, "message": r.message, "error": r.error,
-        "created_at": r.created_at.isoformat(),
-        "started_at": r.started_at.isoformat() if r.started_at else None,
-        "finished_at": r.finished_at.isoformat() if r.finished_at else None,
-    }
-
-
-__all__ = ["Studio", "Drafting", "StudioError", "draft_record", "version_record", "run_record"]
+__all__ = ["Studio", "Drafting", "StudioError"]

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from jinja2 import StrictUndefined, TemplateError as JinjaError, meta
+from jinja2 import StrictUndefined, TemplateError as JinjaError, nodes
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from .errors import TemplateError
@@ -46,6 +46,7 @@ class GenreTemplate:
     fields: tuple[TemplateField, ...]
     sampler: SamplerSettings
     system: str = ""
+    untrusted: bool = False  # a writer's own template: rendered in a limited child process
     _compiled: Any = field(default=None, repr=False, compare=False)
 
     def field(self, name: str) -> TemplateField:
@@ -79,6 +80,10 @@ class GenreTemplate:
     def render(self, values: Mapping[str, Any] | None = None) -> str:
         """The prompt for these field values (defaults for the missing ones)."""
         resolved = self.resolve_values(values)
+        if self.untrusted:
+            from .sandbox import render_untrusted
+
+            return render_untrusted(self.source, resolved, name=f"The template “{self.name}”").strip()
         try:
             return self._compiled.render(**resolved).strip()
         except (JinjaError, OverflowError) as exc:  # the sandbox raises OverflowError for huge ranges
@@ -97,7 +102,19 @@ class GenreTemplate:
         }
 
 
-def parse_template(template_id: str, text: str) -> GenreTemplate:
+def _free_names(parsed: nodes.Template) -> set[str]:
+    """Variables a template reads but never sets.
+
+    Read straight off the syntax tree: jinja2.meta would run the code generator, which
+    evaluates constant expressions ('x' * 10**10) in this process.
+    """
+    loads = {n.name for n in parsed.find_all(nodes.Name) if n.ctx == "load"}
+    bound = {n.name for n in parsed.find_all(nodes.Name) if n.ctx in ("store", "param")}
+    bound |= {m.name for m in parsed.find_all(nodes.Macro)}
+    return loads - bound - set(_ENV.globals) - {"loop", "caller", "varargs", "kwargs"}
+
+
+def parse_template(template_id: str, text: str, untrusted: bool = False) -> GenreTemplate:
     """Build a template from the text of a .toml file; raise TemplateError saying what is wrong."""
     where = f"Template '{template_id}'"
     try:
@@ -117,10 +134,12 @@ def parse_template(template_id: str, text: str) -> GenreTemplate:
         raise TemplateError(f"{where}: field names must be unique snake_case identifiers ({names}).")
     try:
         parsed = _ENV.parse(data["template"])
-        compiled = _ENV.from_string(data["template"])
+        # Compiling folds constant expressions ('x' * 10**10 would be built right here), so a
+        # writer's template is only parsed in this process and compiled in the sandbox child.
+        compiled = None if untrusted else _ENV.from_string(data["template"])
     except JinjaError as exc:
         raise TemplateError(f"{where} has a Jinja2 syntax error: {exc}") from exc
-    undeclared = meta.find_undeclared_variables(parsed) - set(names)
+    undeclared = _free_names(parsed) - set(names)
     if undeclared:
         raise TemplateError(f"{where} uses undeclared variables: {', '.join(sorted(undeclared))}.")
     try:
@@ -137,6 +156,7 @@ def parse_template(template_id: str, text: str) -> GenreTemplate:
         fields=fields,
         sampler=sampler,
         system=data.get("system", ""),
+        untrusted=untrusted,
         _compiled=compiled,
     )
 

@@ -17,6 +17,7 @@ from .errors import USER_ERRORS
 from .sampling import MAX_NEW_TOKENS_LIMIT, SamplerSettings
 from .service import Studio
 from .templates import GenreTemplate
+from .ui_templates import build_templates_tab, template_choices
 from .ui_training import build_training_tab
 
 DEFAULT_TEMPLATE = "fantasy"
@@ -71,7 +72,7 @@ def build_ui(studio: Studio, accounts: Accounts | None = None) -> gr.Blocks:
         return request.username if accounts.enabled and request.username else studio.settings.user
 
     first = catalog.get(DEFAULT_TEMPLATE) if DEFAULT_TEMPLATE in catalog.ids() else next(iter(catalog))
-    template_choices = [(t.name, t.id) for t in catalog]
+    shipped_choices = [(t.name, t.id) for t in catalog]
     limits = {f: SamplerSettings.__dataclass_fields__[f].metadata for f in ("temperature", "top_p", "top_k", "repetition_penalty")}
 
     with gr.Blocks(title="Story Studio") as demo:
@@ -85,7 +86,7 @@ def build_ui(studio: Studio, accounts: Accounts | None = None) -> gr.Blocks:
         with gr.Tab("Write"):
             with gr.Row():
                 with gr.Column(scale=2):
-                    template = gr.Dropdown(template_choices, value=first.id, label="Genre template")
+                    template = gr.Dropdown(shipped_choices, value=first.id, label="Genre template")
                     # Built with the first template's values (no load event to race a writer's typing).
                     description = gr.Markdown(f"*{first.description}*")
                     field_boxes = [gr.Textbox(**_field_box(first, i)) for i in range(MAX_FIELDS)]
@@ -110,7 +111,7 @@ def build_ui(studio: Studio, accounts: Accounts | None = None) -> gr.Blocks:
 
         with gr.Tab("History") as history_tab:
             with gr.Row():
-                filter_template = gr.Dropdown([("All templates", ANY_TEMPLATE)] + template_choices, value=ANY_TEMPLATE, label="Template")
+                filter_template = gr.Dropdown([("All templates", ANY_TEMPLATE)] + shipped_choices, value=ANY_TEMPLATE, label="Template")
                 filter_rating = gr.Dropdown(RATING_FILTERS, value=ANY_RATING, label="Rating")
                 refresh_btn = gr.Button("Refresh")
             table = gr.Dataframe(headers=HISTORY_COLUMNS, interactive=False, wrap=True, label="Drafts (select one to open it)",
@@ -133,21 +134,31 @@ def build_ui(studio: Studio, accounts: Accounts | None = None) -> gr.Blocks:
 
         shown_template = gr.State(first.id)
 
-        def on_template(template_id: str, shown: str):
+        def on_template(template_id: str, shown: str, request: gr.Request):
             # The dropdown may report its first value as a change while the page loads: refilling
             # the form then would wipe what the writer has typed already.
             if template_id == shown:
                 return [gr.skip()] * (len(template_outputs) + 1)
-            return [*_template_updates(catalog.get(template_id)), template_id]
+            try:
+                chosen = studio.template(template_id, who(request))
+            except USER_ERRORS as exc:
+                raise gr.Error(str(exc)) from exc
+            return [*_template_updates(chosen), template_id]
 
         template.change(on_template, [template, shown_template], [*template_outputs, shown_template],
                         api_visibility="private", queue=False)
+
+        def on_load(request: gr.Request):
+            # Only the choices: the writer's own templates join the list; the form is left alone.
+            return gr.update(choices=template_choices(studio, who(request)))
+
+        demo.load(on_load, None, template, api_visibility="private", queue=False)
 
         sampler_controls = dict(zip(SAMPLER_NAMES, sampler_inputs))
 
         def on_generate(form: dict, request: gr.Request):
             try:
-                chosen = catalog.get(form[template])
+                chosen = studio.template(form[template], who(request))
                 fields = {f.name: form[box] for f, box in zip(chosen.fields, field_boxes)}
                 sampler = {name: form[control] for name, control in sampler_controls.items()}
                 sampler["seed"] = None if sampler["seed"] is None else int(sampler["seed"])
@@ -251,6 +262,7 @@ def build_ui(studio: Studio, accounts: Accounts | None = None) -> gr.Blocks:
 
         export_btn.click(on_export, history_id, export_file, api_visibility="private")
 
+        build_templates_tab(studio, accounts, who, template)
         build_training_tab(studio, accounts, who)
         register_api(studio, who)
     return demo
