@@ -30,8 +30,8 @@ CHATML = (
 )
 
 
-def build_tiny_model(folder: Path, chat: bool = True) -> Path:
-    """A 2-layer random Llama and a byte-level BPE tokenizer trained on a few sentences."""
+def build_tiny_model(folder: Path, chat: bool = True, hidden: int = 16, layers: int = 2) -> Path:
+    """A small random Llama and a byte-level BPE tokenizer trained on a few sentences."""
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
@@ -51,7 +51,7 @@ def build_tiny_model(folder: Path, chat: bool = True) -> Path:
     if chat:
         tokenizer.chat_template = CHATML
     config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+        vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=2048,
         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
     )
@@ -68,6 +68,12 @@ def build_tiny_model(folder: Path, chat: bool = True) -> Path:
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     return build_tiny_model(tmp_path_factory.mktemp("tiny-chat-model"), chat=True)
+
+
+@pytest.fixture(scope="session")
+def slower_model_dir(tmp_path_factory) -> Path:
+    """Still tiny, but slow enough (tens of tokens/s on a CPU) that a person could press Stop."""
+    return build_tiny_model(tmp_path_factory.mktemp("slower-chat-model"), chat=True, hidden=512, layers=8)
 
 
 @pytest.fixture(scope="session")

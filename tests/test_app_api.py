@@ -8,6 +8,14 @@ import time
 import pytest
 from gradio_client import Client
 
+from studio.config import Settings
+
+
+@pytest.fixture
+def settings(tmp_path, slower_model_dir):
+    # A stream must still be running when the test cancels it, as a writer's would be.
+    return Settings(model=str(slower_model_dir), data_dir=str(tmp_path / "data"))
+
 
 @pytest.fixture
 def app(running_app):

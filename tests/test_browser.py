@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from studio.config import Settings
 from studio.ui import exports_dir
 from tests.drafts import seed_rated_drafts
 
@@ -27,6 +28,12 @@ else:
     playwright_api = pytest.importorskip("playwright.sync_api")
     if not Path(CHROMIUM).exists():
         pytest.skip("Debian's chromium is not installed (CI installs it)", allow_module_level=True)
+
+
+@pytest.fixture
+def settings(tmp_path, slower_model_dir):
+    # Streams here must last long enough for a click on Stop, as they do for a writer.
+    return Settings(model=str(slower_model_dir), data_dir=str(tmp_path / "data"))
 
 
 @pytest.fixture
