@@ -105,3 +105,31 @@ def test_a_full_queue_tells_the_writer_to_try_again(settings):
         assert waiting.result()["done"]
     finally:
         demo.close()
+
+
+def test_many_writers_rating_at_once_through_the_api_lose_and_duplicate_nothing(app):
+    studio, client = app
+    ids = [client.predict("poetry", {}, {"max_new_tokens": 3}, api_name="/generate")["draft_id"] for _ in range(4)]
+    errors: list[BaseException] = []
+
+    def rate_all(worker: int) -> None:
+        own = Client(client.src, verbose=False)
+        try:
+            for round_ in range(5):
+                for draft_id in ids:
+                    own.predict(draft_id, 1 + (worker + round_) % 5, f"w{worker}", api_name="/rate")
+        except BaseException as exc:  # collected: a failure in a thread must fail the test
+            errors.append(exc)
+
+    threads = [threading.Thread(target=rate_all, args=(w,)) for w in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    with studio.sessions() as session:
+        from storage.models import Rating
+        from sqlalchemy import func, select
+
+        assert session.scalar(select(func.count()).select_from(Rating)) == len(ids)  # one per draft
+    assert all(studio.draft(i)["stars"] in range(1, 6) for i in ids)

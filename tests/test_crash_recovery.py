@@ -67,3 +67,35 @@ def test_kill_9_mid_stream_loses_nothing_committed_and_the_app_restarts(tiny_mod
     record = studio.draft(kept["draft_id"])
     assert (record["stars"], record["comment"], record["text"]) == (5, "keep me", kept["text"])
     assert studio.load().version == "base"
+
+
+def test_kill_9_of_the_app_during_training_keeps_ratings_and_a_servable_version(slower_model_dir, tmp_path):
+    from tests.drafts import seed_rated_drafts
+
+    data_dir, port = tmp_path / "data", _free_port()
+    app = _start_app(slower_model_dir, data_dir, port)
+    outside = Studio(Settings(model=str(slower_model_dir), data_dir=str(data_dir)))
+    seed_rated_drafts(outside, 10)
+    run_id, _ = outside.train_now("button")  # the app's runner starts it in a child process
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and outside.runs()[0]["status"] == "queued":
+            time.sleep(0.2)
+        assert outside.runs()[0]["status"] == "running"
+        os.kill(app.pid, signal.SIGKILL)
+        app.wait()
+        app = _start_app(slower_model_dir, data_dir, port)
+        # The training child outlived the app; the restarted app lets it finish rather than run it again.
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and outside.runs()[0]["status"] == "running":
+            time.sleep(0.5)
+        run = outside.runs()[0]
+        assert run["id"] == run_id and run["status"] in ("succeeded", "failed") and len(outside.runs()) == 1
+        client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+        assert client.predict("poetry", {}, {"max_new_tokens": 4}, api_name="/generate")["done"]
+    finally:
+        app.terminate()
+        app.wait(timeout=30)
+    assert [d.stars for d in outside.drafts(min_stars=5)] == [5] * 10
+    active = [v for v in outside.versions() if v["active"]]
+    assert len(active) == 1 and active[0]["name"] in ("base", "v1")
