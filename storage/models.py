@@ -230,3 +230,19 @@ class UserTemplate(Base):
     published: Mapped[bool] = mapped_column(default=False)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class Preference(Base):
+    """A writer's pick between drafts of the same prompt: this one (chosen) over that one."""
+
+    __tablename__ = "preferences"
+    __table_args__ = (
+        UniqueConstraint("user", "chosen_draft_id", "rejected_draft_id", name="uq_preferences_pair"),
+        CheckConstraint("chosen_draft_id <> rejected_draft_id", name="distinct_drafts"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user: Mapped[str] = mapped_column(String(200), index=True)
+    chosen_draft_id: Mapped[int] = mapped_column(ForeignKey("drafts.id", ondelete="CASCADE"), index=True)
+    rejected_draft_id: Mapped[int] = mapped_column(ForeignKey("drafts.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -72,9 +72,10 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("draft_id", type=int, nargs="?", help="The draft to export (with --format markdown).")
     export.add_argument("--format", choices=("markdown", *EXPORT_FORMATS), default="markdown",
                         help="markdown: one draft; sft: drafts rated --min-stars or more, deduplicated; "
-                             "kto: every rated draft, labelled by --min-stars.")
+                             "kto: every rated draft, labelled by --min-stars; "
+                             "dpo: the writers' picks between candidates (prompt, chosen, rejected).")
     export.add_argument("--min-stars", type=int, default=4, help="The rating that counts as good (sft, kto).")
-    export.add_argument("--output", "-o", type=Path, help="File to write (default: stdout; required for sft, kto).")
+    export.add_argument("--output", "-o", type=Path, help="File to write (default: stdout; required for sft, kto, dpo).")
 
     train = commands.add_parser("train", parents=[common], help="Fine-tune on the highly rated drafts now (in this process).")
     train.add_argument("--run-id", type=int, help="Carry out this queued run (what the app's runner does).")
@@ -208,7 +209,7 @@ def _check_export(args: argparse.Namespace) -> None:
     """Refuse a bad combination of export options before the database is opened."""
     if args.format == "markdown":
         if args.draft_id is None:
-            raise ValueError("export needs a DRAFT_ID, or --format sft|kto to export the rated drafts.")
+            raise ValueError("export needs a DRAFT_ID, or --format sft|kto|dpo to export the rated drafts or preferences.")
         return
     if args.output is None:
         raise ValueError(f"--output is required with --format {args.format}: the dataset is a JSON lines file.")

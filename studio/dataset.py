@@ -19,12 +19,13 @@ from typing import Any, Iterable, Sequence
 
 from sqlalchemy.orm import Session
 
+from storage.preferences import list_preferences
 from storage.repository import list_rated_drafts
 
 from .errors import StudioError, TemplateError
 from .templates import TemplateCatalog
 
-EXPORT_FORMATS = ("sft", "kto")
+EXPORT_FORMATS = ("sft", "kto", "dpo")
 IGNORE_INDEX = -100  # the label PyTorch's cross-entropy (and transformers' loss) skips
 
 # Han, kana and Hangul: scripts written without spaces, where word shingles would see one "word".
@@ -245,6 +246,8 @@ def export_rows(
     if fmt not in EXPORT_FORMATS:
         raise StudioError(f"Unknown export format {fmt!r}; choose one of: {', '.join(EXPORT_FORMATS)}.")
     catalog = catalog or TemplateCatalog.load()
+    if fmt == "dpo":
+        return _preference_rows(session, catalog)
     if fmt == "sft":
         examples, _ = rated_examples(session, min_stars)
         examples, _ = dedupe(examples)
@@ -263,6 +266,24 @@ def export_rows(
         if fmt == "kto":
             row["label"] = example.stars >= min_stars
         rows.append(row)
+    return rows
+
+
+def _preference_rows(session: Session, catalog: TemplateCatalog) -> list[dict[str, Any]]:
+    """TRL's conversational preference format: prompt, chosen, rejected (flagged drafts left out)."""
+    rows = []
+    for chosen, rejected in list_preferences(session):
+        if chosen.flagged or rejected.flagged:
+            continue
+        example = Example(chosen.id, chosen.model_input, chosen.prompt, chosen.text, 0, chosen.user,
+                          chosen.template_id)
+        rows.append({
+            "prompt": _prompt_messages(example, catalog),
+            "chosen": [{"role": "assistant", "content": chosen.text}],
+            "rejected": [{"role": "assistant", "content": rejected.text}],
+        })
+    if not rows:
+        raise StudioError("There are no preferences to export yet: compare candidates and pick one first.")
     return rows
 
 

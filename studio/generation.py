@@ -190,12 +190,12 @@ class ActiveStreams:
                 del self._streams[key]
 
     def stop(self, key: str) -> bool:
+        """Stop the stream under key, and the candidates written together under "key#n"."""
         with self._lock:
-            stream = self._streams.get(key)
-        if stream is None:
-            return False
-        stream.stop()
-        return True
+            streams = [s for k, s in self._streams.items() if k == key or k.startswith(key + "#")]
+        for stream in streams:
+            stream.stop()
+        return bool(streams)
 
     def __len__(self) -> int:
         with self._lock:

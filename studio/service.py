@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
 import storage
-from storage import registry, repository, user_templates
+from storage import preferences, registry, repository, user_templates
 
 from .config import Settings
 from .errors import GenerationError, StudioError, TemplateError
@@ -26,7 +26,7 @@ from .remote import RemoteDraftStream, chat_messages, make_client
 from .models import LoadedModel, Progress, load_model
 from .limits import RateLimit
 from .moderation import ContentFilter
-from .sampling import SamplerSettings
+from .sampling import MAX_SEED, SamplerSettings
 from .templates import PROMPTS_DIR, GenreTemplate, TemplateCatalog, parse_template
 from .training import TrainingConfig
 
@@ -215,6 +215,24 @@ class Studio:
                 stopped=result.stopped,
             )
             return draft.id
+
+    def candidates(self, template_id: str, fields: Mapping[str, Any] | None = None,
+                   sampler: Mapping[str, Any] | None = None, count: int = 3, *, user: str | None = None,
+                   key: str | None = None) -> list[Drafting]:
+        """2-4 drafts of the same prompt with different seeds, to be streamed together and compared."""
+        if not 2 <= count <= 4:
+            raise GenerationError(f"Compare 2 to 4 candidates, not {count}.")
+        key = key or uuid.uuid4().hex
+        first = self.write(template_id, fields, sampler, user=user, key=f"{key}#0")
+        seed = first.stream.settings.seed
+        others = [self.write(template_id, fields, {**(sampler or {}), "seed": (seed + n) % MAX_SEED},
+                             user=user, key=f"{key}#{n}") for n in range(1, count)]
+        return [first, *others]
+
+    def prefer(self, chosen_id: int, rejected_ids: list[int], *, user: str | None = None) -> int:
+        """Record that the writer picked chosen_id over each of rejected_ids; return the new pairs."""
+        with self.sessions.begin() as session:
+            return preferences.record_preference(session, user or self.settings.user, chosen_id, rejected_ids)
 
     def stop(self, key: str) -> bool:
         """Stop the stream running under key; False when there is none."""
