@@ -276,7 +276,9 @@ def test_kto_export_labels_every_rated_draft(studio, rated_mix, tmp_path):
 def test_export_refuses_unknown_formats_and_empty_datasets(studio):
     add_rated(studio, EN, 3)
     with studio.sessions() as s:
-        with pytest.raises(StudioError, match="choose one of: sft, kto"):
+        with pytest.raises(StudioError, match="choose one of: sft, kto, dpo"):
+            export_rows(s, "orpo", catalog=studio.catalog)
+        with pytest.raises(StudioError, match="no preferences to export yet"):
             export_rows(s, "dpo", catalog=studio.catalog)
         with pytest.raises(StudioError, match="no drafts rated 4 stars or higher"):
             export_rows(s, "sft", catalog=studio.catalog)
