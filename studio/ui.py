@@ -17,6 +17,7 @@ from .errors import USER_ERRORS
 from .sampling import MAX_NEW_TOKENS_LIMIT, SamplerSettings
 from .service import Studio
 from .templates import GenreTemplate
+from .ui_compare import build_compare
 from .ui_templates import build_templates_tab, template_choices
 from .ui_training import build_training_tab
 
@@ -97,7 +98,7 @@ def build_ui(studio: Studio, accounts: Accounts | None = None) -> gr.Blocks:
                         repetition_penalty = gr.Slider(limits["repetition_penalty"]["min"], limits["repetition_penalty"]["max"], value=first.sampler.repetition_penalty, step=0.01, label="Repetition penalty")
                         max_new_tokens = gr.Slider(16, min(MAX_NEW_TOKENS_LIMIT, 2048), value=first.sampler.max_new_tokens, step=16, label="Max new tokens")
                         seed = gr.Number(-1, precision=0, label="Seed", info="-1 draws a new one; the seed used is saved with the draft")
-                with gr.Column(scale=3):
+                with gr.Column(scale=3) as draft_column:
                     draft_box = gr.Textbox(label="Draft", lines=16, max_lines=40, interactive=False, buttons=["copy"], elem_id="draft")
                     status = gr.Markdown("Ready.")
                     with gr.Row():
@@ -156,13 +157,18 @@ def build_ui(studio: Studio, accounts: Accounts | None = None) -> gr.Blocks:
 
         sampler_controls = dict(zip(SAMPLER_NAMES, sampler_inputs))
 
+        def read_form(form: dict, request: gr.Request) -> tuple[str, dict, dict]:
+            """(template id, field values, sampler settings) from the Write tab's controls."""
+            chosen = studio.template(form[template], who(request))
+            fields = {f.name: form[box] for f, box in zip(chosen.fields, field_boxes)}
+            sampler = {name: form[control] for name, control in sampler_controls.items()}
+            sampler["seed"] = None if sampler["seed"] is None else int(sampler["seed"])
+            return chosen.id, fields, sampler
+
         def on_generate(form: dict, request: gr.Request):
             try:
-                chosen = studio.template(form[template], who(request))
-                fields = {f.name: form[box] for f, box in zip(chosen.fields, field_boxes)}
-                sampler = {name: form[control] for name, control in sampler_controls.items()}
-                sampler["seed"] = None if sampler["seed"] is None else int(sampler["seed"])
-                drafting = studio.write(chosen.id, fields, sampler, key=request.session_hash, user=who(request))
+                template_id, fields, sampler = read_form(form, request)
+                drafting = studio.write(template_id, fields, sampler, key=request.session_hash, user=who(request))
                 yield {draft_box: "", status: "Writing…", draft_id: None}
                 for _ in drafting:
                     yield {draft_box: drafting.text, status: _status(drafting, False)}
@@ -172,7 +178,10 @@ def build_ui(studio: Studio, accounts: Accounts | None = None) -> gr.Blocks:
             yield {draft_box: drafting.text, status: _status(drafting, True, flag), draft_id: drafting.draft_id}
 
         generation = dict(concurrency_id="generation", api_visibility="private", show_progress="minimal")
-        generate_btn.click(on_generate, {template, *field_boxes, *sampler_inputs}, [draft_box, status, draft_id], **generation)
+        form_inputs = {template, *field_boxes, *sampler_inputs}
+        generate_btn.click(on_generate, form_inputs, [draft_box, status, draft_id], **generation)
+        with draft_column:  # below the rating controls
+            build_compare(studio, who, read_form, form_inputs, draft_id, draft_box, status)
 
         def on_continue(current_id, new_tokens, request: gr.Request):
             if current_id is None:

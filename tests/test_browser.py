@@ -158,3 +158,31 @@ def test_train_now_shows_the_run_its_loss_curve_and_the_new_version(page):
     expect(tab.get_by_role("gridcell", name=re.compile(r"→ .*\((promoted|rejected)\)"))).to_be_visible()
     _shot(tab, "08-training-tab")
     assert studio.runs()[0]["status"] == "succeeded"
+
+
+def test_a_writer_compares_three_candidates_and_picks_one(page):
+    tab, studio = page, page.studio
+    expect = playwright_api.expect
+    _set_max_tokens(tab, 48)
+    tab.get_by_text("Compare candidates side by side").click()
+    tab.get_by_role("button", name="Write 3 candidates").click()
+    for n in (1, 2, 3):
+        expect(tab.locator(f"#candidate-{n} textarea")).not_to_have_value("")
+    # Wait until all three are saved (their ids arrive with the last update), then pick.
+    deadline = time.monotonic() + 60
+    while len(studio.drafts()) < 3 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    tab.wait_for_timeout(500)
+    _shot(tab, "09-candidates")
+    tab.get_by_role("button", name="Pick candidate 2").click()
+    expect(tab.get_by_text("Candidate 2 picked: it is your current draft now.")).to_be_visible()
+    with studio.sessions() as session:
+        from storage.preferences import list_preferences
+
+        pairs = [(c.id, r.id) for c, r in list_preferences(session)]
+    assert len(pairs) == 2 and len({c for c, _ in pairs}) == 1
+    chosen_text = studio.draft(pairs[0][0])["text"]
+    # The pick is the second candidate, and it became the current draft.
+    expect(tab.locator("#candidate-2 textarea")).to_have_value(chosen_text)
+    expect(tab.locator("#draft textarea")).to_have_value(chosen_text)
+    _shot(tab, "10-candidate-picked")
