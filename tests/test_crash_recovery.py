@@ -21,10 +21,13 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def _start_app(model: Path, data_dir: Path, port: int) -> subprocess.Popen:
-    process = subprocess.Popen(
-        [sys.executable, "app.py", "--model", str(model), "--data-dir", str(data_dir), "--port", str(port)],
-        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
+    data_dir.mkdir(parents=True, exist_ok=True)
+    log = data_dir / "app.log"  # its tail goes into the failure message
+    with open(log, "ab") as out:
+        process = subprocess.Popen(
+            [sys.executable, "app.py", "--model", str(model), "--data-dir", str(data_dir), "--port", str(port)],
+            cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
+        )
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
         try:
@@ -32,7 +35,7 @@ def _start_app(model: Path, data_dir: Path, port: int) -> subprocess.Popen:
             return process
         except OSError:
             if process.poll() is not None:
-                pytest.fail("the app exited while starting")
+                pytest.fail(f"the app exited ({process.returncode}) while starting:\n{log.read_text()[-3000:]}")
             time.sleep(0.5)
     process.kill()
     pytest.fail("the app did not start within 90 s")
