@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
+
+# A Chinese (or Japanese) character counts as a word; elsewhere a word is a run of letters/digits.
+_WORD = re.compile(r"[\u3400-\u9fff\uf900-\ufaff\u3040-\u30ff]|[^\W_]+(?:['’-][^\W_]+)*")
+
+
+def word_count(text: str) -> int:
+    return len(_WORD.findall(text))
 
 
 def draft_markdown(record: dict[str, Any]) -> str:
@@ -21,6 +29,7 @@ def draft_markdown(record: dict[str, Any]) -> str:
         f"- Template: {record['template_name']} (`{record['template_id']}`)",
         f"- Model: {record['model_name']} (version {record['model_version']})",
         f"- Settings: {settings}; seed {record['seed']}",
+        f"- Length: {word_count(record['text'])} words, {record['new_tokens']} tokens",
         f"- Rating: {rating}",
     ]
     if record.get("comment"):

@@ -12,7 +12,7 @@ import gradio as gr
 
 from .accounts import Accounts
 from .api import register_api
-from .export import draft_markdown
+from .export import draft_markdown, word_count
 from .errors import USER_ERRORS
 from .sampling import MAX_NEW_TOKENS_LIMIT, SamplerSettings
 from .service import Studio
@@ -56,12 +56,13 @@ def _template_updates(template: GenreTemplate) -> list:
 def _status(drafting, done: bool, flag: str = "") -> str:
     result = drafting.stream.result
     if not done:
-        return "Writing… (Stop ends the draft here; it is kept)"
+        return f"Writing… {word_count(drafting.text)} words so far (Stop ends the draft here; it is kept)"
     speed = result.new_tokens / result.generation_seconds if result.generation_seconds else 0.0
     how = "stopped" if result.stopped else "finished"
     saved = f"Draft {drafting.draft_id} saved" if drafting.draft_id else "Nothing was written, so nothing was saved"
     warning = f"\n\n⚠ {flag}: this draft will not be used for training." if flag else ""
-    return f"{saved} — {how}, {result.new_tokens} tokens at {speed:.1f} tokens/s. Rate it below.{warning}"
+    return (f"{saved} — {how}: {word_count(drafting.text)} words, {result.new_tokens} tokens at "
+            f"{speed:.1f} tokens/s. Rate it below.{warning}")
 
 
 def build_ui(studio: Studio, accounts: Accounts | None = None) -> gr.Blocks:

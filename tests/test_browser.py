@@ -96,7 +96,7 @@ def test_a_writer_drafts_stops_rates_and_finds_the_draft_in_history(page):
     expect(tab.locator("#draft textarea")).not_to_have_value("")
     _shot(tab, "03-streaming")
     tab.get_by_role("button", name="Stop").click()
-    expect(tab.get_by_text(re.compile(r"Draft 1 saved — stopped"))).to_be_visible()
+    expect(tab.get_by_text(re.compile(r"Draft 1 saved — stopped: \d+ words, \d+ tokens"))).to_be_visible()
     _shot(tab, "04-stopped")
     record = studio.draft(1)
     assert record["stopped"] and record["new_tokens"] < 1600

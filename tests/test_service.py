@@ -167,3 +167,12 @@ def test_the_rate_limit_window_slides():
         limit.check("a")
     now[0] = 60.0
     limit.check("a")  # a minute later it is allowed again
+
+
+def test_word_counts_treat_each_chinese_character_as_a_word():
+    from studio.export import word_count
+
+    assert word_count("The cartographer's map — redrawn, twice.") == 5
+    assert word_count("江南春雨") == 4
+    assert word_count("Rain 江南 falls") == 4
+    assert word_count("") == 0
