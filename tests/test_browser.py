@@ -186,3 +186,18 @@ def test_a_writer_compares_three_candidates_and_picks_one(page):
     expect(tab.locator("#candidate-2 textarea")).to_have_value(chosen_text)
     expect(tab.locator("#draft textarea")).to_have_value(chosen_text)
     _shot(tab, "10-candidate-picked")
+
+
+def test_the_page_works_on_a_phone_sized_screen(page):
+    tab = page
+    tab.set_viewport_size({"width": 390, "height": 844})
+    tab.reload()
+    expect = playwright_api.expect
+    expect(tab.get_by_role("button", name="Write draft")).to_be_visible()
+    # Nothing wider than the screen: no sideways scrolling to reach the form or the draft.
+    assert tab.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1")
+    tab.get_by_role("button", name="Write draft").click()
+    expect(tab.locator("#draft textarea")).not_to_have_value("")
+    tab.get_by_role("button", name="Stop").click()
+    expect(tab.get_by_text(re.compile(r"Draft 1 saved"))).to_be_visible()
+    _shot(tab, "11-phone")
