@@ -246,3 +246,15 @@ class Preference(Base):
     chosen_draft_id: Mapped[int] = mapped_column(ForeignKey("drafts.id", ondelete="CASCADE"), index=True)
     rejected_draft_id: Mapped[int] = mapped_column(ForeignKey("drafts.id", ondelete="CASCADE"), index=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class DraftRevision(Base):
+    """One state of a draft's text: as written, continued, edited by the writer, or restored."""
+
+    __tablename__ = "draft_revisions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    draft_id: Mapped[int] = mapped_column(ForeignKey("drafts.id", ondelete="CASCADE"), index=True)
+    text: Mapped[str] = mapped_column(Text)
+    reason: Mapped[str] = mapped_column(String(20))  # written, continued, edited or restored
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
 import storage
-from storage import preferences, registry, repository, user_templates
+from storage import preferences, registry, repository, revisions, user_templates
 
 from .config import Settings
 from .errors import GenerationError, StudioError, TemplateError
@@ -195,6 +195,7 @@ class Studio:
                     flag_reason=reason,
                     model_version=loaded.version,
                 )
+                revisions.add_revision(session, previous.id, previous.text + result.text, "continued")
             return previous.id
 
         stream = DraftStream(loaded, text_in, settings)
@@ -214,6 +215,7 @@ class Studio:
                 generation_seconds=result.generation_seconds,
                 stopped=result.stopped,
             )
+            revisions.add_revision(session, draft.id, result.text, "written")
             return draft.id
 
     def candidates(self, template_id: str, fields: Mapping[str, Any] | None = None,

@@ -18,6 +18,7 @@ from .sampling import MAX_NEW_TOKENS_LIMIT, SamplerSettings
 from .service import Studio
 from .templates import GenreTemplate
 from .ui_compare import build_compare
+from .ui_revisions import build_revisions
 from .ui_templates import build_templates_tab, template_choices
 from .ui_training import build_training_tab
 
@@ -100,7 +101,8 @@ def build_ui(studio: Studio, accounts: Accounts | None = None) -> gr.Blocks:
                         max_new_tokens = gr.Slider(16, min(MAX_NEW_TOKENS_LIMIT, 2048), value=first.sampler.max_new_tokens, step=16, label="Max new tokens")
                         seed = gr.Number(-1, precision=0, label="Seed", info="-1 draws a new one; the seed used is saved with the draft")
                 with gr.Column(scale=3) as draft_column:
-                    draft_box = gr.Textbox(label="Draft", lines=16, max_lines=40, interactive=False, buttons=["copy"], elem_id="draft")
+                    draft_box = gr.Textbox(label="Draft (edit it freely: leaving the box saves a revision)", lines=16,
+                                           max_lines=40, interactive=True, buttons=["copy"], elem_id="draft")
                     status = gr.Markdown("Ready.")
                     with gr.Row():
                         generate_btn = gr.Button("Write draft", variant="primary")
@@ -182,6 +184,7 @@ def build_ui(studio: Studio, accounts: Accounts | None = None) -> gr.Blocks:
         form_inputs = {template, *field_boxes, *sampler_inputs}
         generate_btn.click(on_generate, form_inputs, [draft_box, status, draft_id], **generation)
         with draft_column:  # below the rating controls
+            build_revisions(studio, who, draft_id, draft_box, status)
             build_compare(studio, who, read_form, form_inputs, draft_id, draft_box, status)
 
         def on_continue(current_id, new_tokens, request: gr.Request):

@@ -201,3 +201,27 @@ def test_the_page_works_on_a_phone_sized_screen(page):
     tab.get_by_role("button", name="Stop").click()
     expect(tab.get_by_text(re.compile(r"Draft 1 saved"))).to_be_visible()
     _shot(tab, "11-phone")
+
+
+def test_a_writer_edits_the_draft_and_goes_back_to_an_earlier_revision(page):
+    tab, studio = page, page.studio
+    expect = playwright_api.expect
+    _set_max_tokens(tab, 16)
+    tab.get_by_role("button", name="Write draft").click()
+    expect(tab.get_by_text(re.compile(r"Draft 1 saved — finished"))).to_be_visible()
+    written = studio.draft(1)["text"]
+
+    box = tab.locator("#draft textarea")
+    box.fill("My own opening line, kept by hand.")
+    tab.get_by_text("Genre template").click()  # leaving the box saves the edit
+    expect(tab.get_by_text("Your edits to draft 1 are saved.")).to_be_visible()
+    assert studio.draft(1)["text"] == "My own opening line, kept by hand."
+
+    tab.get_by_text("Revisions (undo)").click()
+    tab.get_by_label("Go back to").click()
+    tab.get_by_role("option", name=re.compile(r"^1\. written")).click()
+    tab.get_by_role("button", name="Restore this revision").click()
+    expect(tab.get_by_text("Draft 1 is back to that revision.")).to_be_visible()
+    expect(box).to_have_value(written)
+    assert studio.draft(1)["text"] == written
+    _shot(tab, "12-revisions")

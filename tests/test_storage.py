@@ -86,7 +86,7 @@ def rating_rows(session_factory, draft_id=None) -> list[Rating]:
 
 # --- schema and migrations ------------------------------------------------
 
-HEAD = "0005"
+HEAD = "0006"
 
 
 def test_migrate_creates_tables_and_is_idempotent(url):
@@ -129,7 +129,7 @@ def test_downgrade_removes_tables(url):
     with engine.begin() as conn:
         command.downgrade(_alembic_config(conn), "base")
     assert current_revision(engine) is None
-    assert not {"drafts", "ratings", "model_versions", "training_runs", "user_templates", "preferences"} & set(inspect(engine).get_table_names())
+    assert not {"drafts", "ratings", "model_versions", "training_runs", "user_templates", "preferences", "draft_revisions"} & set(inspect(engine).get_table_names())
     engine.dispose()
 
 

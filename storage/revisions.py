@@ -1,0 +1,32 @@
+"""Repository functions for draft revisions (see models.DraftRevision)."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from storage.models import DraftRevision
+from storage.repository import NotFoundError, get_draft
+
+MAX_DRAFT_CHARS = 200_000
+
+
+def add_revision(session: Session, draft_id: int, text: str, reason: str) -> DraftRevision:
+    revision = DraftRevision(draft_id=draft_id, text=text, reason=reason)
+    session.add(revision)
+    session.flush()
+    return revision
+
+
+def list_revisions(session: Session, draft_id: int) -> list[DraftRevision]:
+    """Oldest first."""
+    return list(session.scalars(select(DraftRevision).where(DraftRevision.draft_id == draft_id)
+                                .order_by(DraftRevision.id)))
+
+
+def get_revision(session: Session, draft_id: int, revision_id: int, user: str | None = None) -> DraftRevision:
+    get_draft(session, draft_id, user=user)  # the writer must own the draft
+    revision = session.get(DraftRevision, revision_id)
+    if revision is None or revision.draft_id != draft_id:
+        raise NotFoundError(revision_id, "Revision")
+    return revision
