@@ -26,6 +26,7 @@ from typing import Any
 
 from .config import Settings, add_arguments, settings_from
 from .generation import model_input
+from .jobs import REPO_ROOT, train_command
 
 PROMPT_TEMPLATE = "fantasy"
 MIN_TRAINING_DRAFTS = 10
@@ -140,11 +141,9 @@ def training_figures(studio, draft_ids: list[int], tokens: int) -> dict[str, Any
     idle_runs = [studio_stream(studio, tokens, seed=500 + i) for i in range(2)]
     idle = statistics.median(r["tokens"] / r["seconds"] for r in idle_runs)
     run_id, _ = studio.train_now("cli")
-    s = studio.settings
     process = subprocess.Popen(
-        [sys.executable, "-m", "studio", "train", "--run-id", str(run_id), "--json", "--model", s.model,
-         "--data-dir", str(s.data_path.resolve()), "--db", s.database_url, "--device", s.device],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parent.parent,
+        [*train_command(studio.settings, run_id), "--json"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO_ROOT,
     )
     while "Training: step" not in studio.runs()[0]["message"] and process.poll() is None:
         time.sleep(0.2)

@@ -23,8 +23,7 @@ def edit_draft(studio, draft_id: int, text: str, *, user: str | None = None) -> 
         draft = repository.get_draft(session, draft_id, user=user)
         if text == draft.text:
             return False
-        reason = studio.content_filter.check(text, draft.prompt)
-        repository.update_draft(session, draft_id, text=text, flagged=bool(reason), flag_reason=reason)
+        repository.update_draft(session, draft_id, text=text, **studio.content_filter.flags(text, draft.prompt))
         revisions.add_revision(session, draft_id, text, "edited")
     return True
 
@@ -42,7 +41,7 @@ def restore_revision(studio, draft_id: int, revision_id: int, *, user: str | Non
     with studio.sessions.begin() as session:
         old = revisions.get_revision(session, draft_id, revision_id, user=user)
         draft = repository.get_draft(session, draft_id, user=user)
-        reason = studio.content_filter.check(old.text, draft.prompt)
-        repository.update_draft(session, draft_id, text=old.text, flagged=bool(reason), flag_reason=reason)
+        repository.update_draft(session, draft_id, text=old.text,
+                                **studio.content_filter.flags(old.text, draft.prompt))
         revisions.add_revision(session, draft_id, old.text, "restored")
         return old.text

@@ -53,6 +53,13 @@ def _pid_alive(pid: int) -> bool:
     return state != "Z"
 
 
+def train_command(settings: Settings, run_id: int) -> list[str]:
+    """The command line that carries out one queued run in a process of its own (run from REPO_ROOT)."""
+    return [sys.executable, "-m", "studio", "train", "--run-id", str(run_id), "--model", settings.model,
+            "--data-dir", str(settings.data_path.resolve()), "--db", settings.database_url,
+            "--device", settings.device]
+
+
 def _fail_run(sessions, run_id: int, error: str) -> None:
     with sessions.begin() as session:
         run = registry.get_run(session, run_id)
@@ -189,9 +196,7 @@ class TrainingJobs:
         logs = settings.data_path / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         log_path = logs / f"training-run-{run_id}.log"
-        command = [sys.executable, "-m", "studio", "train", "--run-id", str(run_id),
-                   "--model", settings.model, "--data-dir", str(settings.data_path.resolve()),
-                   "--db", settings.database_url, "--device", settings.device]
+        command = train_command(settings, run_id)
         log.info("Starting training run %s in a separate process", run_id)
         with open(log_path, "ab") as out:
             process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=out, stderr=subprocess.STDOUT,

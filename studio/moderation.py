@@ -48,3 +48,8 @@ class ContentFilter:
         if not hits:
             return ""
         return "Matched the content filter: " + ", ".join(sorted(set(hits)))
+
+    def flags(self, *texts: str) -> dict[str, object]:
+        """The draft columns `flagged` and `flag_reason` for these texts."""
+        reason = self.check(*texts)
+        return {"flagged": bool(reason), "flag_reason": reason}

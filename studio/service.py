@@ -106,10 +106,6 @@ class Studio:
             return self._loaded
 
     @property
-    def model_loaded(self) -> bool:
-        return self._loaded is not None
-
-    @property
     def remote(self) -> bool:
         """True when an OpenAI-compatible server generates (the local copy is still trained)."""
         return self.settings.backend == "openai"
@@ -137,7 +133,11 @@ class Studio:
         """Validate everything, then return a Drafting to iterate. Errors come before any text."""
         template = self.template(template_id, user)
         values = template.resolve_values(fields)
-        prompt = template.render(values)
+        return self._start(template, values, template.render(values), sampler, user=user, key=key)
+
+    def _start(self, template: GenreTemplate, values: dict[str, str], prompt: str,
+               sampler: Mapping[str, Any] | None, *, user: str | None, key: str | None) -> Drafting:
+        """A Drafting for an already rendered prompt (candidates share one rendering)."""
         settings = template.sampler.updated(sampler).with_seed()
         self.rate_limit.check(user or self.settings.user)  # last check: only valid requests count
         loaded = self.load()
@@ -181,7 +181,6 @@ class Studio:
         previous = draft
 
         def save(result: StreamResult) -> int:
-            reason = self.content_filter.check(previous.text + result.text, previous.prompt)
             with self.sessions.begin() as session:
                 repository.update_draft(
                     session,
@@ -191,8 +190,7 @@ class Studio:
                     generation_seconds=(previous.generation_seconds or 0.0) + result.generation_seconds,
                     stopped=result.stopped,
                     continuations=previous.continuations + 1,
-                    flagged=bool(reason),
-                    flag_reason=reason,
+                    **self.content_filter.flags(previous.text + result.text, previous.prompt),
                     model_version=loaded.version,
                 )
                 revisions.add_revision(session, previous.id, previous.text + result.text, "continued")
@@ -202,13 +200,11 @@ class Studio:
         return Drafting(stream, save, self.active, key, draft_id=draft.id, text=draft.text)
 
     def _save_new(self, row: dict, result: StreamResult) -> int:
-        reason = self.content_filter.check(result.text, row["prompt"])
         with self.sessions.begin() as session:
             draft = repository.add_draft(
                 session,
                 **row,
-                flagged=bool(reason),
-                flag_reason=reason,
+                **self.content_filter.flags(result.text, row["prompt"]),
                 text=result.text,
                 new_tokens=result.new_tokens,
                 first_token_seconds=result.first_token_seconds,
@@ -225,10 +221,13 @@ class Studio:
         if not 2 <= count <= 4:
             raise GenerationError(f"Compare 2 to 4 candidates, not {count}.")
         key = key or uuid.uuid4().hex
-        first = self.write(template_id, fields, sampler, user=user, key=f"{key}#0")
+        template = self.template(template_id, user)
+        values = template.resolve_values(fields)
+        prompt = template.render(values)  # once: a writer's template renders in a child process
+        first = self._start(template, values, prompt, sampler, user=user, key=f"{key}#0")
         seed = first.stream.settings.seed
-        others = [self.write(template_id, fields, {**(sampler or {}), "seed": (seed + n) % MAX_SEED},
-                             user=user, key=f"{key}#{n}") for n in range(1, count)]
+        others = [self._start(template, values, prompt, {**(sampler or {}), "seed": (seed + n) % MAX_SEED},
+                              user=user, key=f"{key}#{n}") for n in range(1, count)]
         return [first, *others]
 
     def prefer(self, chosen_id: int, rejected_ids: list[int], *, user: str | None = None) -> int:

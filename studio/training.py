@@ -253,6 +253,11 @@ def run_training(sessions, settings: Settings, config: TrainingConfig, run_id: i
                  f"{f', {len(split.duplicates_dropped)} duplicates dropped' if split.duplicates_dropped else ''}.", [])
     try:
         base = load_model(settings.model, settings.data_path, settings.device)
+        active_nll = None
+        if active_info[2] is None:
+            # The active version is the base itself: score it now, on the model already loaded,
+            # before LoRA layers are added to it (rather than loading it a second time).
+            active_nll, _ = held_out_nll(base.model, base.tokenizer, split.held_out, config.max_length)
         with tempfile.TemporaryDirectory(prefix="studio-train-") as scratch:
             peft_model, curve, stats = train_adapter(base.model, base.tokenizer, split, config, Path(scratch), report)
         adapter = save_adapter_atomically(peft_model, settings.data_path / "adapters" / candidate_name)
@@ -262,8 +267,9 @@ def run_training(sessions, settings: Settings, config: TrainingConfig, run_id: i
         report(0.85, "Scoring the candidate and the active version on held-out drafts…", curve)
         candidate_nll, tokens = held_out_nll(peft_model, base.tokenizer, split.held_out, config.max_length)
         del peft_model
-        active_model = load_model(settings.model, settings.data_path, settings.device, adapter=active_info[2])
-        active_nll, _ = held_out_nll(active_model.model, active_model.tokenizer, split.held_out, config.max_length)
+        if active_nll is None:
+            active = load_model(settings.model, settings.data_path, settings.device, adapter=active_info[2])
+            active_nll, _ = held_out_nll(active.model, active.tokenizer, split.held_out, config.max_length)
         gate = GateResult(active_nll, candidate_nll, tokens, config.gate_margin)
         with sessions.begin() as session:
             registry.update_version(session, candidate_id, gate={**gate.to_dict(), "against": active_info[1]},
