@@ -258,3 +258,26 @@ class DraftRevision(Base):
     text: Mapped[str] = mapped_column(Text)
     reason: Mapped[str] = mapped_column(String(20))  # written, continued, edited or restored
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class BlindComparison(Base):
+    """Two drafts of one prompt, from two model versions, shown to the writer without saying which
+    is which; chosen_draft_id is the writer's pick (None until they pick)."""
+
+    __tablename__ = "blind_comparisons"
+    __table_args__ = (
+        CheckConstraint("version_a <> version_b", name="two_versions"),
+        CheckConstraint("chosen_draft_id IS NULL OR chosen_draft_id IN (draft_a_id, draft_b_id)",
+                        name="chosen_is_shown"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user: Mapped[str] = mapped_column(String(200), index=True)
+    draft_a_id: Mapped[int] = mapped_column(ForeignKey("drafts.id", ondelete="CASCADE"))
+    draft_b_id: Mapped[int] = mapped_column(ForeignKey("drafts.id", ondelete="CASCADE"))
+    # Draft rows record their version too, but Continue may change it: the comparison keeps its own.
+    version_a: Mapped[str] = mapped_column(String(100))
+    version_b: Mapped[str] = mapped_column(String(100))
+    chosen_draft_id: Mapped[int | None] = mapped_column()
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    decided_at: Mapped[datetime | None] = mapped_column()

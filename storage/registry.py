@@ -39,6 +39,13 @@ def get_version(session: Session, version_id: int) -> ModelVersion:
     return version
 
 
+def get_version_by_name(session: Session, name: str) -> ModelVersion:
+    version = session.scalar(select(ModelVersion).where(ModelVersion.name == name))
+    if version is None:
+        raise NotFoundError(name, "Model version")
+    return version
+
+
 def list_versions(session: Session) -> list[ModelVersion]:
     return list(session.scalars(select(ModelVersion).order_by(ModelVersion.id.desc())))
 

@@ -18,7 +18,7 @@ from typing import Any
 from storage.backup import backup_sqlite, timestamped_backup
 
 from .accounts import add_user
-from .config import add_arguments, settings_from
+from .config import TRAINING_SETTINGS, add_arguments, settings_from
 from .dataset import EXPORT_FORMATS, export_rows, write_jsonl
 from .jobs import execute_run
 from .training import TrainingConfig
@@ -79,7 +79,8 @@ def _parser() -> argparse.ArgumentParser:
 
     train = commands.add_parser("train", parents=[common], help="Fine-tune on the highly rated drafts now (in this process).")
     train.add_argument("--run-id", type=int, help="Carry out this queued run (what the app's runner does).")
-    for name in ("epochs", "learning_rate", "gate_margin", "min_stars"):
+    add_arguments(train, only=TRAINING_SETTINGS)
+    for name in ("epochs", "learning_rate"):
         f = TrainingConfig.__dataclass_fields__[name]
         train.add_argument("--" + name.replace("_", "-"), type=float if f.type == "float" else int,
                            help=f"{f.metadata['help']} Default: {f.default}.")
@@ -234,8 +235,7 @@ def _gate_line(gate: dict) -> str:
 
 def _train(args, studio) -> int:
     """Queue a run (or take the given one) and carry it out here, printing progress."""
-    overrides = {name: getattr(args, name) for name in ("epochs", "learning_rate", "gate_margin", "min_stars")
-                 if getattr(args, name) is not None}
+    overrides = {name: getattr(args, name) for name in ("epochs", "learning_rate") if getattr(args, name) is not None}
     config = studio.training_config(**overrides)
     if args.run_id is not None:
         run_id = args.run_id

@@ -117,6 +117,14 @@ class Settings:
         default=0.01,
         metadata={"help": "A fine-tune is promoted only if its held-out perplexity is this fraction lower."},
     )
+    train_method: str = field(
+        default="auto",
+        metadata={"help": "What training learns from: auto (writers' picks between candidates by DPO when "
+                          "there are --train-min-pairs of them, else rated drafts), sft (rated drafts) or dpo (picks)."},
+    )
+    train_min_pairs: int = field(
+        default=8, metadata={"help": "Fewest picks (chosen over rejected pairs) for preference training."}
+    )
 
     def __post_init__(self) -> None:
         if not 1 <= self.port <= 65535:
@@ -131,6 +139,10 @@ class Settings:
             raise ValueError(f"--train-min-stars must be 1 to 5, not {self.train_min_stars}.")
         if not 0 <= self.gate_margin < 1:
             raise ValueError(f"--gate-margin must be at least 0 and below 1, not {self.gate_margin}.")
+        if self.train_method not in ("auto", "sft", "dpo"):
+            raise ValueError(f"--train-method must be auto, sft or dpo, not {self.train_method!r}.")
+        if self.train_min_pairs < 2:
+            raise ValueError(f"--train-min-pairs must be at least 2, not {self.train_min_pairs}.")
         if not self.model.strip():
             self.model = EMBEDDED_MODEL
         if self.backend not in ("local", "openai"):
@@ -154,6 +166,10 @@ _PARSERS = {"int": int, "float": float}  # field annotations are strings (postpo
 
 def env_name(name: str) -> str:
     return "STUDIO_" + name.upper()
+
+
+# The settings a training run reads: the app hands them to the process that carries out a run.
+TRAINING_SETTINGS = ("train_min_stars", "gate_margin", "train_max_per_writer", "train_method", "train_min_pairs")
 
 
 def add_arguments(parser: argparse.ArgumentParser, only: tuple[str, ...] | None = None) -> None:

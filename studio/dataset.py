@@ -19,6 +19,7 @@ from typing import Any, Iterable, Sequence
 
 from sqlalchemy.orm import Session
 
+from storage.models import Draft
 from storage.preferences import list_preferences
 from storage.repository import list_rated_drafts
 
@@ -45,11 +46,37 @@ class Example:
 
 
 @dataclass(frozen=True)
+class PreferencePair:
+    """A writer's pick: chosen over rejected, two drafts of the same prompt."""
+
+    chosen: Example
+    rejected: Example
+
+
+@dataclass(frozen=True)
 class DatasetSplit:
     train: list[Example]
     held_out: list[Example]
     duplicates_dropped: list[int]  # draft ids dropped as exact or near duplicates
     below_threshold: int  # how many rated drafts were under min_stars
+
+
+@dataclass(frozen=True)
+class PreferenceSplit:
+    train: list[PreferencePair]
+    held_out: list[PreferencePair]  # whole prompts are held out: no prompt is on both sides
+
+
+class NotEnoughPreferences(StudioError):
+    """Too few pairwise picks for preference training (and a held-out share to judge it)."""
+
+    def __init__(self, have: int, needed: int):
+        self.have, self.needed = have, needed
+        super().__init__(
+            f"There {'is' if have == 1 else 'are'} {_count(have, 'usable pick')} between candidates; "
+            f"preference training needs at least {needed}. Compare candidates and pick the best "
+            f"{_count(needed - have, 'more time')}."
+        )
 
 
 class NotEnoughDrafts(StudioError):
@@ -72,21 +99,25 @@ def _count(n: int, noun: str) -> str:
 # -- selecting ---------------------------------------------------------------------------------
 
 
+def _example(draft: Draft, stars: int = 0) -> Example:
+    return Example(draft_id=draft.id, context=draft.model_input, prompt=draft.prompt, completion=draft.text,
+                   stars=stars, user=draft.user, template_id=draft.template_id)
+
+
+def _usable(draft: Draft) -> bool:
+    """An empty draft teaches nothing; the content filter keeps flagged drafts out."""
+    return bool(draft.text.strip()) and not draft.flagged
+
+
 def _all_rated(session: Session) -> list[Example]:
-    """Every rated draft with some text, oldest first; an empty draft teaches nothing."""
-    return [
-        Example(
-            draft_id=draft.id,
-            context=draft.model_input,
-            prompt=draft.prompt,
-            completion=draft.text,
-            stars=rating.stars,
-            user=draft.user,
-            template_id=draft.template_id,
-        )
-        for draft, rating in list_rated_drafts(session)
-        if draft.text.strip() and not draft.flagged  # the content filter keeps flagged drafts out
-    ]
+    """Every usable rated draft, oldest first."""
+    return [_example(draft, rating.stars) for draft, rating in list_rated_drafts(session) if _usable(draft)]
+
+
+def preference_pairs(session: Session) -> list[PreferencePair]:
+    """Every pick between two usable drafts, oldest first."""
+    return [PreferencePair(_example(chosen), _example(rejected))
+            for chosen, rejected in list_preferences(session) if _usable(chosen) and _usable(rejected)]
 
 
 def rated_examples(session: Session, min_stars: int = 4) -> tuple[list[Example], int]:
@@ -204,6 +235,49 @@ def cap_per_writer(examples: list[Example], cap: int) -> list[Example]:
     return [e for e in examples if e.draft_id in chosen]
 
 
+def build_preference_split(
+    session: Session,
+    *,
+    held_out_fraction: float = 0.2,
+    min_held_out: int = 2,
+    min_pairs: int = 8,
+    seed: int = 0,
+    max_per_writer: int = 0,
+) -> PreferenceSplit:
+    """The writers' picks split into train and held-out pairs, whole prompts at a time.
+
+    One pick among three candidates gives two pairs with the same prompt and chosen draft;
+    keeping a prompt on one side stops the gate from scoring a draft the model trained on.
+    max_per_writer (0 = no cap) keeps a writer's newest pairs.
+    """
+    pairs = preference_pairs(session)
+    if max_per_writer:
+        newest: dict[str, list[PreferencePair]] = {}
+        for pair in reversed(pairs):
+            newest.setdefault(pair.chosen.user, []).append(pair)
+        kept = {id(p) for group in newest.values() for p in group[:max_per_writer]}
+        pairs = [p for p in pairs if id(p) in kept]
+    if len(pairs) < min_pairs:
+        raise NotEnoughPreferences(len(pairs), min_pairs)
+    by_prompt: dict[str, list[PreferencePair]] = {}
+    for pair in pairs:
+        by_prompt.setdefault(pair.chosen.context, []).append(pair)
+    prompts = sorted(by_prompt)
+    random.Random(seed).shuffle(prompts)
+    wanted = max(min_held_out, math.ceil(held_out_fraction * len(pairs)))
+    held_out: list[PreferencePair] = []
+    for prompt in prompts[:-1]:  # the last prompt always stays for training
+        if len(held_out) >= wanted:
+            break
+        held_out.extend(by_prompt[prompt])
+    if not held_out:
+        raise StudioError("Every pick so far answers the same prompt: preference training needs picks "
+                          "for at least two prompts, one of them to judge the result.")
+    held_ids = {id(p) for p in held_out}
+    train = [p for p in pairs if id(p) not in held_ids]
+    return PreferenceSplit(train=train, held_out=held_out)
+
+
 # -- tokenizing --------------------------------------------------------------------------------
 
 
@@ -271,17 +345,11 @@ def export_rows(
 
 def _preference_rows(session: Session, catalog: TemplateCatalog) -> list[dict[str, Any]]:
     """TRL's conversational preference format: prompt, chosen, rejected (flagged drafts left out)."""
-    rows = []
-    for chosen, rejected in list_preferences(session):
-        if chosen.flagged or rejected.flagged:
-            continue
-        example = Example(chosen.id, chosen.model_input, chosen.prompt, chosen.text, 0, chosen.user,
-                          chosen.template_id)
-        rows.append({
-            "prompt": _prompt_messages(example, catalog),
-            "chosen": [{"role": "assistant", "content": chosen.text}],
-            "rejected": [{"role": "assistant", "content": rejected.text}],
-        })
+    rows = [{
+        "prompt": _prompt_messages(pair.chosen, catalog),
+        "chosen": [{"role": "assistant", "content": pair.chosen.completion}],
+        "rejected": [{"role": "assistant", "content": pair.rejected.completion}],
+    } for pair in preference_pairs(session)]
     if not rows:
         raise StudioError("There are no preferences to export yet: compare candidates and pick one first.")
     return rows

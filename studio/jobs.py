@@ -23,7 +23,7 @@ from typing import Any, Callable
 
 from storage import registry
 
-from .config import Settings
+from .config import TRAINING_SETTINGS, Settings
 from .errors import USER_ERRORS, StudioError
 from .training import TrainingConfig, run_training
 
@@ -55,9 +55,12 @@ def _pid_alive(pid: int) -> bool:
 
 def train_command(settings: Settings, run_id: int) -> list[str]:
     """The command line that carries out one queued run in a process of its own (run from REPO_ROOT)."""
-    return [sys.executable, "-m", "studio", "train", "--run-id", str(run_id), "--model", settings.model,
-            "--data-dir", str(settings.data_path.resolve()), "--db", settings.database_url,
-            "--device", settings.device]
+    command = [sys.executable, "-m", "studio", "train", "--run-id", str(run_id), "--model", settings.model,
+               "--data-dir", str(settings.data_path.resolve()), "--db", settings.database_url,
+               "--device", settings.device]
+    for name in TRAINING_SETTINGS:  # options given to the app, not only its environment, reach the run
+        command += ["--" + name.replace("_", "-"), str(getattr(settings, name))]
+    return command
 
 
 def _fail_run(sessions, run_id: int, error: str) -> None:

@@ -16,6 +16,7 @@ from typing import Any, Callable, Iterator, Mapping
 import storage
 from storage import preferences, registry, repository, revisions, user_templates
 
+from .blind import BlindComparisons
 from .config import Settings
 from .errors import GenerationError, StudioError, TemplateError
 from .export import draft_markdown
@@ -83,8 +84,10 @@ class Studio:
         self.content_filter = ContentFilter.load(settings.blocklist, settings.moderation == "on")
         self.rate_limit = RateLimit(settings.rate_limit)
         self._loaded: LoadedModel | None = None
+        self._other: LoadedModel | None = None  # see load_version
         self._load_lock = threading.Lock()
         self._remote_client = None
+        self.blind = BlindComparisons(self)
 
     # -- the model -------------------------------------------------------------------------
 
@@ -104,6 +107,25 @@ class Studio:
                     adapter=wanted[2], version=wanted[1], version_id=wanted[0], weights=not self.remote,
                 )
             return self._loaded
+
+    def load_version(self, name: str) -> LoadedModel:
+        """Another version than the active one, beside it (blind comparison): one such is kept loaded."""
+        if self.remote:
+            raise GenerationError("Comparing versions needs the local backend: the server holds one model.")
+        with self.sessions() as session:
+            version = registry.get_version_by_name(session, name)
+            wanted = (version.id, version.name, version.adapter_path, version.status)
+        if wanted[3] in ("training", "failed"):
+            raise StudioError(f"{name} is {wanted[3]}: only a finished version can write.")
+        active = self.load()
+        if active.version_id == wanted[0]:
+            return active
+        with self._load_lock:
+            if self._other is None or self._other.version_id != wanted[0]:
+                self._other = None  # let the last one go before the next is loaded
+                self._other = load_model(self.settings.model, self.settings.data_path, self.settings.device,
+                                         log.info, adapter=wanted[2], version=wanted[1], version_id=wanted[0])
+            return self._other
 
     @property
     def remote(self) -> bool:
@@ -133,14 +155,16 @@ class Studio:
         """Validate everything, then return a Drafting to iterate. Errors come before any text."""
         template = self.template(template_id, user)
         values = template.resolve_values(fields)
-        return self._start(template, values, template.render(values), sampler, user=user, key=key)
+        return self.start(template, values, template.render(values), sampler, user=user, key=key)
 
-    def _start(self, template: GenreTemplate, values: dict[str, str], prompt: str,
-               sampler: Mapping[str, Any] | None, *, user: str | None, key: str | None) -> Drafting:
-        """A Drafting for an already rendered prompt (candidates share one rendering)."""
+    def start(self, template: GenreTemplate, values: dict[str, str], prompt: str,
+              sampler: Mapping[str, Any] | None, *, user: str | None, key: str | None,
+              loaded: LoadedModel | None = None) -> Drafting:
+        """A Drafting for an already rendered prompt (candidates share one rendering), written by
+        the active version unless another loaded one is given."""
         settings = template.sampler.updated(sampler).with_seed()
         self.rate_limit.check(user or self.settings.user)  # last check: only valid requests count
-        loaded = self.load()
+        loaded = loaded or self.load()
         text_in = model_input(loaded, prompt, template.system)
         if self.remote:
             if settings.max_new_tokens > loaded.context_length:
@@ -224,9 +248,9 @@ class Studio:
         template = self.template(template_id, user)
         values = template.resolve_values(fields)
         prompt = template.render(values)  # once: a writer's template renders in a child process
-        first = self._start(template, values, prompt, sampler, user=user, key=f"{key}#0")
+        first = self.start(template, values, prompt, sampler, user=user, key=f"{key}#0")
         seed = first.stream.settings.seed
-        others = [self._start(template, values, prompt, {**(sampler or {}), "seed": (seed + n) % MAX_SEED},
+        others = [self.start(template, values, prompt, {**(sampler or {}), "seed": (seed + n) % MAX_SEED},
                               user=user, key=f"{key}#{n}") for n in range(1, count)]
         return [first, *others]
 
@@ -339,7 +363,9 @@ class Studio:
     def training_config(self, **overrides: Any) -> TrainingConfig:
         return TrainingConfig(**{"min_stars": self.settings.train_min_stars,
                                  "gate_margin": self.settings.gate_margin,
-                                 "max_per_writer": self.settings.train_max_per_writer, **overrides})
+                                 "max_per_writer": self.settings.train_max_per_writer,
+                                 "method": self.settings.train_method,
+                                 "min_pairs": self.settings.train_min_pairs, **overrides})
 
     def train_now(self, trigger: str = "button") -> tuple[int, bool]:
         """Queue a training run: (run id, False when one was already queued or running)."""

@@ -1,9 +1,11 @@
-"""Rated drafts -> LoRA fine-tune -> held-out gate -> a new model version, promoted only if better.
+"""Writers' signal -> LoRA fine-tune -> held-out gate -> a new model version, promoted only if better.
 
-The fine-tune is a peft LoRA on the active version's base model, trained with the transformers
-Trainer (accelerate underneath: the same code runs on CPU or a GPU). The gate scores the candidate and the active version on held-out drafts
-(mean negative log-likelihood per target token) and promotes the candidate only when its
-perplexity beats the active version's by the configured margin.
+The signal is the writers' picks between candidates when there are enough of them (DPO), and
+their highly rated drafts otherwise (supervised fine-tuning); see finetune.py for both. The
+gate is the same either way: it scores the candidate and the active version on held-out drafts
+the writers liked (mean negative log-likelihood per target token) and promotes the candidate
+only when its perplexity beats the active version's by the configured margin. Preference runs
+also record how often each version ranks the held-out picks the way the writers did.
 """
 
 from __future__ import annotations
@@ -13,21 +15,22 @@ import logging
 import math
 import shutil
 import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from storage import registry
 
 from .config import Settings
-from .dataset import DatasetSplit, Example, build_split, tokenize_example
+from .dataset import (Example, PreferencePair, build_preference_split, build_split,
+                      tokenize_example)
 from .errors import StudioError
+from .finetune import Report, train_adapter, train_preference_adapter
 from .models import load_model
 
 log = logging.getLogger(__name__)
 
-Report = Callable[[float, str, list], None]  # (progress 0..1, message, loss curve so far)
+METHODS = ("auto", "sft", "dpo")
 
 
 @dataclass
@@ -52,6 +55,11 @@ class TrainingConfig:
     max_per_writer: int = field(default=0, metadata={"help": "Most drafts one writer contributes to a run (0 = no cap)."})
     gate_margin: float = field(default=0.01, metadata={"help": "Promote only if held-out perplexity drops by at least this fraction."})
     seed: int = field(default=0, metadata={"help": "Seed for the split, LoRA initialisation and data order."})
+    method: str = field(default="auto", metadata={
+        "help": "auto: learn from writers' picks (DPO) when there are min_pairs of them, else from rated "
+                "drafts; sft: rated drafts only; dpo: picks only."})
+    min_pairs: int = field(default=8, metadata={"help": "Fewest picks (chosen, rejected pairs) for preference training."})
+    dpo_beta: float = field(default=0.1, metadata={"help": "DPO beta: higher keeps the model closer to its base."})
 
     def __post_init__(self) -> None:
         if not 1 <= self.min_stars <= 5:
@@ -62,6 +70,10 @@ class TrainingConfig:
             raise StudioError("epochs, batch_size and lora_r must be at least 1.")
         if not 0 <= self.gate_margin < 1:
             raise StudioError(f"gate_margin must be at least 0 and below 1, not {self.gate_margin}.")
+        if self.method not in METHODS:
+            raise StudioError(f"method must be one of {', '.join(METHODS)}, not {self.method!r}.")
+        if self.min_pairs < 2:
+            raise StudioError(f"min_pairs must be at least 2, not {self.min_pairs}.")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -95,126 +107,52 @@ class GateResult:
         }
 
 
+def _completion_nll(model, tokenizer, example: Example, max_length: int) -> tuple[float, int]:
+    """Summed negative log-likelihood of the completion given its context, and its token count."""
+    import torch
+
+    device = next(model.parameters()).device
+    item = tokenize_example(tokenizer, example, max_length)
+    input_ids = torch.tensor([item["input_ids"]], device=device)
+    labels = torch.tensor([item["labels"]], device=device)
+    logits = model(input_ids=input_ids).logits[:, :-1].float()
+    targets = labels[:, 1:]
+    loss = torch.nn.functional.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100, reduction="sum"
+    )
+    return float(loss), int((targets != -100).sum())
+
+
 def held_out_nll(model, tokenizer, examples: list[Example], max_length: int) -> tuple[float, int]:
     """Mean negative log-likelihood per target token over the examples, and the token count."""
     import torch
 
     total, tokens = 0.0, 0
     model.eval()
-    device = next(model.parameters()).device
     with torch.inference_mode():
         for example in examples:
-            item = tokenize_example(tokenizer, example, max_length)
-            input_ids = torch.tensor([item["input_ids"]], device=device)
-            labels = torch.tensor([item["labels"]], device=device)
-            logits = model(input_ids=input_ids).logits[:, :-1].float()
-            targets = labels[:, 1:]
-            losses = torch.nn.functional.cross_entropy(
-                logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100, reduction="sum"
-            )
-            total += float(losses)
-            tokens += int((targets != -100).sum())
+            nll, count = _completion_nll(model, tokenizer, example, max_length)
+            total, tokens = total + nll, tokens + count
     if tokens == 0:
         raise StudioError("The held-out drafts have no text to score.")
     return total / tokens, tokens
 
 
-class _Examples:
-    """A list of tokenized examples as the Trainer's dataset."""
-
-    def __init__(self, tokenizer, examples: list[Example], max_length: int):
-        self.items = [tokenize_example(tokenizer, e, max_length) for e in examples]
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, i: int) -> dict[str, list[int]]:
-        return self.items[i]
-
-    @property
-    def tokens(self) -> int:
-        return sum(len(item["input_ids"]) for item in self.items)
-
-
-def _progress_callback(report: Report, curve: list[dict[str, Any]]):
-    from transformers import TrainerCallback
-
-    class Progress(TrainerCallback):
-        def on_log(self, args, state, control, logs=None, **kwargs):
-            logs = logs or {}
-            point = {"step": state.global_step, "epoch": round(state.epoch or 0, 3)}
-            if "loss" in logs:
-                curve.append({**point, "split": "train", "loss": float(logs["loss"])})
-            if "eval_loss" in logs:
-                curve.append({**point, "split": "validation", "loss": float(logs["eval_loss"])})
-            fraction = state.global_step / max(state.max_steps, 1)
-            last = next((p for p in reversed(curve) if p["split"] == "train"), None)
-            loss = f", loss {last['loss']:.3f}" if last else ""
-            # Training is 80% of a run's work; the gate is the rest.
-            report(0.05 + 0.75 * fraction, f"Training: step {state.global_step}/{state.max_steps}{loss}", curve)
-
-    return Progress()
-
-
-def train_adapter(model, tokenizer, split: DatasetSplit, config: TrainingConfig, output: Path,
-                  report: Report) -> tuple[Any, list[dict[str, Any]], dict[str, float]]:
-    """Fine-tune a LoRA on split.train; validation loss on split.held_out each epoch."""
+def preference_agreement(model, tokenizer, pairs: list[PreferencePair], max_length: int) -> tuple[float, float]:
+    """How the model ranks held-out picks: the share of pairs where it finds the chosen draft
+    likelier per token than the rejected one, and the mean margin (nats per token) by which it does."""
     import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import (DataCollatorForSeq2Seq, EarlyStoppingCallback, PrinterCallback, Trainer,
-                              TrainingArguments, set_seed)
 
-    set_seed(config.seed)
-    lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
-                      target_modules=config.target_modules, task_type="CAUSAL_LM")
-    peft_model = get_peft_model(model, lora)
-    train = _Examples(tokenizer, split.train, config.max_length)
-    validation = _Examples(tokenizer, split.held_out, config.max_length)
-    curve: list[dict[str, Any]] = []
-    args = TrainingArguments(
-        output_dir=str(output),
-        num_train_epochs=config.epochs,
-        learning_rate=config.learning_rate,
-        weight_decay=config.weight_decay,
-        optim="adamw_torch",
-        per_device_train_batch_size=config.batch_size,
-        per_device_eval_batch_size=config.batch_size,
-        eval_strategy="epoch",
-        save_strategy="epoch",
-        save_total_limit=1,
-        load_best_model_at_end=True,  # early stopping keeps the best epoch, not the last
-        metric_for_best_model="eval_loss",
-        greater_is_better=False,
-        logging_steps=1,
-        report_to="none",
-        seed=config.seed,
-        data_seed=config.seed,
-        bf16=torch.cuda.is_available(),
-        use_cpu=not torch.cuda.is_available(),
-        disable_tqdm=True,
-        save_only_model=True,
-    )
-    trainer = Trainer(
-        model=peft_model,
-        args=args,
-        train_dataset=train,
-        eval_dataset=validation,
-        data_collator=DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100),
-        callbacks=[EarlyStoppingCallback(config.early_stopping_patience), _progress_callback(report, curve)],
-    )
-    trainer.remove_callback(PrinterCallback)  # progress goes to the run record, stdout stays clean
-    started = time.perf_counter()
-    result = trainer.train()
-    seconds = time.perf_counter() - started
-    epochs_run = float(result.metrics.get("epoch", config.epochs))
-    stats = {
-        "train_seconds": seconds,
-        "train_tokens": train.tokens * epochs_run,
-        "train_tokens_per_second": train.tokens * epochs_run / seconds if seconds else 0.0,
-        "epochs": epochs_run,
-        "train_loss": float(result.training_loss),
-    }
-    return peft_model, curve, stats
+    margins = []
+    model.eval()
+    with torch.inference_mode():
+        for pair in pairs:
+            chosen, chosen_tokens = _completion_nll(model, tokenizer, pair.chosen, max_length)
+            rejected, rejected_tokens = _completion_nll(model, tokenizer, pair.rejected, max_length)
+            margins.append(rejected / max(rejected_tokens, 1) - chosen / max(chosen_tokens, 1))
+    if not margins:
+        return float("nan"), float("nan")
+    return sum(m > 0 for m in margins) / len(margins), sum(margins) / len(margins)
 
 
 def save_adapter_atomically(peft_model, target: Path) -> Path:
@@ -231,58 +169,105 @@ def save_adapter_atomically(peft_model, target: Path) -> Path:
     return target
 
 
+@dataclass
+class TrainingData:
+    """What one run trains on, chosen by choose_data."""
+
+    method: str  # "sft" or "dpo"
+    gate_examples: list[Example]  # held-out drafts the writers liked: the gate scores these
+    train_draft_ids: list[int]
+    sft_split: Any = None  # DatasetSplit for "sft"
+    preference_split: Any = None  # PreferenceSplit for "dpo"
+    note: str = ""  # why this method, for the run's messages
+
+
+def choose_data(session, config: TrainingConfig) -> TrainingData:
+    """Picks when there are enough of them (or when asked for), else rated drafts."""
+    note = ""
+    if config.method in ("auto", "dpo"):
+        try:
+            pairs = build_preference_split(
+                session, held_out_fraction=config.held_out_fraction, min_held_out=config.min_held_out,
+                min_pairs=config.min_pairs, seed=config.seed, max_per_writer=config.max_per_writer)
+        except StudioError as exc:  # too few picks, or all for one prompt
+            if config.method == "dpo":
+                raise
+            note = f"Learning from rated drafts: {exc}"
+        else:
+            trained = sorted({d for p in pairs.train for d in (p.chosen.draft_id, p.rejected.draft_id)})
+            held = list({p.chosen.draft_id: p.chosen for p in pairs.held_out}.values())
+            return TrainingData("dpo", held, trained, preference_split=pairs,
+                                note=f"Learning from {len(pairs.train)} picks between candidates, "
+                                     f"{len(pairs.held_out)} held out.")
+    split = build_split(session, min_stars=config.min_stars, held_out_fraction=config.held_out_fraction,
+                        min_held_out=config.min_held_out, min_train=config.min_train, seed=config.seed,
+                        max_per_writer=config.max_per_writer)
+    dropped = f", {len(split.duplicates_dropped)} duplicates dropped" if split.duplicates_dropped else ""
+    summary = f"{len(split.train)} drafts to train on, {len(split.held_out)} held out{dropped}."
+    return TrainingData("sft", split.held_out, [e.draft_id for e in split.train], sft_split=split,
+                        note=f"{note} {summary}".strip())
+
+
 def run_training(sessions, settings: Settings, config: TrainingConfig, run_id: int,
                  report: Report) -> dict[str, Any]:
     """One training run end to end; returns the candidate's figures. Raises on failure."""
     with sessions.begin() as session:
         active = registry.ensure_base_version(session, settings.model)
-        split = build_split(session, min_stars=config.min_stars, held_out_fraction=config.held_out_fraction,
-                            min_held_out=config.min_held_out, min_train=config.min_train, seed=config.seed,
-                            max_per_writer=config.max_per_writer)
+        data = choose_data(session, config)
         candidate = registry.add_version(
             session, name=registry.next_version_name(session), parent_id=active.id, base_model=settings.model,
             adapter_path=None, status="training", is_active=False,
-            train_draft_ids=[e.draft_id for e in split.train],
-            held_out_draft_ids=[e.draft_id for e in split.held_out],
+            train_draft_ids=data.train_draft_ids,
+            held_out_draft_ids=[e.draft_id for e in data.gate_examples],
             hyperparameters=config.to_dict(), loss_curve=[], gate={},
         )
         registry.update_run(session, run_id, version_id=candidate.id)
         active_info = (active.id, active.name, active.adapter_path)
         candidate_id, candidate_name = candidate.id, candidate.name
-    report(0.02, f"{len(split.train)} drafts to train on, {len(split.held_out)} held out"
-                 f"{f', {len(split.duplicates_dropped)} duplicates dropped' if split.duplicates_dropped else ''}.", [])
+    report(0.02, data.note, [])
+    held_pairs = data.preference_split.held_out if data.method == "dpo" else []
     try:
         base = load_model(settings.model, settings.data_path, settings.device)
-        active_nll = None
+        active_nll = active_agreement = None
         if active_info[2] is None:
             # The active version is the base itself: score it now, on the model already loaded,
             # before LoRA layers are added to it (rather than loading it a second time).
-            active_nll, _ = held_out_nll(base.model, base.tokenizer, split.held_out, config.max_length)
+            active_nll, _ = held_out_nll(base.model, base.tokenizer, data.gate_examples, config.max_length)
+            active_agreement = preference_agreement(base.model, base.tokenizer, held_pairs, config.max_length)
         with tempfile.TemporaryDirectory(prefix="studio-train-") as scratch:
-            peft_model, curve, stats = train_adapter(base.model, base.tokenizer, split, config, Path(scratch), report)
+            trainer = train_preference_adapter if data.method == "dpo" else train_adapter
+            split = data.preference_split if data.method == "dpo" else data.sft_split
+            peft_model, curve, stats = trainer(base.model, base.tokenizer, split, config, Path(scratch), report)
         adapter = save_adapter_atomically(peft_model, settings.data_path / "adapters" / candidate_name)
         with sessions.begin() as session:
             registry.update_version(session, candidate_id, adapter_path=str(adapter), loss_curve=curve)
 
         report(0.85, "Scoring the candidate and the active version on held-out drafts…", curve)
-        candidate_nll, tokens = held_out_nll(peft_model, base.tokenizer, split.held_out, config.max_length)
+        candidate_nll, tokens = held_out_nll(peft_model, base.tokenizer, data.gate_examples, config.max_length)
+        candidate_agreement = preference_agreement(peft_model, base.tokenizer, held_pairs, config.max_length)
         del peft_model
         if active_nll is None:
             active = load_model(settings.model, settings.data_path, settings.device, adapter=active_info[2])
-            active_nll, _ = held_out_nll(active.model, active.tokenizer, split.held_out, config.max_length)
+            active_nll, _ = held_out_nll(active.model, active.tokenizer, data.gate_examples, config.max_length)
+            active_agreement = preference_agreement(active.model, active.tokenizer, held_pairs, config.max_length)
         gate = GateResult(active_nll, candidate_nll, tokens, config.gate_margin)
+        figures = {**gate.to_dict(), "against": active_info[1], "method": data.method}
+        if held_pairs:
+            figures.update(held_out_pairs=len(held_pairs),
+                           active_pair_accuracy=active_agreement[0], active_pair_margin=active_agreement[1],
+                           candidate_pair_accuracy=candidate_agreement[0], candidate_pair_margin=candidate_agreement[1])
         with sessions.begin() as session:
-            registry.update_version(session, candidate_id, gate={**gate.to_dict(), "against": active_info[1]},
-                                    hyperparameters={**config.to_dict(), **stats}, status="rejected")
+            registry.update_version(session, candidate_id, gate=figures,
+                                    hyperparameters={**config.to_dict(), **stats, "method": data.method},
+                                    status="rejected")
             if gate.promote:
                 registry.activate(session, candidate_id)
     except BaseException:
         with sessions.begin() as session:
             registry.update_version(session, candidate_id, status="failed")
         raise
-    decision = "promoted" if gate.promote else "rejected"
-    summary = {"version": candidate_name, "decision": decision, **gate.to_dict(), **stats,
-               "train_drafts": len(split.train), "held_out_drafts": len(split.held_out)}
-    log.info("Run %s: %s %s (held-out perplexity %.2f -> %.2f)", run_id, candidate_name, decision,
-             gate.active_perplexity, gate.candidate_perplexity)
+    summary = {"version": candidate_name, **figures, **stats, "train_drafts": len(data.train_draft_ids),
+               "held_out_drafts": len(data.gate_examples)}
+    log.info("Run %s: %s %s by %s (held-out perplexity %.2f -> %.2f)", run_id, candidate_name,
+             figures["decision"], data.method, gate.active_perplexity, gate.candidate_perplexity)
     return summary

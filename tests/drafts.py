@@ -36,3 +36,40 @@ def seed_rated_drafts(studio, n: int, stars: int = 5, user: str = "local", start
             repository.rate_draft(session, draft.id, stars, user=user)
             ids.append(draft.id)
     return ids
+
+
+DIRGE_WORDS = {
+    "adj": ["grim", "iron", "ashen", "broken", "hollow", "bitter", "cold", "rusty"],
+    "noun": ["tomb", "crow", "chain", "ruin", "grave", "storm", "bone", "furnace"],
+    "verb": ["crushes", "mourns", "buries", "haunts", "breaks", "curses"],
+}
+
+
+def dirge(seed: int) -> str:
+    """Verses in the songs' shape but another vocabulary: what the writers pass over."""
+    pick = random.Random(seed).choice
+    w = DIRGE_WORDS
+    return " ".join(f"the {pick(w['adj'])} {pick(w['noun'])} {pick(w['verb'])} "
+                    f"the {pick(w['adj'])} {pick(w['noun'])}." for _ in range(8))
+
+
+def seed_picks(studio, prompts: int, user: str = "local", start: int = 0) -> list[tuple[int, list[int]]]:
+    """For each prompt, three drafts and the writer's pick: the song over two dirges (2 pairs each)."""
+    from storage.preferences import record_preference
+
+    loaded = studio.load()
+    picks = []
+    with studio.sessions.begin() as session:
+        for i in range(start, start + prompts):
+            prompt = f"Write ballad number {i} about the harbour."
+            ids = []
+            for n, text in enumerate([song(1000 + i), dirge(2 * i), dirge(2 * i + 1)]):
+                draft = repository.add_draft(
+                    session, template_id="poetry", template_name="Poem", fields={}, prompt=prompt,
+                    model_input=model_input(loaded, prompt), settings={}, seed=n, model_name=studio.settings.model,
+                    model_version="base", text=text, user=user,
+                )
+                ids.append(draft.id)
+            record_preference(session, user, ids[0], ids[1:])
+            picks.append((ids[0], ids[1:]))
+    return picks

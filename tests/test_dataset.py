@@ -8,6 +8,8 @@ from storage.repository import add_draft, list_rated_drafts, rate_draft
 from studio.dataset import (
     Example,
     NotEnoughDrafts,
+    NotEnoughPreferences,
+    build_preference_split,
     build_split,
     dedupe,
     export_rows,
@@ -283,3 +285,41 @@ def test_export_refuses_unknown_formats_and_empty_datasets(studio):
         with pytest.raises(StudioError, match="no drafts rated 4 stars or higher"):
             export_rows(s, "sft", catalog=studio.catalog)
         assert len(export_rows(s, "kto", catalog=studio.catalog)) == 1
+
+
+def test_picks_are_split_by_prompt_and_flagged_drafts_left_out(studio):
+    from storage.repository import update_draft
+    from tests.drafts import seed_picks
+
+    picks = seed_picks(studio, 10)  # 20 pairs, 2 per prompt
+    with studio.sessions.begin() as session:
+        update_draft(session, picks[0][1][0], flagged=True, flag_reason="blocked word")
+        split = build_preference_split(session, min_pairs=8, seed=3)
+    assert len(split.train) + len(split.held_out) == 19  # the flagged draft's pair is gone
+    assert len(split.held_out) >= 4
+    train_prompts = {p.chosen.context for p in split.train}
+    assert not train_prompts & {p.chosen.context for p in split.held_out}
+
+
+def test_too_few_picks_or_picks_of_a_single_prompt_say_what_is_needed(studio):
+    from tests.drafts import seed_picks
+
+    seed_picks(studio, 1)
+    with studio.sessions() as session:
+        with pytest.raises(NotEnoughPreferences, match="2 usable picks.*at least 8.*6 more times"):
+            build_preference_split(session, min_pairs=8)
+        with pytest.raises(StudioError, match="answers the same prompt"):
+            build_preference_split(session, min_pairs=2)
+
+
+def test_the_cap_per_writer_keeps_each_writers_newest_picks(studio):
+    from tests.drafts import seed_picks
+
+    seed_picks(studio, 6, user="ann")
+    seed_picks(studio, 2, user="bo", start=6)
+    with studio.sessions() as session:
+        split = build_preference_split(session, min_pairs=2, max_per_writer=4)
+    pairs = split.train + split.held_out
+    assert sorted(p.chosen.user for p in pairs) == ["ann"] * 4 + ["bo"] * 4
+    newest_ann = max(p.chosen.draft_id for p in pairs if p.chosen.user == "ann")
+    assert all(p.chosen.draft_id >= newest_ann - 3 for p in pairs if p.chosen.user == "ann")

@@ -86,7 +86,7 @@ def rating_rows(session_factory, draft_id=None) -> list[Rating]:
 
 # --- schema and migrations ------------------------------------------------
 
-HEAD = "0006"
+HEAD = "0007"
 
 
 def test_migrate_creates_tables_and_is_idempotent(url):

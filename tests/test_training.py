@@ -14,7 +14,8 @@ import pytest
 from storage import registry, repository
 from studio.dataset import NotEnoughDrafts
 from studio.jobs import execute_run, recover
-from tests.drafts import seed_rated_drafts
+from studio.errors import StudioError
+from tests.drafts import seed_picks, seed_rated_drafts
 
 REPO = Path(__file__).resolve().parent.parent
 def fast_config(studio, **overrides):
@@ -168,3 +169,47 @@ def test_the_app_runner_trains_in_a_child_process_and_never_runs_a_run_twice(stu
     # Nobody can claim a finished run again.
     with studio.sessions.begin() as session:
         assert not registry.claim_run(session, run_id, "elsewhere:1", 1)
+
+
+def test_with_enough_picks_the_run_learns_them_by_dpo_and_the_gate_still_decides(studio):
+    picks = seed_picks(studio, 8)  # 16 pairs over 8 prompts
+    messages = []
+    run_id, _ = studio.train_now("cli")
+    summary = execute_run(studio.sessions, studio.settings, fast_config(studio, method="auto", min_pairs=8),
+                          run_id, echo=messages.append)
+    assert summary["method"] == "dpo"
+    assert any("Learning from 12 picks between candidates, 4 held out" in m for m in messages)
+    assert summary["held_out_pairs"] == 4
+    # The new version ranks held-out picks the way the writer did by a wider margin than the base.
+    assert summary["candidate_pair_margin"] > 2 * summary["active_pair_margin"]
+    assert summary["candidate_pair_accuracy"] >= summary["active_pair_accuracy"]
+    assert summary["decision"] == "promoted"  # the gate: held-out chosen drafts got likelier
+    assert summary["candidate_perplexity"] < summary["active_perplexity"] * 0.99
+
+    v1 = _version(studio, "v1")
+    assert v1["gate"]["method"] == "dpo" and v1["hyperparameters"]["method"] == "dpo"
+    chosen = {c for c, _ in picks}
+    # The gate scored chosen drafts only, and none of them was trained on.
+    assert set(v1["held_out_draft_ids"]) <= chosen
+    assert not set(v1["held_out_draft_ids"]) & set(v1["train_draft_ids"])
+
+
+def test_too_few_picks_fall_back_to_rated_drafts_and_say_so(studio):
+    seed_picks(studio, 2)  # 4 pairs: fewer than 8
+    seed_rated_drafts(studio, 12)
+    messages = []
+    run_id, _ = studio.train_now("cli")
+    summary = execute_run(studio.sessions, studio.settings, fast_config(studio, min_pairs=8), run_id,
+                          echo=messages.append)
+    assert summary["method"] == "sft" and "held_out_pairs" not in summary
+    assert any("Learning from rated drafts" in m and "4 usable picks" in m and "needs at least 8" in m
+               for m in messages)
+
+
+def test_asking_for_dpo_without_enough_picks_fails_the_run_with_what_is_missing(studio):
+    seed_picks(studio, 1)
+    seed_rated_drafts(studio, 12)
+    with pytest.raises(StudioError, match="2 usable picks.*needs at least 8.*6 more times"):
+        train(studio, method="dpo", min_pairs=8)
+    assert studio.runs()[0]["status"] == "failed"
+    assert [v["name"] for v in studio.versions()] == ["base"]

@@ -1,0 +1,61 @@
+"""Repository functions for blind comparisons of model versions (see models.BlindComparison)."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from storage.models import BlindComparison, utcnow
+from storage.preferences import record_preference
+from storage.repository import NotFoundError, StorageError, get_draft
+
+
+def add_comparison(session: Session, user: str, draft_a_id: int, draft_b_id: int,
+                   version_a: str, version_b: str) -> BlindComparison:
+    if version_a == version_b:
+        raise StorageError("A blind comparison needs drafts from two different versions.")
+    for draft_id in (draft_a_id, draft_b_id):
+        get_draft(session, draft_id, user=user)  # the writer's own drafts only
+    row = BlindComparison(user=user, draft_a_id=draft_a_id, draft_b_id=draft_b_id,
+                          version_a=version_a, version_b=version_b)
+    session.add(row)
+    session.flush()
+    return row
+
+
+def get_comparison(session: Session, comparison_id: int, user: str) -> BlindComparison:
+    row = session.get(BlindComparison, comparison_id)
+    if row is None or row.user != user:
+        raise NotFoundError(comparison_id, what="Comparison")
+    return row
+
+
+def decide(session: Session, comparison_id: int, user: str, chosen_draft_id: int) -> BlindComparison:
+    """Record the writer's pick, once; the pick is also a preference (chosen over the other)."""
+    row = get_comparison(session, comparison_id, user)
+    if chosen_draft_id not in (row.draft_a_id, row.draft_b_id):
+        raise StorageError(f"Draft {chosen_draft_id} is not part of comparison {comparison_id}.")
+    # A conditional update: two clicks at once cannot both count.
+    claimed = session.execute(
+        update(BlindComparison)
+        .where(BlindComparison.id == row.id, BlindComparison.chosen_draft_id.is_(None))
+        .values(chosen_draft_id=chosen_draft_id, decided_at=utcnow())
+    ).rowcount
+    if not claimed:
+        raise StorageError("You already picked in this comparison: start a new one.")
+    other = row.draft_b_id if chosen_draft_id == row.draft_a_id else row.draft_a_id
+    record_preference(session, user, chosen_draft_id, [other])
+    session.refresh(row)
+    return row
+
+
+def tally(session: Session) -> Counter[tuple[str, str]]:
+    """Decided comparisons counted as (winner version, loser version) -> picks, over all writers."""
+    wins: Counter[tuple[str, str]] = Counter()
+    decided = select(BlindComparison).where(BlindComparison.chosen_draft_id.is_not(None))
+    for row in session.scalars(decided):
+        a_won = row.chosen_draft_id == row.draft_a_id
+        wins[(row.version_a, row.version_b) if a_won else (row.version_b, row.version_a)] += 1
+    return wins

@@ -1,0 +1,123 @@
+"""Blind comparison of model versions on the writers' own prompts.
+
+One round writes two drafts of the same prompt with the same seed and settings, one by the
+active version and one by another (the newest other version, or one the writer names), and
+shows them as A and B in a random order. The writer's pick is stored with both versions, and
+as an ordinary preference, so it also becomes training data. Over many rounds each version gets
+a win rate with a 95% Wilson score interval: on the writers' own choices, the evidence that a
+new version is better (or not), beside the gate's held-out perplexity.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Mapping
+
+from storage import comparisons, registry
+
+from .errors import GenerationError, StudioError
+
+if TYPE_CHECKING:
+    from .service import Drafting, Studio
+
+SIDES = ("A", "B")
+Z_95 = 1.959963984540054  # the standard normal quantile for a two-sided 95% interval
+WRITABLE = ("promoted", "rejected", "retired")  # versions with weights to write with
+
+
+def wilson_interval(wins: int, n: int, z: float = Z_95) -> tuple[float, float]:
+    """The Wilson score interval for a win rate: sound for few picks and for rates near 0 or 1."""
+    if n == 0:
+        return 0.0, 1.0
+    p = wins / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+@dataclass
+class BlindRound:
+    """Two drafts being written for one comparison: stream `draftings` (A, B), then save()."""
+
+    draftings: list[Drafting]
+    versions: tuple[str, str]  # the writer is told these only after picking
+    user: str
+    studio: Studio
+    comparison_id: int | None = None
+
+    def save(self) -> int:
+        """Record the comparison once both drafts are written; returns its id."""
+        if self.comparison_id is None:
+            if any(d.draft_id is None for d in self.draftings):
+                raise GenerationError("One of the drafts has no text, so there is nothing to compare: "
+                                      "start a new comparison.")
+            with self.studio.sessions.begin() as session:
+                row = comparisons.add_comparison(session, self.user, self.draftings[0].draft_id,
+                                                 self.draftings[1].draft_id, *self.versions)
+                self.comparison_id = row.id
+        return self.comparison_id
+
+
+class BlindComparisons:
+    def __init__(self, studio: Studio, rng: random.Random | None = None):
+        self.studio = studio
+        self._rng = rng or random.SystemRandom()  # which side the active version takes
+
+    def opponents(self) -> list[str]:
+        """Versions that can be compared with the active one, newest first."""
+        with self.studio.sessions() as session:
+            return [v.name for v in registry.list_versions(session) if v.status in WRITABLE and not v.is_active]
+
+    def start(self, template_id: str, fields: Mapping[str, Any] | None = None,
+              sampler: Mapping[str, Any] | None = None, *, against: str | None = None,
+              user: str | None = None, key: str | None = None) -> BlindRound:
+        """Validate everything, load the other version, and return the round to stream."""
+        studio = self.studio
+        user = user or studio.settings.user
+        choices = self.opponents()
+        if not choices:
+            raise StudioError("There is only one model version so far: a blind comparison needs a second. "
+                              "Train one in the Training tab first.")
+        against = against or choices[0]
+        if against not in choices:
+            raise StudioError(f"{against} cannot be compared: choose one of {', '.join(choices)}.")
+        template = studio.template(template_id, user)
+        values = template.resolve_values(fields)
+        prompt = template.render(values)
+        models = [studio.load(), studio.load_version(against)]
+        if self._rng.random() < 0.5:
+            models.reverse()
+        key = key or "blind"
+        first = studio.start(template, values, prompt, sampler, user=user, key=f"{key}#0", loaded=models[0])
+        same = {**(sampler or {}), "seed": first.stream.settings.seed}  # only the version differs
+        second = studio.start(template, values, prompt, same, user=user, key=f"{key}#1", loaded=models[1])
+        return BlindRound([first, second], (models[0].version, models[1].version), user, studio)
+
+    def pick(self, comparison_id: int, side: str, *, user: str | None = None) -> dict[str, Any]:
+        """The writer prefers draft A or B; returns what was picked and which version wrote each."""
+        if side not in SIDES:
+            raise StudioError(f"Pick A or B, not {side!r}.")
+        user = user or self.studio.settings.user
+        with self.studio.sessions.begin() as session:
+            row = comparisons.get_comparison(session, comparison_id, user)
+            chosen = row.draft_a_id if side == "A" else row.draft_b_id
+            row = comparisons.decide(session, comparison_id, user, chosen)
+            return {"comparison_id": row.id, "chosen": side, "chosen_draft_id": chosen,
+                    "versions": {"A": row.version_a, "B": row.version_b},
+                    "winner": row.version_a if side == "A" else row.version_b}
+
+    def win_rates(self) -> list[dict[str, Any]]:
+        """Per pair of versions that met: picks, the newer version's win rate and its 95% interval."""
+        with self.studio.sessions() as session:
+            wins = comparisons.tally(session)
+            order = {v.name: v.id for v in registry.list_versions(session)}
+        pairs = {tuple(sorted(pair, key=lambda name: order.get(name, -1), reverse=True)) for pair in wins}
+        rows = []
+        for newer, older in sorted(pairs, key=lambda p: (order.get(p[0], -1), order.get(p[1], -1)), reverse=True):
+            won, lost = wins[(newer, older)], wins[(older, newer)]
+            low, high = wilson_interval(won, won + lost)
+            rows.append({"version": newer, "against": older, "picks": won + lost, "wins": won,
+                         "win_rate": won / (won + lost), "low": low, "high": high})
+        return rows

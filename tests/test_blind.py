@@ -1,0 +1,98 @@
+"""Blind comparison of two model versions: same prompt and seed, sides hidden, picks counted."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from storage import registry
+from studio.blind import BlindComparisons, wilson_interval
+from studio.errors import StudioError
+from storage.repository import NotFoundError, StorageError
+
+
+def add_version(studio, name: str = "v1") -> str:
+    """A real adapter with random LoRA weights, registered as a rejected candidate."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(studio.settings.model)
+    lora = LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    folder = studio.settings.data_path / "adapters" / name
+    get_peft_model(base, lora).save_pretrained(folder)
+    with studio.sessions.begin() as session:
+        active = registry.active_version(session)
+        registry.add_version(session, name=name, parent_id=active.id, base_model=studio.settings.model,
+                             adapter_path=str(folder), status="rejected", is_active=False, train_draft_ids=[],
+                             held_out_draft_ids=[], hyperparameters={}, loss_curve=[], gate={})
+    return name
+
+
+def run_round(studio, **kwargs):
+    blind_round = studio.blind.start("fantasy", {}, {"max_new_tokens": 6}, **kwargs)
+    for drafting in blind_round.draftings:
+        list(drafting)
+    return blind_round, blind_round.save()
+
+
+def test_with_one_version_there_is_nothing_to_compare(studio):
+    with pytest.raises(StudioError, match="only one model version.*Train one"):
+        studio.blind.start("fantasy", {})
+
+
+def test_a_round_writes_the_same_prompt_and_seed_with_both_versions_in_either_order(studio):
+    add_version(studio)
+    orders = set()
+    for seed in range(6):
+        studio.blind = BlindComparisons(studio, rng=random.Random(seed))
+        blind_round, _ = run_round(studio)
+        a, b = (studio.draft(d.draft_id) for d in blind_round.draftings)
+        assert {a["model_version"], b["model_version"]} == {"base", "v1"}
+        assert (a["model_version"], b["model_version"]) == blind_round.versions
+        assert a["prompt"] == b["prompt"] and a["seed"] == b["seed"]
+        orders.add(blind_round.versions)
+    assert orders == {("base", "v1"), ("v1", "base")}  # the side tells nothing
+
+
+def test_a_pick_reveals_the_versions_counts_once_and_becomes_a_preference(studio):
+    from storage.preferences import list_preferences
+
+    add_version(studio)
+    blind_round, comparison_id = run_round(studio)
+    result = studio.blind.pick(comparison_id, "B")
+    assert result["versions"] == {"A": blind_round.versions[0], "B": blind_round.versions[1]}
+    assert result["winner"] == blind_round.versions[1]
+    with pytest.raises(StorageError, match="already picked"):
+        studio.blind.pick(comparison_id, "A")
+    with pytest.raises(NotFoundError):
+        studio.blind.pick(comparison_id, "A", user="someone-else")
+    with studio.sessions() as session:
+        pairs = [(c.id, r.id) for c, r in list_preferences(session)]
+    a, b = (d.draft_id for d in blind_round.draftings)
+    assert pairs == [(b, a)]
+
+
+def test_win_rates_come_from_the_picks_with_a_wilson_interval(studio):
+    add_version(studio)
+    wanted = ["v1", "v1", "v1", "base"]
+    for winner in wanted:
+        blind_round, comparison_id = run_round(studio)
+        studio.blind.pick(comparison_id, "A" if blind_round.versions[0] == winner else "B")
+    run_round(studio)  # a round not picked yet does not count
+    [row] = studio.blind.win_rates()
+    assert (row["version"], row["against"], row["picks"], row["wins"]) == ("v1", "base", 4, 3)
+    assert row["win_rate"] == 0.75
+    assert (row["low"], row["high"]) == pytest.approx(wilson_interval(3, 4))
+
+
+def test_the_wilson_interval_matches_the_textbook_figures():
+    assert wilson_interval(7, 10) == pytest.approx((0.3968, 0.8922), abs=1e-4)
+    assert wilson_interval(0, 5) == pytest.approx((0.0, 0.4345), abs=1e-4)
+    assert wilson_interval(0, 0) == (0.0, 1.0)
+
+
+def test_an_unknown_or_unfinished_version_is_refused(studio):
+    add_version(studio)
+    with pytest.raises(StudioError, match="v9 cannot be compared: choose one of v1"):
+        studio.blind.start("fantasy", {}, against="v9")
