@@ -258,7 +258,9 @@ def run_training(sessions, settings: Settings, config: TrainingConfig, run_id: i
                            candidate_pair_accuracy=candidate_agreement[0], candidate_pair_margin=candidate_agreement[1])
         with sessions.begin() as session:
             registry.update_version(session, candidate_id, gate=figures,
-                                    hyperparameters={**config.to_dict(), **stats, "method": data.method},
+                                    hyperparameters={**config.to_dict(), **stats, "method": data.method,
+                                                     "train_pairs": len(data.preference_split.train)
+                                                     if data.method == "dpo" else 0},
                                     status="rejected")
             if gate.promote:
                 registry.activate(session, candidate_id)

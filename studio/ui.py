@@ -17,6 +17,7 @@ from .errors import USER_ERRORS
 from .sampling import MAX_NEW_TOKENS_LIMIT, SamplerSettings
 from .service import Studio
 from .templates import GenreTemplate
+from .ui_blind import build_blind
 from .ui_compare import build_compare
 from .ui_revisions import build_revisions
 from .ui_templates import build_templates_tab, template_choices
@@ -186,6 +187,7 @@ def build_ui(studio: Studio, accounts: Accounts | None = None) -> gr.Blocks:
         with draft_column:  # below the rating controls
             build_revisions(studio, who, draft_id, draft_box, status)
             build_compare(studio, who, read_form, form_inputs, draft_id, draft_box, status)
+            build_blind(studio, who, read_form, form_inputs)
 
         def on_continue(current_id, new_tokens, request: gr.Request):
             if current_id is None:

@@ -14,8 +14,10 @@ from .errors import USER_ERRORS
 from .service import Studio
 
 RUN_COLUMNS = ["Run", "Status", "Started by", "Progress", "Message", "Started", "Finished"]
-VERSION_COLUMNS = ["Version", "Status", "Serving", "Trained on", "Held out",
-                   "Held-out perplexity (before → after)", "Train tokens/s", "Created"]
+VERSION_COLUMNS = ["Version", "Status", "Serving", "Learned from", "Held out",
+                   "Held-out perplexity (before → after)", "Held-out picks ranked as writers did",
+                   "Train tokens/s", "Created"]
+BLIND_COLUMNS = ["Version", "Against", "Blind picks", "Win rate", "95% interval"]
 REFRESH_SECONDS = 2.0
 
 
@@ -39,9 +41,22 @@ def _versions_table(versions: list[dict]) -> list[list]:
         figures = (f"{gate['active_perplexity']:.2f} → {gate['candidate_perplexity']:.2f} ({gate['decision']})"
                    if gate else "")
         speed = v["hyperparameters"].get("train_tokens_per_second")
-        rows.append([v["name"], v["status"], "✓" if v["active"] else "", v["train_drafts"] or "",
-                     v["held_out_drafts"] or "", figures, f"{speed:.0f}" if speed else "", _time(v["created_at"])])
+        learned = ""
+        if gate.get("method") == "dpo":
+            pairs = v["hyperparameters"].get("train_pairs", 0)
+            learned = f"{pairs} pick{'s' * (pairs != 1)} ({v['train_drafts']} drafts)"
+        elif v["train_drafts"]:
+            learned = f"{v['train_drafts']} rated drafts"
+        ranked = (f"{gate['active_pair_accuracy']:.0%} → {gate['candidate_pair_accuracy']:.0%} "
+                  f"of {gate['held_out_pairs']}" if "held_out_pairs" in gate else "")
+        rows.append([v["name"], v["status"], "✓" if v["active"] else "", learned, v["held_out_drafts"] or "",
+                     figures, ranked, f"{speed:.0f}" if speed else "", _time(v["created_at"])])
     return rows
+
+
+def _blind_table(rates: list[dict]) -> list[list]:
+    return [[r["version"], r["against"], r["picks"], f"{r['win_rate']:.0%} ({r['wins']} of {r['picks']})",
+             f"{r['low']:.0%} – {r['high']:.0%}"] for r in rates]
 
 
 def _loss_frame(versions: list[dict]) -> pd.DataFrame:
@@ -52,6 +67,17 @@ def _loss_frame(versions: list[dict]) -> pd.DataFrame:
     points = tuned[0]["loss_curve"]
     return pd.DataFrame({"step": [p["step"] for p in points], "loss": [p["loss"] for p in points],
                          "split": [p["split"] for p in points]})
+
+
+def _learns_from(studio: Studio) -> str:
+    s = studio.settings
+    rated = f"drafts you rate {s.train_min_stars} stars or more"
+    if s.train_method == "sft":
+        return f"Training learns from {rated}."
+    if s.train_method == "dpo":
+        return "Training learns from your picks between candidates."
+    return (f"Training learns from your picks between candidates once there are {s.train_min_pairs} of them, "
+            f"and from {rated} until then.")
 
 
 def _serving(versions: list[dict]) -> str:
@@ -75,12 +101,14 @@ def build_training_tab(studio: Studio, accounts: Accounts, who: Callable[[gr.Req
         with gr.Row():
             train_btn = gr.Button("Train now", variant="primary")
             rollback_btn = gr.Button("Roll back to the previous version")
-        gr.Markdown(f"Drafts you rate {studio.settings.train_min_stars} stars or more are training data. "
-                    "A fine-tune is promoted only if it beats the serving version on held-out drafts.")
+        gr.Markdown(f"{_learns_from(studio)} A fine-tune is promoted only if it beats the serving version "
+                    "on held-out drafts.")
         runs = gr.Dataframe(headers=RUN_COLUMNS, interactive=False, wrap=True, label="Training runs")
         loss = gr.LinePlot(x="step", y="loss", color="split", label="Loss of the newest fine-tune",
                            x_title="step", y_title="loss (nats per token)")
         versions = gr.Dataframe(headers=VERSION_COLUMNS, interactive=False, wrap=True, label="Versions")
+        blind = gr.Dataframe(headers=BLIND_COLUMNS, interactive=False, wrap=True, elem_id="blind-win-rates",
+                             label="Blind A/B: how often writers picked the newer version (Write tab → Blind A/B)")
         with gr.Row():
             chosen = gr.Dropdown([], label="Version to serve", scale=3)
             promote_btn = gr.Button("Serve this version", scale=1)
@@ -90,9 +118,10 @@ def build_training_tab(studio: Studio, accounts: Accounts, who: Callable[[gr.Req
         version_list = studio.versions()
         names = [v["name"] for v in version_list if v["status"] in ("promoted", "rejected", "retired")]
         return (_serving(version_list), _runs_table(studio.runs()), _loss_frame(version_list),
-                _versions_table(version_list), gr.update(choices=names, value=current if current in names else None))
+                _versions_table(version_list), _blind_table(studio.blind.win_rates()),
+                gr.update(choices=names, value=current if current in names else None))
 
-    outputs = [serving, runs, loss, versions, chosen]
+    outputs = [serving, runs, loss, versions, blind, chosen]
     quiet = dict(api_visibility="private", show_progress="hidden")
     # Poll only while the tab is open: runs change in another process.
     tab.select(refresh, chosen, outputs, **quiet).then(lambda: gr.Timer(active=True), None, timer, **quiet)

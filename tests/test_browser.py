@@ -225,3 +225,66 @@ def test_a_writer_edits_the_draft_and_goes_back_to_an_earlier_revision(page):
     expect(box).to_have_value(written)
     assert studio.draft(1)["text"] == written
     _shot(tab, "12-revisions")
+
+
+def _write_and_pick_candidates(tab, studio, premise: str, pick: int) -> None:
+    expect = playwright_api.expect
+    before = len(studio.drafts())
+    tab.get_by_label("Premise").fill(premise)
+    tab.get_by_role("button", name="Write 3 candidates").click()
+    deadline = time.monotonic() + 60
+    while len(studio.drafts()) < before + 3 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    tab.wait_for_timeout(500)  # the ids arrive with the last update
+    tab.get_by_role("button", name=f"Pick candidate {pick}").click()
+    expect(tab.get_by_text(f"Candidate {pick} picked: it is your current draft now.")).to_be_visible()
+
+
+def _blind_round(tab, studio, side: str) -> None:
+    expect = playwright_api.expect
+    tab.get_by_role("button", name="Write A and B").click()
+    expect(tab.get_by_text("Which is better, A or B?")).to_be_visible(timeout=60_000)
+    tab.get_by_role("button", name=f"{side} is better").click()
+    expect(tab.get_by_text(re.compile(rf"You picked {side}, written by (base|v1)\. A was"))).to_be_visible()
+
+
+def test_picks_train_a_version_and_blind_picks_give_it_a_win_rate(page):
+    """The writer's desk end to end: pick among candidates, train on the picks, compare blind."""
+    tab, studio = page, page.studio
+    expect = playwright_api.expect
+    studio.settings.train_min_pairs = 4  # two picks of three candidates: enough for preference training
+    _set_max_tokens(tab, 32)
+    tab.get_by_text("Compare candidates side by side").click()
+    _write_and_pick_candidates(tab, studio, "A lighthouse keeper finds a door in the sea.", 2)
+    _write_and_pick_candidates(tab, studio, "A baker's bread starts to whisper.", 1)
+
+    tab.get_by_role("tab", name="Training").click()
+    tab.get_by_role("button", name="Train now").click()
+    expect(tab.get_by_role("gridcell", name="succeeded")).to_be_visible(timeout=180_000)
+    expect(tab.get_by_role("gridcell", name="2 picks (3 drafts)")).to_be_visible()  # it learned from the picks
+    expect(tab.get_by_role("gridcell", name=re.compile(r"% → \d+% of 2"))).to_be_visible()
+    _shot(tab, "13-trained-on-picks")
+    assert studio.versions()[0]["gate"]["method"] == "dpo"
+
+    tab.get_by_role("tab", name="Write").click()
+    tab.get_by_text("Blind A/B: compare model versions").click()
+    expect(tab.get_by_label("Compare the serving version with")).to_have_value(re.compile("newest other version"))
+    tab.get_by_role("button", name="Write A and B").click()
+    expect(tab.get_by_text("Which is better, A or B?")).to_be_visible(timeout=60_000)
+    expect(tab.locator("#blind-a textarea")).not_to_have_value("")
+    expect(tab.locator("#blind-b textarea")).not_to_have_value("")
+    assert "v1" not in tab.locator("#blind-verdict").inner_text()  # nothing says which is which yet
+    _shot(tab, "14-blind-a-b")
+    tab.get_by_role("button", name="A is better").click()
+    expect(tab.get_by_text(re.compile(r"You picked A, written by (base|v1)\. A was"))).to_be_visible()
+    _shot(tab, "15-blind-revealed")
+    for side in ("B", "A"):
+        _blind_round(tab, studio, side)
+
+    tab.get_by_role("tab", name="Training").click()
+    [rate] = studio.blind.win_rates()
+    assert (rate["version"], rate["against"], rate["picks"]) == ("v1", "base", 3)
+    table = tab.locator("#blind-win-rates")
+    expect(table.get_by_role("gridcell", name=f"{rate['win_rate']:.0%} ({rate['wins']} of 3)")).to_be_visible()
+    expect(table.get_by_role("gridcell", name=f"{rate['low']:.0%} – {rate['high']:.0%}")).to_be_visible()
+    _shot(tab, "16-blind-win-rates")

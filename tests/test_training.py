@@ -213,3 +213,17 @@ def test_asking_for_dpo_without_enough_picks_fails_the_run_with_what_is_missing(
         train(studio, method="dpo", min_pairs=8)
     assert studio.runs()[0]["status"] == "failed"
     assert [v["name"] for v in studio.versions()] == ["base"]
+
+
+def test_the_run_process_gets_the_training_options_the_app_was_started_with(settings):
+    from studio.__main__ import _parser
+    from studio.config import settings_from
+    from studio.jobs import train_command
+
+    settings.gate_margin, settings.train_method, settings.train_min_pairs = 0.07, "sft", 3
+    settings.train_min_stars, settings.train_max_per_writer = 5, 9
+    command = train_command(settings, 5)
+    assert command[1:3] == ["-m", "studio"]
+    child = settings_from(_parser().parse_args(command[3:]), environ={})  # no STUDIO_* variables
+    assert (child.gate_margin, child.train_method, child.train_min_pairs, child.train_min_stars,
+            child.train_max_per_writer) == (0.07, "sft", 3, 5, 9)
