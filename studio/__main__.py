@@ -1,5 +1,5 @@
 """The command line: python -m studio templates | generate | continue | rate | list | show | export
-| train | versions | promote | rollback.
+| train | versions | blind | promote | rollback.
 
 Every subcommand works on the same database as the page and prints JSON with --json.
 Errors print one readable line on stderr and exit with status 2.
@@ -86,6 +86,8 @@ def _parser() -> argparse.ArgumentParser:
                            help=f"{f.metadata['help']} Default: {f.default}.")
 
     commands.add_parser("versions", parents=[common], help="List the model versions with their gate figures.")
+    commands.add_parser("blind", parents=[common],
+                        help="Blind A/B win rates: how often writers picked the newer of two versions.")
     promote = commands.add_parser("promote", parents=[common], help="Serve a version (e.g. a rejected candidate).")
     promote.add_argument("version", help="Version name, e.g. v2.")
     commands.add_parser("rollback", parents=[common], help="Serve the version the active one was trained from.")
@@ -178,6 +180,11 @@ def run(args: argparse.Namespace) -> int:
         lines = [f"{v['name']:<8} {v['status']:<9} {'serving' if v['active'] else '':<8} "
                  f"{_gate_line(v['gate'])}" for v in data]
         _print(args, data, "\n".join(lines))
+    elif args.command == "blind":
+        data = studio.blind.win_rates()
+        lines = [f"{r['version']} over {r['against']}: {r['win_rate']:.0%} of {r['picks']} picks "
+                 f"(95% interval {r['low']:.0%}-{r['high']:.0%})" for r in data]
+        _print(args, data, "\n".join(lines) or "No blind picks yet: use Blind A/B on the Write tab.")
     elif args.command == "promote":
         version = next((v for v in studio.versions() if v["name"] == args.version), None)
         if version is None:

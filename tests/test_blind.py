@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 
 import pytest
@@ -96,3 +97,19 @@ def test_an_unknown_or_unfinished_version_is_refused(studio):
     add_version(studio)
     with pytest.raises(StudioError, match="v9 cannot be compared: choose one of v1"):
         studio.blind.start("fantasy", {}, against="v9")
+
+
+def test_the_command_line_prints_the_win_rates(studio, capsys):
+    from studio.__main__ import main
+
+    common = ["--model", studio.settings.model, "--data-dir", studio.settings.data_dir]
+    assert main(["blind", *common]) == 0
+    assert "No blind picks yet" in capsys.readouterr().out
+    add_version(studio)
+    blind_round, comparison_id = run_round(studio)
+    studio.blind.pick(comparison_id, "A" if blind_round.versions[0] == "v1" else "B")
+    assert main(["blind", *common]) == 0
+    assert "v1 over base: 100% of 1 picks (95% interval 21%-100%)" in capsys.readouterr().out
+    assert main(["blind", *common, "--json"]) == 0
+    [row] = json.loads(capsys.readouterr().out)
+    assert (row["version"], row["wins"], row["picks"]) == ("v1", 1, 1)
