@@ -11,7 +11,7 @@ import logging
 import sys
 import time
 
-from studio.config import Settings, add_arguments, settings_from
+from studio.config import Settings, add_arguments, hf_sign_in_available, settings_from
 from studio.errors import USER_ERRORS
 
 log = logging.getLogger("studio")
@@ -23,9 +23,13 @@ def create_app(settings: Settings, load_model: bool = True):
     from studio.backups import start_backups
     from studio.service import Studio
     from studio.ui import build_ui, exports_dir
+    from studio.ui_auth import check_local_sign_in
 
     accounts = Accounts.from_settings(settings)
+    if accounts.hf and not hf_sign_in_available():
+        check_local_sign_in()  # Gradio's local stand-in for the sign-in needs the hub: fail clearly first
     studio = Studio(settings)
+    studio.content_filter.prepare(progress=log.info)  # the moderation classifier, if any: load it now, once
     if load_model:
         studio.load(progress=log.info)
     studio.jobs.start()  # runs queued training in child processes; recovers interrupted runs first
@@ -37,11 +41,11 @@ def create_app(settings: Settings, load_model: bool = True):
 
 
 def launch_options(studio, accounts) -> dict:
-    from studio.ui import exports_dir
-
     settings = studio.settings
-    return dict(server_name=settings.host, server_port=settings.port, allowed_paths=[str(exports_dir(studio))],
-                auth=accounts.check if accounts.enabled else None,
+    # No allowed_paths: exports reach writers through Gradio's cache, never from the data dir.
+    # With Hugging Face sign-in there is no login form: gr.LoginButton on the page signs writers in.
+    return dict(server_name=settings.host, server_port=settings.port,
+                auth=accounts.check if accounts.passwords else None,
                 auth_message="Story Studio: log in with your writer account.")
 
 

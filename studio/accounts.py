@@ -2,8 +2,9 @@
 
 Local deployments give accounts with `--auth USER:PASSWORD` (repeatable) or an auth file of
 hashed passwords (`python -m studio add-user NAME --auth-file FILE`). Passwords are hashed with
-scrypt and compared in constant time. With no accounts the studio is single-user, and that one
-user may do everything.
+scrypt and compared in constant time. On a Space, writers can sign in with Hugging Face instead
+(`--auth-mode hf`): there are no passwords here then, and admins are Hugging Face usernames.
+With neither the studio is single-user, and that one user may do everything.
 """
 
 from __future__ import annotations
@@ -42,9 +43,16 @@ def verify_password(password: str, hashed: str) -> bool:
 class Accounts:
     hashes: dict[str, str] = field(default_factory=dict)  # user -> scrypt hash
     admins: frozenset[str] = frozenset()
+    hf: bool = False  # writers sign in with Hugging Face; admins are kept casefolded (usernames ignore case)
 
     @property
     def enabled(self) -> bool:
+        """Every writer has drafts of their own (password accounts or Hugging Face sign-in)."""
+        return bool(self.hashes) or self.hf
+
+    @property
+    def passwords(self) -> bool:
+        """Writers log in with a password through Gradio's login form."""
         return bool(self.hashes)
 
     def check(self, user: str, password: str) -> bool:
@@ -53,10 +61,23 @@ class Accounts:
         return hashed is not None and verify_password(password, hashed)
 
     def is_admin(self, user: str | None) -> bool:
-        return not self.enabled or user in self.admins
+        if not self.enabled:
+            return True
+        if self.hf:
+            return user is not None and user.casefold() in self.admins
+        return user in self.admins
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "Accounts":
+        has_accounts = bool(settings.auth or settings.auth_file)
+        if settings.auth_mode == "accounts" and not has_accounts:
+            raise StudioError("--auth-mode accounts needs --auth USER:PASSWORD or --auth-file FILE.")
+        if settings.auth_mode in ("hf", "single") and has_accounts:
+            raise StudioError(f"--auth and --auth-file give password accounts: leave them out with --auth-mode "
+                              f"{settings.auth_mode}, or use --auth-mode accounts.")
+        if settings.auth_mode == "hf":
+            return cls(admins=frozenset(a.strip().casefold() for a in settings.admins.split(",") if a.strip()),
+                       hf=True)
         hashes: dict[str, str] = {}
         order: list[str] = []
         file_admins: set[str] = set()

@@ -4,20 +4,22 @@ They are plain typed functions registered with gr.api (no annotations import fro
 Gradio reads these hints at run time to describe the endpoints).
 """
 
-from typing import Callable, Optional
+from typing import Optional
 
 import gradio as gr
 
 from .errors import USER_ERRORS
 from .service import Studio
+from .ui_auth import Identity
 
 
-def register_api(studio: Studio, who: Callable[[gr.Request], str]) -> None:
+def register_api(studio: Studio, who: Identity) -> None:
     """Register the endpoints; call inside the Blocks context. `who` names a request's writer."""
 
     def templates(request: gr.Request = None) -> list:
         """All genre templates: id, name, description, language, fields and suggested sampler settings."""
-        return [t.to_dict() for t in studio.templates_for(who(request))]
+        user = who.signed_in(request)  # signed out: the shipped templates only
+        return [t.to_dict() for t in (studio.templates_for(user) if user else studio.catalog)]
 
     def generate(
         template_id: str,

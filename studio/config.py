@@ -28,6 +28,21 @@ def _on_spaces() -> bool:
     return bool(os.environ.get("SPACE_ID"))
 
 
+def hf_sign_in_available() -> bool:
+    """On a Gradio Space whose README says `hf_oauth: true`: Gradio's real Hugging Face sign-in works.
+
+    Gradio itself decides the same way (SYSTEM=spaces and SPACE_ID, then the OAUTH_* variables the
+    Space gets from `hf_oauth: true`); anywhere else its sign-in is a mock that asks the hub who
+    this machine's `hf auth login` is.
+    """
+    return os.environ.get("SYSTEM") == "spaces" and _on_spaces() and bool(os.environ.get("OAUTH_CLIENT_ID"))
+
+
+def _space_owner() -> str:
+    # The user or organization that owns the Space: its admin until --admins names others.
+    return os.environ.get("SPACE_AUTHOR_NAME", "") if _on_spaces() else ""
+
+
 def _default_host() -> str:
     # Spaces route traffic to 0.0.0.0:7860 and say so in GRADIO_SERVER_NAME.
     return os.environ.get("GRADIO_SERVER_NAME") or ("0.0.0.0" if _on_spaces() else "127.0.0.1")
@@ -79,6 +94,12 @@ class Settings:
         default=32,
         metadata={"help": "How many requests may wait; past that a writer is told the studio is busy."},
     )
+    auth_mode: str = field(
+        default="auto",
+        metadata={"help": "Who the writers are: hf (they sign in with Hugging Face; a Space with hf_oauth: true), "
+                          "accounts (--auth/--auth-file), single (one shared writer, --user), or auto: accounts "
+                          "when --auth or --auth-file is given, else hf on a Space with hf_oauth, else single."},
+    )
     auth: list[str] = field(
         default_factory=list,
         metadata={"help": "A writer account USER:PASSWORD; repeat for several (env: comma-separated). "
@@ -88,13 +109,24 @@ class Settings:
         default="", metadata={"help": "File of accounts with hashed passwords (python -m studio add-user makes it)."}
     )
     admins: str = field(
-        default="", metadata={"help": "Comma-separated admin users (training, promotion, rollback); "
-                                      "default: the first account."},
+        default="", metadata={"help": "Comma-separated admins (training, promotion, rollback, publishing): "
+                                      "account names, or Hugging Face usernames with --auth-mode hf; "
+                                      "default: the first account, or the Space's owner."},
     )
     moderation: str = field(
         default="on", metadata={"help": "on: drafts matching the word lists are flagged and never trained on; off."}
     )
     blocklist: str = field(default="", metadata={"help": "A file of extra words to flag, one per line."})
+    moderation_model: str = field(
+        default="", metadata={"help": "A transformers text-classification model (local folder, or hub id where "
+                                      "the hub is reachable) that flags drafts too; default: word lists only."},
+    )
+    moderation_labels: str = field(
+        default="toxic", metadata={"help": "Comma-separated labels of --moderation-model that flag a draft."}
+    )
+    moderation_threshold: float = field(
+        default=0.5, metadata={"help": "A draft is flagged when one of --moderation-labels scores above this (0-1)."}
+    )
     train_max_per_writer: int = field(
         default=100, metadata={"help": "Most drafts one writer contributes to a training run (0 = no cap)."}
     )
@@ -135,6 +167,13 @@ class Settings:
             raise ValueError("--concurrency and --queue-size must be at least 1.")
         if self.moderation not in ("on", "off"):
             raise ValueError(f"--moderation must be on or off, not {self.moderation!r}.")
+        if self.moderation_model and self.moderation == "off":
+            raise ValueError("--moderation-model needs --moderation on: off turns the whole content filter off.")
+        if not 0 < self.moderation_threshold < 1:
+            raise ValueError(f"--moderation-threshold must be above 0 and below 1, not {self.moderation_threshold}.")
+        if self.moderation_model and not self.flag_labels:
+            raise ValueError("--moderation-labels must name at least one label of --moderation-model, e.g. toxic.")
+        self._resolve_auth_mode()
         if not 1 <= self.train_min_stars <= 5:
             raise ValueError(f"--train-min-stars must be 1 to 5, not {self.train_min_stars}.")
         if not 0 <= self.gate_margin < 1:
@@ -149,6 +188,23 @@ class Settings:
             raise ValueError(f"--backend must be local or openai, not {self.backend!r}.")
         if self.backend == "openai" and not self.base_url:
             raise ValueError("--backend openai needs --base-url, e.g. http://127.0.0.1:8000/v1.")
+
+    def _resolve_auth_mode(self) -> None:
+        modes = ("auto", "hf", "accounts", "single")
+        if self.auth_mode not in modes:
+            raise ValueError(f"--auth-mode must be one of {', '.join(modes)}, not {self.auth_mode!r}.")
+        # Whether the accounts fit the mode is checked where they are made (Accounts.from_settings):
+        # the command line and training processes share the environment but need no accounts.
+        if self.auth_mode == "auto":
+            has_accounts = bool(self.auth or self.auth_file)
+            self.auth_mode = "accounts" if has_accounts else "hf" if hf_sign_in_available() else "single"
+        if self.auth_mode == "hf" and not self.admins.strip():
+            self.admins = _space_owner()
+
+    @property
+    def flag_labels(self) -> tuple[str, ...]:
+        """The classifier labels that flag a draft (--moderation-labels, split)."""
+        return tuple(label.strip() for label in self.moderation_labels.split(",") if label.strip())
 
     @property
     def data_path(self) -> Path:

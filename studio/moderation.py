@@ -1,4 +1,5 @@
-"""The content filter: word lists per language mark drafts that must not teach the model.
+"""The content filter: word lists per language mark drafts that must not teach the model, and an
+optional classifier model (studio/classifier.py) marks those its labels score too high.
 
 Lists live in studio/wordlists/<language>.txt; an operator adds their own with --blocklist FILE
 (same format). Languages written with spaces match whole words; Chinese matches substrings.
@@ -7,10 +8,15 @@ A marked draft is kept and shown with a warning, and never enters training data.
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from .classifier import Classifier
+from .models import Progress
+
+log = logging.getLogger(__name__)
 WORDLISTS = Path(__file__).resolve().parent / "wordlists"
 _CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
 
@@ -23,15 +29,21 @@ def _read(path: Path) -> list[str]:
 @dataclass(frozen=True)
 class ContentFilter:
     words: tuple[str, ...]
+    classifier: Classifier | None = None  # runs in addition to the word lists
 
     @classmethod
-    def load(cls, extra: str = "", enabled: bool = True) -> "ContentFilter":
+    def load(cls, extra: str = "", enabled: bool = True, classifier: Classifier | None = None) -> "ContentFilter":
         if not enabled:
             return cls(())
         words = [w for path in sorted(WORDLISTS.glob("*.txt")) for w in _read(path)]
         if extra:
             words += _read(Path(extra))
-        return cls(tuple(dict.fromkeys(words)))
+        return cls(tuple(dict.fromkeys(words)), classifier)
+
+    def prepare(self, progress: Progress = log.info) -> None:
+        """Load the classifier now (it would load at the first draft), so a bad one stops the start."""
+        if self.classifier is not None:
+            self.classifier.load(progress)
 
     def __post_init__(self) -> None:
         spaced = [re.escape(w) for w in self.words if not _CJK.search(w)]
@@ -45,9 +57,10 @@ class ContentFilter:
         for text in texts:
             hits += [m.group(0).lower() for m in self._spaced.finditer(text)]
             hits += [w for w in self._cjk if w in text]
-        if not hits:
-            return ""
-        return "Matched the content filter: " + ", ".join(sorted(set(hits)))
+        reasons = ["Matched the content filter: " + ", ".join(sorted(set(hits)))] if hits else []
+        if self.classifier is not None:
+            reasons.append(self.classifier.check(*texts))
+        return "; ".join(r for r in reasons if r)
 
     def flags(self, *texts: str) -> dict[str, object]:
         """The draft columns `flagged` and `flag_reason` for these texts."""

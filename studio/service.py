@@ -26,6 +26,7 @@ from .jobs import TrainingJobs
 from .remote import RemoteDraftStream, chat_messages, make_client
 from .models import LoadedModel, Progress, load_model
 from .limits import RateLimit
+from .classifier import Classifier
 from .moderation import ContentFilter
 from .sampling import MAX_SEED, SamplerSettings
 from .templates import PROMPTS_DIR, GenreTemplate, TemplateCatalog, parse_template
@@ -81,7 +82,9 @@ class Studio:
             registry.ensure_base_version(session, settings.model)
         self.active = ActiveStreams()
         self.jobs = TrainingJobs(self.sessions, settings)
-        self.content_filter = ContentFilter.load(settings.blocklist, settings.moderation == "on")
+        classifier = (Classifier(settings.moderation_model, settings.flag_labels, settings.moderation_threshold,
+                                 settings.device) if settings.moderation_model else None)
+        self.content_filter = ContentFilter.load(settings.blocklist, settings.moderation == "on", classifier)
         self.rate_limit = RateLimit(settings.rate_limit)
         self._loaded: LoadedModel | None = None
         self._other: LoadedModel | None = None  # see load_version

@@ -6,6 +6,7 @@ shown with gr.Error; the stream is saved by the core, never by display code.
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 import gradio as gr
@@ -17,6 +18,7 @@ from .errors import USER_ERRORS
 from .sampling import MAX_NEW_TOKENS_LIMIT, SamplerSettings
 from .service import Studio
 from .templates import GenreTemplate
+from .ui_auth import SIGN_IN_NOTE, SINGLE_USER_NOTE, Identity
 from .ui_blind import build_blind
 from .ui_compare import build_compare
 from .ui_revisions import build_revisions
@@ -71,9 +73,7 @@ def build_ui(studio: Studio, accounts: Accounts | None = None) -> gr.Blocks:
     accounts = accounts or Accounts()
     catalog = studio.catalog
 
-    def who(request: gr.Request) -> str:
-        """The writer behind a request: the logged-in account, or the single local user."""
-        return request.username if accounts.enabled and request.username else studio.settings.user
+    who = Identity(accounts, studio.settings.user)  # who(request): the writer, or "sign in first"
 
     first = catalog.get(DEFAULT_TEMPLATE) if DEFAULT_TEMPLATE in catalog.ids() else next(iter(catalog))
     shipped_choices = [(t.name, t.id) for t in catalog]
@@ -82,9 +82,12 @@ def build_ui(studio: Studio, accounts: Accounts | None = None) -> gr.Blocks:
     with gr.Blocks(title="Story Studio") as demo:
         gr.Markdown("# Story Studio\nPick a genre, fill in the fields, and watch the draft appear. "
                     "Rate drafts: the studio learns from the ones you like.")
-        if not accounts.enabled:
-            gr.Markdown("*Single-user mode: everyone who can open this page shares one set of drafts. "
-                        "Start the studio with `--auth` to give writers their own accounts.*")
+        if accounts.hf:
+            with gr.Row(equal_height=True):
+                gr.LoginButton(scale=0, min_width=260)  # Gradio's own Hugging Face sign-in (OAuth)
+                gr.Markdown(SIGN_IN_NOTE)
+        elif not accounts.enabled:
+            gr.Markdown(SINGLE_USER_NOTE)
         draft_id = gr.State(None)
 
         with gr.Tab("Write"):
@@ -145,7 +148,7 @@ def build_ui(studio: Studio, accounts: Accounts | None = None) -> gr.Blocks:
             if template_id == shown:
                 return [gr.skip()] * (len(template_outputs) + 1)
             try:
-                chosen = studio.template(template_id, who(request))
+                chosen = browse_template(template_id, request)
             except USER_ERRORS as exc:
                 raise gr.Error(str(exc)) from exc
             return [*_template_updates(chosen), template_id]
@@ -153,9 +156,15 @@ def build_ui(studio: Studio, accounts: Accounts | None = None) -> gr.Blocks:
         template.change(on_template, [template, shown_template], [*template_outputs, shown_template],
                         api_visibility="private", queue=False)
 
+        def browse_template(template_id: str, request: gr.Request) -> GenreTemplate:
+            # A visitor who has not signed in may look at the shipped templates, and nothing else.
+            user = who.signed_in(request)
+            return studio.template(template_id, user) if user else catalog.get(template_id)
+
         def on_load(request: gr.Request):
             # Only the choices: the writer's own templates join the list; the form is left alone.
-            return gr.update(choices=template_choices(studio, who(request)))
+            user = who.signed_in(request)
+            return gr.update(choices=template_choices(studio, user) if user else shipped_choices)
 
         demo.load(on_load, None, template, api_visibility="private", queue=False)
 
@@ -271,9 +280,12 @@ def build_ui(studio: Studio, accounts: Accounts | None = None) -> gr.Blocks:
                 raise gr.Error(str(exc)) from exc
             folder = exports_dir(studio)
             folder.mkdir(parents=True, exist_ok=True)
-            path = folder / f"draft-{chosen}.md"
-            path.write_text(text, encoding="utf-8")
-            return str(path)
+            (folder / f"draft-{chosen}.md").write_text(text, encoding="utf-8")  # the operator's copy
+            # The writer downloads a copy from a fresh temp folder: Gradio serves it from its cache
+            # under a random hash, so nobody reaches another writer's export by guessing a path.
+            download = Path(tempfile.mkdtemp(prefix="studio-export-")) / f"draft-{chosen}.md"
+            download.write_text(text, encoding="utf-8")
+            return str(download)
 
         export_btn.click(on_export, history_id, export_file, api_visibility="private")
 
@@ -284,5 +296,5 @@ def build_ui(studio: Studio, accounts: Accounts | None = None) -> gr.Blocks:
 
 
 def exports_dir(studio: Studio) -> Path:
-    """Where exported Markdown files go; the server must be allowed to serve this folder."""
+    """Where exported Markdown files are kept for the operator (never served: see on_export)."""
     return (studio.settings.data_path / "exports").resolve()

@@ -15,6 +15,10 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
+# What a Space sets; tests that play a Space set them themselves.
+SPACE_VARIABLES = ("SPACE_ID", "SYSTEM", "SPACE_AUTHOR_NAME", "SPACE_HOST", "GRADIO_SERVER_NAME",
+                   "OAUTH_CLIENT_ID", "OAUTH_CLIENT_SECRET", "OAUTH_SCOPES", "OPENID_PROVIDER_URL")
+
 CORPUS = [
     "Once upon a time a young cartographer drew a map that changed the land.",
     "The detective looked at the locked door and smiled at the clue.",
@@ -111,7 +115,7 @@ def postgres_url(postgres_admin_url):
 def _isolated_env(monkeypatch, tmp_path):
     """No STUDIO_* or Spaces variables leak in from the machine running the tests."""
     for name in list(os.environ):
-        if name.startswith("STUDIO_") or name in ("SPACE_ID", "GRADIO_SERVER_NAME"):
+        if name.startswith("STUDIO_") or name in SPACE_VARIABLES:
             monkeypatch.delenv(name)
     monkeypatch.chdir(tmp_path)
 
@@ -137,15 +141,54 @@ def _free_port() -> int:
 @pytest.fixture
 def running_app(studio):
     """The studio's page and API (and its training runner) on a free local port: (studio, url)."""
-    from studio.ui import build_ui, exports_dir
+    from studio.ui import build_ui
 
     studio.jobs.start()
     demo = build_ui(studio)
     demo.queue(default_concurrency_limit=studio.settings.concurrency, max_size=studio.settings.queue_size)
-    demo.launch(server_name="127.0.0.1", server_port=_free_port(), prevent_thread_lock=True, quiet=True,
-                allowed_paths=[str(exports_dir(studio))])
+    demo.launch(server_name="127.0.0.1", server_port=_free_port(), prevent_thread_lock=True, quiet=True)
     try:
         yield studio, demo.local_url
+    finally:
+        demo.close()
+        studio.jobs.close()
+
+
+@pytest.fixture
+def space(monkeypatch):
+    """The environment of a Gradio Space with `hf_oauth: true` in its README."""
+    import gradio.oauth
+
+    from tests.hf_space import SPACE_ENV
+
+    for name, value in SPACE_ENV.items():
+        monkeypatch.setenv(name, value)
+    # Gradio read its OAuth variables when it was imported, before this test set them.
+    for name in ("OAUTH_CLIENT_ID", "OAUTH_CLIENT_SECRET", "OAUTH_SCOPES", "OPENID_PROVIDER_URL"):
+        monkeypatch.setattr(gradio.oauth, name, SPACE_ENV[name])
+    return monkeypatch
+
+
+@pytest.fixture
+def hf_app(space, tmp_path, tiny_model_dir):
+    """The studio as a Space runs it: (studio, demo, url)."""
+    import gradio.oauth
+
+    from app import create_app, launch_options
+    from tests.hf_space import SPACE
+
+    settings = Settings(model=str(tiny_model_dir), data_dir=str(tmp_path / "data"), backup_every=0)
+    assert settings.auth_mode == "hf"  # chosen by itself, from the Space's variables
+    studio, demo, accounts = create_app(settings, load_model=False)
+    # Gradio's real OAuth routes, but not its Spaces hot-reloader (that needs the `spaces` package):
+    # OAuth asks gradio.oauth.get_space, the reloader reads SYSTEM.
+    space.setattr(gradio.oauth, "get_space", lambda: SPACE)
+    space.delenv("SYSTEM")
+    options = {**launch_options(studio, accounts), "server_name": "127.0.0.1", "server_port": _free_port()}
+    assert options["auth"] is None  # no password form: the page's LoginButton signs writers in
+    demo.launch(**options, prevent_thread_lock=True, quiet=True)
+    try:
+        yield studio, demo, demo.local_url
     finally:
         demo.close()
         studio.jobs.close()
