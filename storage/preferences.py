@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from datetime import datetime
+
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased
 
@@ -41,3 +43,11 @@ def list_preferences(session: Session, user: str | None = None) -> list[tuple[Dr
     if user is not None:
         stmt = stmt.where(Preference.user == user)
     return [(c, r) for c, r in session.execute(stmt)]
+
+
+def count_preferences_since(session: Session, since: datetime | None) -> int:
+    """How many picks (pairs) were stored after `since`."""
+    query = select(func.count()).select_from(Preference)
+    if since is not None:
+        query = query.where(Preference.created_at > since)
+    return session.scalar(query) or 0

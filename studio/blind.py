@@ -104,9 +104,11 @@ class BlindComparisons:
             row = comparisons.get_comparison(session, comparison_id, user)
             chosen = row.draft_a_id if side == "A" else row.draft_b_id
             row = comparisons.decide(session, comparison_id, user, chosen)
-            return {"comparison_id": row.id, "chosen": side, "chosen_draft_id": chosen,
-                    "versions": {"A": row.version_a, "B": row.version_b},
-                    "winner": row.version_a if side == "A" else row.version_b}
+            result = {"comparison_id": row.id, "chosen": side, "chosen_draft_id": chosen,
+                      "versions": {"A": row.version_a, "B": row.version_b},
+                      "winner": row.version_a if side == "A" else row.version_b}
+        self.studio.jobs.maybe_auto_train()  # the pick is a preference, and training data
+        return result
 
     def win_rates(self) -> list[dict[str, Any]]:
         """Per pair of versions that met: picks, the newer version's win rate and its 95% interval."""

@@ -21,7 +21,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable
 
-from storage import registry
+from storage import preferences, registry
 
 from .config import TRAINING_SETTINGS, Settings
 from .errors import USER_ERRORS, StudioError
@@ -144,7 +144,8 @@ class TrainingJobs:
             return run.id, created
 
     def maybe_auto_train(self) -> int | None:
-        """Queue a run when enough highly rated drafts have come in since the last one."""
+        """Queue a run when enough highly rated drafts (and picks, unless training ignores them)
+        have come in since the last one."""
         threshold = self.settings.auto_train_after
         if threshold <= 0:
             return None
@@ -152,6 +153,8 @@ class TrainingJobs:
             last = registry.last_run(session)
             since = last.created_at if last else None
             fresh = registry.count_high_ratings_since(session, self.settings.train_min_stars, since)
+            if self.settings.train_method != "sft":
+                fresh += preferences.count_preferences_since(session, since)
         if fresh < threshold:
             return None
         run_id, created = self.request("auto")

@@ -260,7 +260,9 @@ class Studio:
     def prefer(self, chosen_id: int, rejected_ids: list[int], *, user: str | None = None) -> int:
         """Record that the writer picked chosen_id over each of rejected_ids; return the new pairs."""
         with self.sessions.begin() as session:
-            return preferences.record_preference(session, user or self.settings.user, chosen_id, rejected_ids)
+            added = preferences.record_preference(session, user or self.settings.user, chosen_id, rejected_ids)
+        self.jobs.maybe_auto_train()  # after the commit, as for ratings: picks are training data too
+        return added
 
     def stop(self, key: str) -> bool:
         """Stop the stream running under key; False when there is none."""

@@ -227,3 +227,19 @@ def test_the_run_process_gets_the_training_options_the_app_was_started_with(sett
     child = settings_from(_parser().parse_args(command[3:]), environ={})  # no STUDIO_* variables
     assert (child.gate_margin, child.train_method, child.train_min_pairs, child.train_min_stars,
             child.train_max_per_writer) == (0.07, "sft", 3, 5, 9)
+
+
+@pytest.mark.parametrize("method, queued", [("auto", ["auto"]), ("sft", [])])
+def test_enough_new_picks_queue_a_run_automatically_unless_training_ignores_picks(settings, method, queued):
+    from studio.service import Studio
+
+    settings.auto_train_after, settings.train_method = 2, method
+    studio = Studio(settings)
+    drafts = studio.candidates("fantasy", {}, {"max_new_tokens": 4}, count=3)
+    for drafting in drafts:
+        list(drafting)
+    a, b, c = (d.draft_id for d in drafts)
+    studio.prefer(a, [b])
+    assert studio.runs() == []  # one pick so far
+    studio.prefer(a, [c])
+    assert [r["trigger"] for r in studio.runs()] == queued
