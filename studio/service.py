@@ -20,6 +20,7 @@ from .config import Settings
 from .errors import GenerationError, StudioError, TemplateError
 from .export import draft_markdown
 from .records import draft_record, run_record, version_record
+from .batching import BatchEngine, supports_batching
 from .generation import ActiveStreams, DraftStream, StreamResult, model_input
 from .jobs import TrainingJobs
 from .remote import RemoteDraftStream, chat_messages, make_client
@@ -99,11 +100,23 @@ class Studio:
             wanted = (version.id, version.name, version.adapter_path)
         with self._load_lock:
             if self._loaded is None or self._loaded.version_id != wanted[0]:
-                self._loaded = load_model(
+                loaded = load_model(
                     self.settings.model, self.settings.data_path, self.settings.device, progress,
                     adapter=wanted[2], version=wanted[1], version_id=wanted[0], weights=not self.remote,
                 )
+                # One engine per loaded model. The one it replaces needs no shutdown: its thread ends
+                # when the streams still running on the old version are done.
+                if loaded.model is not None and supports_batching(loaded.model):
+                    loaded.engine = BatchEngine(loaded.model, self.settings.max_batch)
+                elif loaded.model is not None and self.settings.batching == "on":
+                    log.info("%s cannot be batched (its cache is not plain full attention): "
+                             "each draft generates on its own.", self.settings.model)
+                self._loaded = loaded
             return self._loaded
+
+    def _engine(self, loaded: LoadedModel) -> BatchEngine | None:
+        """The batch engine drafts on `loaded` join, or None when each generates on its own."""
+        return loaded.engine if self.settings.batching == "on" else None
 
     @property
     def remote(self) -> bool:
@@ -147,7 +160,7 @@ class Studio:
                 raise GenerationError(f"max_new_tokens must be at most the model's context, {loaded.context_length}.")
             stream = RemoteDraftStream(self._client(), self.api_model, chat_messages(prompt, template.system), settings)
         else:
-            stream = DraftStream(loaded, text_in, settings)
+            stream = DraftStream(loaded, text_in, settings, self._engine(loaded))
         row = dict(
             user=user or self.settings.user,
             template_id=template.id,
@@ -196,7 +209,7 @@ class Studio:
                 revisions.add_revision(session, previous.id, previous.text + result.text, "continued")
             return previous.id
 
-        stream = DraftStream(loaded, text_in, settings)
+        stream = DraftStream(loaded, text_in, settings, self._engine(loaded))
         return Drafting(stream, save, self.active, key, draft_id=draft.id, text=draft.text)
 
     def _save_new(self, row: dict, result: StreamResult) -> int:
