@@ -171,11 +171,14 @@ class BatchEngine:
                     if not joining and not self._batch.rows:
                         self._thread = None  # idle: the next submit starts a new thread
                         return
-                try:
-                    # Everyone waiting joins before the next step: running drafts pause once for
-                    # the newcomers' prefill, rather than once per newcomer.
-                    for group in _prefill_groups([r for r in joining if not r.stopped], self.prefill_tokens):
+                # Everyone waiting joins before the next step: running drafts pause once for the
+                # newcomers' prefill, rather than once per newcomer.
+                for group in _prefill_groups([r for r in joining if not r.stopped], self.prefill_tokens):
+                    try:
                         self._batch.extend(self._prefill(group))
+                    except BaseException as exc:  # a prompt that fails fails its own drafts only
+                        _fail(group, exc)
+                try:
                     for request in joining:
                         if request.stopped and not request.done.is_set():
                             request.finish()
@@ -184,10 +187,7 @@ class BatchEngine:
                         self._step()
                         self._batch = self._batch.without_finished()
                 except BaseException as exc:  # a failed step fails the batch, never the process
-                    log.exception("Batched generation failed")
-                    for request in [*joining, *self._batch.rows]:
-                        if not request.done.is_set():
-                            request.finish(exc)
+                    _fail(self._batch.rows, exc)
                     self._batch = _Batch()
 
     def _forward(self, ids, mask, positions, cache, **kwargs):
@@ -276,6 +276,13 @@ class _Batch:
         return _Batch([self.rows[i] for i in keep], self.cache, mask[:, start:], self.next[index])
 
 
+def _fail(requests: list[Request], exc: BaseException) -> None:
+    log.error("Batched generation failed for %d draft(s)", len(requests), exc_info=exc)
+    for request in requests:
+        if not request.done.is_set():
+            request.finish(exc)
+
+
 def _prefill_groups(requests: list[Request], budget: int) -> list[list[Request]]:
     """Newcomers in arrival order, cut into groups whose padded size stays within budget tokens."""
     groups: list[list[Request]] = []
@@ -292,8 +299,8 @@ def choose(rows: list[Request], logits) -> list[int]:
     """Each row's next token from the batch's float32 logits [rows, vocab].
 
     Rows with the same settings are warped in one call (fewer, larger tensor operations: small
-    ones are what a busy CPU makes slow); each row then draws with its own generator. Row by row
-    or together, the figures are the same: these operations work on each row independently.
+    ones are what a busy CPU makes slow); each row then draws with its own generator. Warping
+    works on each row independently, so grouping rows does not change a row's figures.
     """
     import torch
 
@@ -314,8 +321,8 @@ def choose(rows: list[Request], logits) -> list[int]:
             for j, i in enumerate(members):
                 chosen[i] = torch.multinomial(probs[j:j + 1], num_samples=1, generator=rows[i].generator)[0, 0]
         else:
-            for j, token in zip(members, torch.argmax(group, dim=-1)):
-                chosen[j] = token
+            for i, token in zip(members, torch.argmax(group, dim=-1)):
+                chosen[i] = token
     return torch.stack(chosen).tolist()  # one read back to the host for the whole batch
 
 

@@ -271,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     add_arguments(parser, only=("model", "device", "batching", "max_batch"))
     parser.add_argument("--tokens", type=int, default=64, help="New tokens per draft.")
     parser.add_argument("--writers", default="1,4,8,16", help="Comma-separated writer counts (start with 1).")
-    parser.add_argument("--repeats", type=int, default=3, help="Single-writer repeats per path.")
+    parser.add_argument("--repeats", type=int, default=5, help="Single-writer repeats per path (the median is kept).")
     parser.add_argument("--no-training", action="store_true", help="Skip the training figures.")
     parser.add_argument("--json", type=Path, default=Path("bench-results.json"), help="Where to write the figures.")
     args = parser.parse_args(argv)

@@ -104,8 +104,9 @@ class Studio:
                     self.settings.model, self.settings.data_path, self.settings.device, progress,
                     adapter=wanted[2], version=wanted[1], version_id=wanted[0], weights=not self.remote,
                 )
-                # One engine per loaded model. The one it replaces needs no shutdown: its thread ends
-                # when the streams still running on the old version are done.
+                # One engine per loaded model (made even with batching off: it costs nothing until a
+                # draft joins, and the benchmark switches between the two). The engine it replaces
+                # needs no shutdown: its thread ends when the drafts still running on it are done.
                 if loaded.model is not None and supports_batching(loaded.model):
                     loaded.engine = BatchEngine(loaded.model, self.settings.max_batch)
                 elif loaded.model is not None and self.settings.batching == "on":

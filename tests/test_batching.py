@@ -166,6 +166,17 @@ def test_the_loop_thread_runs_only_while_there_is_work_and_close_stops_everythin
         list(_stream(loaded, engine))
 
 
+def test_a_failure_in_the_model_ends_its_drafts_with_the_reason_and_the_engine_goes_on(loaded, engine, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("CUDA out of memory")
+
+    monkeypatch.setattr(engine, "_forward", broken)
+    with pytest.raises(GenerationError, match="Generation failed: CUDA out of memory"):
+        list(_stream(loaded, engine))
+    monkeypatch.undo()
+    assert "".join(_stream(loaded, engine))
+
+
 def test_a_swapped_model_gets_its_own_engine_and_running_drafts_finish_on_theirs(studio):
     drafting = studio.write("fantasy", {}, {"max_new_tokens": 60})
     old = studio.load()
