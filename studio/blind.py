@@ -20,7 +20,8 @@ from storage import comparisons, registry
 from .errors import GenerationError, StudioError
 
 if TYPE_CHECKING:
-    from .service import Drafting, Studio
+    from .drafting import Drafting
+    from .service import Studio
 
 SIDES = ("A", "B")
 Z_95 = 1.959963984540054  # the standard normal quantile for a two-sided 95% interval

@@ -86,9 +86,18 @@ class Settings:
         metadata={"help": "Where the model runs: auto (CUDA when present), cuda or cpu."},
     )
     user: str = field(default="local", metadata={"help": "Writer name recorded on drafts and ratings."})
+    batching: str = field(
+        default="on",
+        metadata={"help": "on: writers' drafts are decoded together in one batch on the local model; "
+                          "off: each draft runs its own generate() in a thread."},
+    )
+    max_batch: int = field(
+        default=16, metadata={"help": "With --batching on: most drafts decoded together; more wait their turn."}
+    )
     concurrency: int = field(
-        default=1,
-        metadata={"help": "How many generations the page runs at once; the rest wait in the queue."},
+        default=0,
+        metadata={"help": "How many generations the page runs at once; the rest wait in the queue "
+                          "(0 = --max-batch with batching on, 1 with it off)."},
     )
     queue_size: int = field(
         default=32,
@@ -163,8 +172,14 @@ class Settings:
             raise ValueError(f"--port must be between 1 and 65535, not {self.port}.")
         if self.device not in ("auto", "cuda", "cpu"):
             raise ValueError(f"--device must be auto, cuda or cpu, not {self.device!r}.")
+        if self.batching not in ("on", "off"):
+            raise ValueError(f"--batching must be on or off, not {self.batching!r}.")
+        if self.max_batch < 1:
+            raise ValueError(f"--max-batch must be at least 1, not {self.max_batch}.")
+        if self.concurrency == 0:  # automatic: as many as the batch holds; one at a time without batching
+            self.concurrency = self.max_batch if self.batching == "on" else 1
         if self.concurrency < 1 or self.queue_size < 1:
-            raise ValueError("--concurrency and --queue-size must be at least 1.")
+            raise ValueError("--concurrency must be at least 1 (or 0 = automatic) and --queue-size at least 1.")
         if self.moderation not in ("on", "off"):
             raise ValueError(f"--moderation must be on or off, not {self.moderation!r}.")
         if self.moderation_model and self.moderation == "off":

@@ -1,9 +1,11 @@
 """The generation core: a prompt and sampler settings in, text chunks out, stoppable at any time.
 
-transformers' generate() runs in a worker thread and feeds a TextIteratorStreamer; the caller
-iterates over chunks. Stopping (stop(), closing the iterator, or the iterator being dropped)
-sets an event that a stopping criterion checks after every token, and the worker is joined
-before the iterator returns, so no thread goes on generating for a writer who has left.
+Tokens come either from the model's batch engine (batching.py: several writers' drafts decoded
+together) or, with batching off, from transformers' generate() in a worker thread of this
+stream's own. Both feed a TextIteratorStreamer; the caller iterates over chunks. Stopping (stop(),
+closing the iterator, or the iterator being dropped) sets an event that is checked after every
+token, and the iterator waits until generation has ended before it returns, so nothing goes on
+generating for a writer who has left.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Iterator
 
+from .batching import BatchEngine, Request
 from .errors import GenerationError
 from .models import LoadedModel
 from .sampling import SamplerSettings
@@ -48,7 +51,7 @@ class StreamResult:
 
 
 class _StopFlag:
-    """A stopping criterion that ends generation when the flag is set; it also counts tokens."""
+    """The stop event and token count of one stream; also a stopping criterion for generate()."""
 
     def __init__(self) -> None:
         self.event = threading.Event()
@@ -56,24 +59,32 @@ class _StopFlag:
         self.started = time.perf_counter()
         self.first_token_at: float | None = None
 
-    def __call__(self, input_ids, scores, **kwargs):
-        import torch
-
-        # Called once per generated token, after it is chosen.
+    def count(self) -> None:
+        """Called once per generated token, after it is chosen."""
         self.tokens += 1
         if self.first_token_at is None:
             self.first_token_at = time.perf_counter()
+
+    def __call__(self, input_ids, scores, **kwargs):
+        import torch
+
+        self.count()
         return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
 
 
 class DraftStream:
-    """One generation. Iterate to receive text chunks; stop() from any thread ends it early."""
+    """One generation. Iterate to receive text chunks; stop() from any thread ends it early.
 
-    def __init__(self, loaded: LoadedModel, text_in: str, settings: SamplerSettings):
+    With an engine, the draft is decoded in that engine's batch; without, generate() runs alone.
+    """
+
+    def __init__(self, loaded: LoadedModel, text_in: str, settings: SamplerSettings,
+                 engine: BatchEngine | None = None):
         if settings.seed is None:
             raise ValueError("settings.seed must be fixed (SamplerSettings.with_seed) before streaming")
         self.loaded = loaded
         self.settings = settings
+        self.engine = engine
         tokenizer = loaded.tokenizer
         # Chat templates already hold the special tokens; don't let the tokenizer add a second BOS.
         self._inputs = tokenizer(text_in, return_tensors="pt", add_special_tokens=not loaded.is_chat)
@@ -88,7 +99,7 @@ class DraftStream:
         self._flag = _StopFlag()
         self.result = StreamResult()
         self._error: BaseException | None = None
-        self._worker: threading.Thread | None = None
+        self._worker: threading.Thread | Request | None = None
 
     def stop(self) -> None:
         """Ask the generation to end after the current token."""
@@ -96,28 +107,28 @@ class DraftStream:
 
     @property
     def running(self) -> bool:
+        if isinstance(self._worker, Request):
+            return not self._worker.done.is_set()
         return self._worker is not None and self._worker.is_alive()
 
     def __iter__(self) -> Iterator[str]:
-        from transformers import StoppingCriteriaList, TextIteratorStreamer
+        from transformers import TextIteratorStreamer
 
         if self._worker is not None:
             raise RuntimeError("a DraftStream can be iterated only once")
 
+        # generate() hands the streamer the prompt first; the engine hands it new tokens only.
         streamer = TextIteratorStreamer(
-            self.loaded.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=_POLL_SECONDS
+            self.loaded.tokenizer, skip_prompt=self.engine is None, skip_special_tokens=True, timeout=_POLL_SECONDS
         )
-        inputs = {k: v.to(self.loaded.device) for k, v in self._inputs.items()}
-        kwargs = dict(
-            **inputs,
-            **self.settings.generate_kwargs(),
-            streamer=streamer,
-            stopping_criteria=StoppingCriteriaList([self._flag]),
-            pad_token_id=self.loaded.tokenizer.pad_token_id,
-        )
-        self._worker = threading.Thread(target=self._generate, args=(kwargs, streamer), daemon=True)
         self._flag.started = time.perf_counter()
-        self._worker.start()
+        if self.engine is not None:
+            request = Request(self._inputs["input_ids"].to(self.loaded.device), self.settings, streamer, self._flag,
+                              self.engine.eos)
+            self.engine.submit(request)
+            self._worker = request
+        else:
+            self._worker = self._start_thread(streamer)
         chunks: list[str] = []
         finished = False
         try:
@@ -127,7 +138,7 @@ class DraftStream:
                 except StopIteration:
                     break
                 except Exception:  # queue.Empty on timeout: the worker is busy or gone
-                    if not self._worker.is_alive():
+                    if not self.running:
                         break
                     continue
                 chunk = chunk.replace("\x00", "")  # NUL bytes are not text, and PostgreSQL refuses them
@@ -140,10 +151,29 @@ class DraftStream:
             # (a cancelled request or a closed tab): in every case the worker must end now.
             if not finished:
                 self._flag.event.set()
-            self._worker.join()
+            if isinstance(self._worker, Request):
+                self._worker.done.wait()  # the engine drops the row before its next step
+                self._error = self._worker.error
+            else:
+                self._worker.join()
             self._collect("".join(chunks))
         if self._error is not None:
             raise GenerationError(f"Generation failed: {self._error}") from self._error
+
+    def _start_thread(self, streamer) -> threading.Thread:
+        from transformers import StoppingCriteriaList
+
+        inputs = {k: v.to(self.loaded.device) for k, v in self._inputs.items()}
+        kwargs = dict(
+            **inputs,
+            **self.settings.generate_kwargs(),
+            streamer=streamer,
+            stopping_criteria=StoppingCriteriaList([self._flag]),
+            pad_token_id=self.loaded.tokenizer.pad_token_id,
+        )
+        worker = threading.Thread(target=self._generate, args=(kwargs, streamer), daemon=True)
+        worker.start()
+        return worker
 
     def _generate(self, kwargs: dict, streamer) -> None:
         import torch

@@ -40,6 +40,7 @@ class LoadedModel:
     load_seconds: float
     version_id: int | None = None  # the registry row of that version
     config: Any = None  # the model's config (also there when only the tokenizer was loaded)
+    engine: Any = None  # its batching.BatchEngine, when the studio batches drafts on this model
 
     @property
     def is_chat(self) -> bool:

@@ -11,16 +11,18 @@ import logging
 import threading
 import uuid
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Mapping
 
 import storage
 from storage import preferences, registry, repository, revisions, user_templates
 
 from .blind import BlindComparisons
+from .drafting import Drafting
 from .config import Settings
 from .errors import GenerationError, StudioError, TemplateError
 from .export import draft_markdown
 from .records import draft_record, run_record, version_record
+from .batching import BatchEngine, supports_batching
 from .generation import ActiveStreams, DraftStream, StreamResult, model_input
 from .jobs import TrainingJobs
 from .remote import RemoteDraftStream, chat_messages, make_client
@@ -36,41 +38,6 @@ log = logging.getLogger(__name__)
 
 CUSTOM_PREFIX = "custom-"  # template ids of writers' own templates: custom-<row id>
 MAX_CUSTOM_FIELDS = 6  # as many as the page shows
-
-
-class Drafting:
-    """A draft being written: iterate for text chunks; draft_id is set once the stream has ended.
-
-    However iteration ends (the last token, stop(), or the iterator closed or dropped because a
-    tab closed or a request was cancelled), the worker is joined and the draft is saved.
-    """
-
-    def __init__(self, stream: DraftStream, save: Callable[[StreamResult], int], active: ActiveStreams,
-                 key: str | None = None, draft_id: int | None = None, text: str = ""):
-        self.stream = stream
-        self.draft_id = draft_id
-        self.text = text  # the whole draft so far (for Continue, the earlier text too)
-        self._save = save
-        self._active = active
-        self._key = key or uuid.uuid4().hex
-
-    def __iter__(self) -> Iterator[str]:
-        # A generator method: the iterator refers to the Drafting, not the other way round, so
-        # dropping the iterator finalizes it at once (no reference cycle waiting for the GC).
-        self._active.add(self._key, self.stream)
-        chunks = iter(self.stream)
-        try:
-            for chunk in chunks:
-                self.text += chunk
-                yield chunk
-        finally:
-            chunks.close()  # ends the worker and fills stream.result before saving
-            self._active.remove(self._key, self.stream)
-            if self.stream.result.text:
-                self.draft_id = self._save(self.stream.result)
-
-    def stop(self) -> None:
-        self.stream.stop()
 
 
 class Studio:
@@ -105,11 +72,23 @@ class Studio:
             wanted = (version.id, version.name, version.adapter_path)
         with self._load_lock:
             if self._loaded is None or self._loaded.version_id != wanted[0]:
-                self._loaded = load_model(
+                loaded = load_model(
                     self.settings.model, self.settings.data_path, self.settings.device, progress,
                     adapter=wanted[2], version=wanted[1], version_id=wanted[0], weights=not self.remote,
                 )
+                self._loaded = self._with_engine(loaded)
             return self._loaded
+
+    def _with_engine(self, loaded: LoadedModel) -> LoadedModel:
+        # One engine per loaded model (made even with batching off: it costs nothing until a
+        # draft joins, and the benchmark switches between the two). The engine it replaces
+        # needs no shutdown: its thread ends when the drafts still running on it are done.
+        if loaded.model is not None and supports_batching(loaded.model):
+            loaded.engine = BatchEngine(loaded.model, self.settings.max_batch)
+        elif loaded.model is not None and self.settings.batching == "on":
+            log.info("%s cannot be batched (its cache is not plain full attention): "
+                     "each draft generates on its own.", self.settings.model)
+        return loaded
 
     def load_version(self, name: str) -> LoadedModel:
         """Another version than the active one, beside it (blind comparison): one such is kept loaded."""
@@ -126,9 +105,14 @@ class Studio:
         with self._load_lock:
             if self._other is None or self._other.version_id != wanted[0]:
                 self._other = None  # let the last one go before the next is loaded
-                self._other = load_model(self.settings.model, self.settings.data_path, self.settings.device,
-                                         log.info, adapter=wanted[2], version=wanted[1], version_id=wanted[0])
+                self._other = self._with_engine(load_model(
+                    self.settings.model, self.settings.data_path, self.settings.device, log.info,
+                    adapter=wanted[2], version=wanted[1], version_id=wanted[0]))
             return self._other
+
+    def _engine(self, loaded: LoadedModel) -> BatchEngine | None:
+        """The batch engine drafts on `loaded` join, or None when each generates on its own."""
+        return loaded.engine if self.settings.batching == "on" else None
 
     @property
     def remote(self) -> bool:
@@ -174,7 +158,7 @@ class Studio:
                 raise GenerationError(f"max_new_tokens must be at most the model's context, {loaded.context_length}.")
             stream = RemoteDraftStream(self._client(), self.api_model, chat_messages(prompt, template.system), settings)
         else:
-            stream = DraftStream(loaded, text_in, settings)
+            stream = DraftStream(loaded, text_in, settings, self._engine(loaded))
         row = dict(
             user=user or self.settings.user,
             template_id=template.id,
@@ -223,7 +207,7 @@ class Studio:
                 revisions.add_revision(session, previous.id, previous.text + result.text, "continued")
             return previous.id
 
-        stream = DraftStream(loaded, text_in, settings)
+        stream = DraftStream(loaded, text_in, settings, self._engine(loaded))
         return Drafting(stream, save, self.active, key, draft_id=draft.id, text=draft.text)
 
     def _save_new(self, row: dict, result: StreamResult) -> int:

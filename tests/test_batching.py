@@ -1,0 +1,216 @@
+"""The batch engine on tiny random models: drafts decoded together match drafts run alone, stop alone,
+replay their seeds, and newcomers join a running batch."""
+
+from __future__ import annotations
+
+import gc
+import threading
+import time
+
+import pytest
+
+from storage import registry
+from studio.batching import BatchEngine, supports_batching
+from studio.errors import GenerationError
+from studio.generation import DraftStream, model_input
+from studio.models import load_model
+from studio.sampling import SamplerSettings
+
+PROMPTS = ["Write a story.", "A poem about the rain on the river and the moon, please.", "Hi",
+           "Breaking news: the city council voted to build a new library downtown."]
+GREEDY = {"temperature": 0.0}
+SAMPLED = {"temperature": 0.9, "top_p": 0.9, "top_k": 40, "repetition_penalty": 1.2}
+
+
+@pytest.fixture(scope="module")
+def loaded(tiny_model_dir, tmp_path_factory):
+    return load_model(str(tiny_model_dir), tmp_path_factory.mktemp("data"))
+
+
+@pytest.fixture
+def engine(loaded):
+    engine = BatchEngine(loaded.model, max_batch=8)
+    yield engine
+    engine.close()
+
+
+def _stream(loaded, engine, prompt="Write a story.", **settings) -> DraftStream:
+    settings = SamplerSettings(**{"seed": 7, "max_new_tokens": 24, **settings})
+    return DraftStream(loaded, model_input(loaded, prompt), settings, engine)
+
+
+def _together(streams: list[DraftStream]) -> list[str]:
+    """Iterate every stream in its own thread, all at once, as writers on the page do."""
+    texts = [""] * len(streams)
+
+    def read(i: int) -> None:
+        texts[i] = "".join(streams[i])
+
+    threads = [threading.Thread(target=read, args=(i,)) for i in range(len(streams))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return texts
+
+
+def _engine_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "batch-engine"]
+
+
+def test_the_tiny_llama_can_be_batched(loaded):
+    assert supports_batching(loaded.model)
+
+
+@pytest.mark.parametrize("sampler", [GREEDY, SAMPLED], ids=["greedy", "sampled"])
+def test_alone_in_the_engine_a_draft_is_what_generate_writes_with_that_seed(loaded, engine, sampler):
+    # Drafts written before batching replay the same with their recorded seed.
+    for seed in (1, 2):
+        assert "".join(_stream(loaded, engine, seed=seed, **sampler)) == "".join(
+            _stream(loaded, None, seed=seed, **sampler))
+
+
+@pytest.mark.parametrize("sampler", [GREEDY, SAMPLED], ids=["greedy", "sampled"])
+def test_drafts_decoded_together_match_each_draft_written_alone(loaded, engine, sampler):
+    # Prompts of different lengths, so rows are left-padded. Padding only changes float rounding in
+    # the attention; on this model no choice is that close, so the texts are the same.
+    alone = ["".join(_stream(loaded, engine, p, seed=i, **sampler)) for i, p in enumerate(PROMPTS)]
+    streams = [_stream(loaded, engine, p, seed=i, **sampler) for i, p in enumerate(PROMPTS)]
+    assert _together(streams) == alone
+    assert [s.result.new_tokens for s in streams] == [24] * len(PROMPTS)
+    assert all(0 < s.result.first_token_seconds <= s.result.generation_seconds for s in streams)
+
+
+def test_seeds_replay_in_a_batch_and_different_seeds_differ(loaded, engine):
+    streams = [_stream(loaded, engine, seed=seed, **SAMPLED) for seed in (3, 3, 4)]
+    first, again, other = _together(streams)
+    assert first == again != other
+
+
+def test_each_draft_keeps_its_own_settings_in_a_batch(loaded, engine):
+    alone = ["".join(_stream(loaded, engine, max_new_tokens=n, **s)) for n, s in ((5, GREEDY), (30, SAMPLED))]
+    streams = [_stream(loaded, engine, max_new_tokens=n, **s) for n, s in ((5, GREEDY), (30, SAMPLED))]
+    assert _together(streams) == alone
+    assert [s.result.new_tokens for s in streams] == [5, 30]
+
+
+def test_stopping_one_draft_leaves_the_others_running_to_the_end(loaded, engine):
+    stopped = _stream(loaded, engine, max_new_tokens=1500)
+    others = [_stream(loaded, engine, p, max_new_tokens=200) for p in PROMPTS[1:]]
+    texts = [""] * len(others)
+
+    def read(i: int) -> None:
+        texts[i] = "".join(others[i])
+
+    threads = [threading.Thread(target=read, args=(i,)) for i in range(len(others))]
+    for t in threads:
+        t.start()
+    for n, _ in enumerate(stopped):
+        if n == 3:
+            stopped.stop()
+    for t in threads:
+        t.join()
+    assert stopped.result.stopped and stopped.result.new_tokens < 100 and not stopped.running
+    assert [s.result.new_tokens for s in others] == [200] * len(others)
+    assert not any(s.result.stopped for s in others)
+    assert texts == ["".join(_stream(loaded, engine, p, max_new_tokens=200)) for p in PROMPTS[1:]]
+
+
+def test_a_draft_started_while_others_run_gets_tokens_before_they_finish(loaded, engine):
+    running = [_stream(loaded, engine, p, max_new_tokens=1500) for p in PROMPTS[:2]]
+    iterators = [iter(s) for s in running]
+    for it in iterators:
+        next(it)  # both are in the batch now
+    newcomer = _stream(loaded, engine, PROMPTS[2], max_new_tokens=10)
+    text = "".join(newcomer)  # continuous batching: it joins at the next step, it does not wait
+    assert newcomer.result.new_tokens == 10 and text
+    assert all(s.running for s in running)
+    for it in iterators:
+        it.close()
+    assert all(s.result.stopped and not s.running for s in running)
+
+
+def test_closed_and_dropped_iterators_end_their_drafts_in_the_engine(loaded, engine):
+    closed = _stream(loaded, engine, max_new_tokens=1500)
+    chunks = iter(closed)
+    next(chunks)
+    assert closed.running
+    chunks.close()
+    assert not closed.running and closed.result.stopped
+
+    dropped = _stream(loaded, engine, max_new_tokens=1500)
+    it = iter(dropped)
+    next(it)
+    del it
+    gc.collect()
+    deadline = time.monotonic() + 5
+    while dropped.running and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not dropped.running
+
+
+def test_the_loop_thread_runs_only_while_there_is_work_and_close_stops_everything(loaded, engine):
+    assert "".join(_stream(loaded, engine))
+    deadline = time.monotonic() + 5
+    while _engine_threads() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _engine_threads() and len(engine) == 0
+
+    long = _stream(loaded, engine, max_new_tokens=1500)
+    chunks = iter(long)
+    next(chunks)
+    engine.close()
+    list(chunks)
+    assert long.result.stopped and not _engine_threads()
+    with pytest.raises(GenerationError, match="unloaded"):
+        list(_stream(loaded, engine))
+
+
+def test_a_failure_in_the_model_ends_its_drafts_with_the_reason_and_the_engine_goes_on(loaded, engine, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("CUDA out of memory")
+
+    monkeypatch.setattr(engine, "_forward", broken)
+    with pytest.raises(GenerationError, match="Generation failed: CUDA out of memory"):
+        list(_stream(loaded, engine))
+    monkeypatch.undo()
+    assert "".join(_stream(loaded, engine))
+
+
+def test_a_swapped_model_gets_its_own_engine_and_running_drafts_finish_on_theirs(studio):
+    drafting = studio.write("fantasy", {}, {"max_new_tokens": 60})
+    old = studio.load()
+    chunks = iter(drafting)
+    next(chunks)
+    with studio.sessions.begin() as session:  # a new version (same weights) becomes the active one
+        base = registry.active_version(session)
+        version = registry.add_version(session, name="v1", parent_id=base.id, base_model=base.base_model,
+                                       adapter_path=None, status="candidate", is_active=False)
+        registry.activate(session, version.id)
+    new = studio.load()
+    assert new is not old and new.engine is not old.engine and new.engine is not None
+    assert "".join(studio.write("fantasy", {}, {"max_new_tokens": 8}))
+    rest = "".join(chunks)
+    assert rest and drafting.stream.result.new_tokens == 60 and not drafting.stream.result.stopped
+    assert studio.draft(drafting.draft_id)["model_version"] == "base"
+    assert len(old.engine) == 0 and len(new.engine) == 0
+
+
+def test_batching_off_uses_a_thread_per_draft(studio):
+    studio.settings.batching = "off"
+    drafting = studio.write("fantasy", {}, {"max_new_tokens": 8})
+    assert drafting.stream.engine is None
+    assert "".join(drafting) and drafting.stream.result.new_tokens == 8
+
+
+def test_the_batching_setting_and_the_page_concurrency_that_follows_it():
+    from studio.config import Settings, settings_from
+
+    assert Settings().batching == "on" and Settings().concurrency == Settings().max_batch == 16
+    assert Settings(batching="off").concurrency == 1  # one generate() at a time, as before batching
+    assert Settings(max_batch=4).concurrency == 4 and Settings(concurrency=2).concurrency == 2
+    assert settings_from(environ={"STUDIO_BATCHING": "off"}).batching == "off"
+    with pytest.raises(ValueError, match="--batching must be on or off"):
+        Settings(batching="maybe")
+    with pytest.raises(ValueError, match="--max-batch must be at least 1"):
+        Settings(max_batch=0)
