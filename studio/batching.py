@@ -8,9 +8,9 @@ then runs the model once for the whole batch, which is what makes eight writers 
 eight separate generate() calls. A draft that arrives while others run joins at the next step.
 
 Every request samples with its own settings and its own torch.Generator seeded with the draft's
-seed, through transformers' own logits processors for the studio's settings (repetition penalty,
-temperature, top-k, top-p), in the order generate() applies them. Alone in the engine a draft is
-therefore the same as model.generate with that seed. In a batch, padding and larger matrices
+seed, with the logits processors generate() applies for the studio's settings (repetition
+penalty, temperature, top-k, top-p), in its order (batch_sampling.py). Alone in the engine a draft
+is therefore the same as model.generate with that seed. In a batch, padding and larger matrices
 round floats slightly differently, so a token can differ only where two choices are within
 rounding of each other (rare; greedy and sampled drafts alike). Processors that a model's own
 generation_config adds beyond those settings (no_repeat_ngram_size, bad_words_ids...) are not
@@ -29,6 +29,7 @@ import threading
 import weakref
 from typing import Any
 
+from .batch_sampling import RowSampler, choose
 from .sampling import SamplerSettings
 
 log = logging.getLogger(__name__)
@@ -64,33 +65,14 @@ class Request:
     """One draft in the engine: its prompt, sampler, text streamer and progress (shared with DraftStream)."""
 
     def __init__(self, input_ids, settings: SamplerSettings, streamer, progress, eos_token_ids: set[int]):
-        import torch
-        from transformers import (LogitsProcessorList, RepetitionPenaltyLogitsProcessor, TemperatureLogitsWarper,
-                                  TopKLogitsWarper, TopPLogitsWarper)
-
         self.ids = input_ids  # [1, n]: the prompt, then every token chosen (the repetition penalty reads it)
         self.settings = settings
+        self.sampler = RowSampler(settings, input_ids.device)
         self.streamer = streamer
         self.progress = progress  # the stream's stop event and token count: .event, .count(), .tokens
         self.eos = eos_token_ids
         self.done = threading.Event()
         self.error: BaseException | None = None
-        self.generator = torch.Generator(device=input_ids.device).manual_seed(settings.seed)
-        # The processors generate() would build for these settings, in its order: the repetition
-        # penalty reads this row's own tokens; the warpers are shared by rows with the same settings.
-        self.penalty = (RepetitionPenaltyLogitsProcessor(settings.repetition_penalty)
-                        if settings.repetition_penalty != 1.0 else None)
-        self.do_sample = settings.temperature > 0.0
-        warpers = LogitsProcessorList()
-        if self.do_sample:
-            if settings.temperature != 1.0:
-                warpers.append(TemperatureLogitsWarper(settings.temperature))
-            if settings.top_k != 0:
-                warpers.append(TopKLogitsWarper(settings.top_k))
-            if settings.top_p < 1.0:
-                warpers.append(TopPLogitsWarper(settings.top_p))
-        self.warpers = warpers
-        self.warp_key = (settings.temperature, settings.top_k, settings.top_p) if self.do_sample else None
 
     @property
     def stopped(self) -> bool:
@@ -208,7 +190,7 @@ class BatchEngine:
         positions = (mask.cumsum(dim=1) - 1).clamp(min=0)
         cache = DynamicCache(config=self.model.config)
         out = self._forward(ids, mask, positions, cache, logits_to_keep=1)
-        tokens = choose(group, out.logits[:, -1].to(dtype=torch.float32, copy=True))
+        tokens = _choose(group, out.logits[:, -1].to(dtype=torch.float32, copy=True))
         return _Batch(list(group), cache, mask, torch.tensor(tokens, device=ids.device).unsqueeze(1)).accept(tokens)
 
     def _step(self) -> None:
@@ -219,7 +201,7 @@ class BatchEngine:
         positions = batch.mask.sum(dim=1, keepdim=True)  # each row's own count of real tokens
         batch.mask = torch.cat([batch.mask, torch.ones_like(batch.next)], dim=1)
         out = self._forward(batch.next, batch.mask, positions, batch.cache)
-        tokens = choose(batch.rows, out.logits[:, -1].to(dtype=torch.float32, copy=True))
+        tokens = _choose(batch.rows, out.logits[:, -1].to(dtype=torch.float32, copy=True))
         batch.next = torch.tensor(tokens, device=batch.next.device).unsqueeze(1)
         batch.accept(tokens)
 
@@ -295,35 +277,8 @@ def _prefill_groups(requests: list[Request], budget: int) -> list[list[Request]]
     return groups
 
 
-def choose(rows: list[Request], logits) -> list[int]:
-    """Each row's next token from the batch's float32 logits [rows, vocab].
-
-    Rows with the same settings are warped in one call (fewer, larger tensor operations: small
-    ones are what a busy CPU makes slow); each row then draws with its own generator. Warping
-    works on each row independently, so grouping rows does not change a row's figures.
-    """
-    import torch
-
-    scores = logits
-    for i, row in enumerate(rows):
-        if row.penalty is not None:
-            scores[i:i + 1] = row.penalty(row.ids, scores[i:i + 1])
-    groups: dict[tuple | None, list[int]] = {}
-    for i, row in enumerate(rows):
-        groups.setdefault(row.warp_key, []).append(i)
-    chosen: list[Any] = [None] * len(rows)
-    for members in groups.values():
-        first = rows[members[0]]
-        index = torch.tensor(members, device=scores.device)
-        group = first.warpers(None, scores.index_select(0, index))
-        if first.do_sample:
-            probs = torch.nn.functional.softmax(group, dim=-1)
-            for j, i in enumerate(members):
-                chosen[i] = torch.multinomial(probs[j:j + 1], num_samples=1, generator=rows[i].generator)[0, 0]
-        else:
-            for i, token in zip(members, torch.argmax(group, dim=-1)):
-                chosen[i] = token
-    return torch.stack(chosen).tolist()  # one read back to the host for the whole batch
+def _choose(rows: list[Request], logits) -> list[int]:
+    return choose([r.sampler for r in rows], [r.ids for r in rows], logits)
 
 
 def _pad_left(tensor, length: int):

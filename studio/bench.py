@@ -43,7 +43,21 @@ def _pct(values: list[float], q: float) -> float:
 
 
 def bare_generate(loaded, text_in: str, tokens: int, seed: int) -> dict[str, float]:
-    """transformers' generate as it is, with a minimal hook to time the first new token."""
+    """transformers' generate as it is, in a thread of its own as the studio runs the model.
+
+    Not in this main thread: on a CPU, torch work that alternates between the main thread and
+    other threads makes the other threads ~5% slower (each thread has its own OpenMP team), which
+    would be counted against the streaming paths. The page never runs the model in the main thread.
+    """
+    result: list[dict[str, float]] = []
+    worker = threading.Thread(target=lambda: result.append(_bare_generate(loaded, text_in, tokens, seed)))
+    worker.start()
+    worker.join()
+    return result[0]
+
+
+def _bare_generate(loaded, text_in: str, tokens: int, seed: int) -> dict[str, float]:
+    """transformers' generate with a minimal hook to time the first new token."""
     import torch
     from transformers.generation.streamers import BaseStreamer
 
