@@ -112,6 +112,9 @@ class BatchEngine:
         self._thread: threading.Thread | None = None
         self._closed = False
         self._batch = _Batch()  # touched only by the loop thread
+        # Intra-op threads for the loop; None = torch's default (Studio sets 1 while training runs).
+        self.threads: int | None = None
+        self._default_threads = _torch_threads()
         _ENGINES.add(self)
 
     def submit(self, request: Request) -> None:
@@ -147,6 +150,9 @@ class BatchEngine:
 
         with torch.inference_mode():
             while True:
+                wanted = self.threads or self._default_threads
+                if torch.get_num_threads() != wanted:
+                    torch.set_num_threads(wanted)
                 with self._lock:
                     room = self.max_batch - len(self._batch.rows)
                     joining, self._pending = self._pending[:room], self._pending[room:]
@@ -279,6 +285,12 @@ def _prefill_groups(requests: list[Request], budget: int) -> list[list[Request]]
 
 def _choose(rows: list[Request], logits) -> list[int]:
     return choose([r.sampler for r in rows], [r.ids for r in rows], logits)
+
+
+def _torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
 
 
 def _pad_left(tensor, length: int):

@@ -196,6 +196,34 @@ def test_a_swapped_model_gets_its_own_engine_and_running_drafts_finish_on_theirs
     assert len(old.engine) == 0 and len(new.engine) == 0
 
 
+def test_while_a_training_run_is_running_the_engine_decodes_on_one_thread(studio, monkeypatch):
+    engine = studio.load().engine
+    seen = []
+    forward = engine._forward
+
+    def counting(*args, **kwargs):
+        import torch
+
+        seen.append(torch.get_num_threads())
+        return forward(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "_forward", counting)
+    default = engine._default_threads
+    with studio.sessions.begin() as session:
+        run, _ = registry.enqueue_run(session, "test")
+        run_id = run.id
+        assert registry.claim_run(session, run_id, "test", 1)
+    assert studio.load().engine.threads == 1
+    "".join(studio.write("fantasy", {}, {"max_new_tokens": 4}))
+    assert set(seen) == {1}
+    with studio.sessions.begin() as session:
+        registry.finish_run(session, run_id, "succeeded")
+    assert studio.load().engine.threads is None
+    seen.clear()
+    "".join(studio.write("fantasy", {}, {"max_new_tokens": 4}))
+    assert set(seen) == {default}
+
+
 def test_batching_off_uses_a_thread_per_draft(studio):
     studio.settings.batching = "off"
     drafting = studio.write("fantasy", {}, {"max_new_tokens": 8})
