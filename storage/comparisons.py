@@ -32,21 +32,22 @@ def get_comparison(session: Session, comparison_id: int, user: str) -> BlindComp
     return row
 
 
-def decide(session: Session, comparison_id: int, user: str, chosen_draft_id: int) -> BlindComparison:
-    """Record the writer's pick, once; the pick is also a preference (chosen over the other)."""
+def decide(session: Session, comparison_id: int, user: str, side: str) -> BlindComparison:
+    """Record the writer's pick of draft "A" or "B", once; the pick is also a preference
+    (chosen over the other)."""
     row = get_comparison(session, comparison_id, user)
-    if chosen_draft_id not in (row.draft_a_id, row.draft_b_id):
-        raise StorageError(f"Draft {chosen_draft_id} is not part of comparison {comparison_id}.")
+    if side not in ("A", "B"):
+        raise StorageError(f"Pick A or B, not {side!r}.")
+    chosen, other = (row.draft_a_id, row.draft_b_id) if side == "A" else (row.draft_b_id, row.draft_a_id)
     # A conditional update: two clicks at once cannot both count.
     claimed = session.execute(
         update(BlindComparison)
         .where(BlindComparison.id == row.id, BlindComparison.chosen_draft_id.is_(None))
-        .values(chosen_draft_id=chosen_draft_id, decided_at=utcnow())
+        .values(chosen_draft_id=chosen, decided_at=utcnow())
     ).rowcount
     if not claimed:
         raise StorageError("You already picked in this comparison: start a new one.")
-    other = row.draft_b_id if chosen_draft_id == row.draft_a_id else row.draft_a_id
-    record_preference(session, user, chosen_draft_id, [other])
+    record_preference(session, user, chosen, [other])
     session.refresh(row)
     return row
 

@@ -23,7 +23,6 @@ if TYPE_CHECKING:
     from .drafting import Drafting
     from .service import Studio
 
-SIDES = ("A", "B")
 Z_95 = 1.959963984540054  # the standard normal quantile for a two-sided 95% interval
 WRITABLE = ("promoted", "rejected", "retired")  # versions with weights to write with
 
@@ -98,14 +97,10 @@ class BlindComparisons:
 
     def pick(self, comparison_id: int, side: str, *, user: str | None = None) -> dict[str, Any]:
         """The writer prefers draft A or B; returns what was picked and which version wrote each."""
-        if side not in SIDES:
-            raise StudioError(f"Pick A or B, not {side!r}.")
         user = user or self.studio.settings.user
         with self.studio.sessions.begin() as session:
-            row = comparisons.get_comparison(session, comparison_id, user)
-            chosen = row.draft_a_id if side == "A" else row.draft_b_id
-            row = comparisons.decide(session, comparison_id, user, chosen)
-            result = {"comparison_id": row.id, "chosen": side, "chosen_draft_id": chosen,
+            row = comparisons.decide(session, comparison_id, user, side)
+            result = {"comparison_id": row.id, "chosen": side, "chosen_draft_id": row.chosen_draft_id,
                       "versions": {"A": row.version_a, "B": row.version_b},
                       "winner": row.version_a if side == "A" else row.version_b}
         self.studio.jobs.maybe_auto_train()  # the pick is a preference, and training data

@@ -159,20 +159,20 @@ def train_preference_adapter(model, tokenizer, split: PreferenceSplit, config: T
     disable_progress_bars()  # TRL's dataset preparation would fill the run's log with bars
     set_seed(config.seed)
     curve: list[dict[str, Any]] = []
-    train_rows = _preference_rows(tokenizer, split.train)
     # Checkpointing off, as in the supervised run: these models are small, and it costs time.
     args = DPOConfig(**_common_arguments(config, output), beta=config.dpo_beta, loss_type=["sigmoid", "sft"],
                      max_length=config.max_length, gradient_checkpointing=False)
     trainer = DPOTrainer(
         model=model,
         args=args,
-        train_dataset=Dataset.from_list(train_rows),
+        train_dataset=Dataset.from_list(_preference_rows(tokenizer, split.train)),
         eval_dataset=Dataset.from_list(_preference_rows(tokenizer, split.held_out)),
         processing_class=tokenizer,
         peft_config=_lora(config),
         callbacks=[EarlyStoppingCallback(config.early_stopping_patience), _progress_callback(report, curve)],
     )
-    tokens = sum(len(tokenizer(r["prompt"] + r["chosen"]).input_ids) + len(tokenizer(r["prompt"] + r["rejected"]).input_ids)
-                 for r in train_rows)
+    # Counted on TRL's own tokenization: each pick is its prompt twice, with either draft.
+    tokens = sum(2 * len(r["prompt_ids"]) + len(r["chosen_ids"]) + len(r["rejected_ids"])
+                 for r in trainer.train_dataset)
     figures = _train(trainer, tokens, config)
     return trainer.model, curve, figures

@@ -123,36 +123,41 @@ def _completion_nll(model, tokenizer, example: Example, max_length: int) -> tupl
     return float(loss), int((targets != -100).sum())
 
 
-def held_out_nll(model, tokenizer, examples: list[Example], max_length: int) -> tuple[float, int]:
-    """Mean negative log-likelihood per target token over the examples, and the token count."""
+@dataclass
+class HeldOutScores:
+    """One version's figures on a run's held-out data."""
+
+    nll: float  # mean negative log-likelihood per target token over the gate's drafts
+    tokens: int
+    pair_accuracy: float  # share of held-out picks where the chosen draft is likelier per token
+    pair_margin: float  # mean margin (nats per token) by which it is
+
+
+def score_held_out(model, tokenizer, examples: list[Example], pairs: list[PreferencePair],
+                   max_length: int) -> HeldOutScores:
+    """Score the gate's drafts and the held-out picks, each distinct draft once."""
     import torch
 
-    total, tokens = 0.0, 0
+    drafts = {e.draft_id: e for e in examples}
+    for pair in pairs:  # a pick's chosen draft is usually one of the gate's drafts too
+        drafts.setdefault(pair.chosen.draft_id, pair.chosen)
+        drafts.setdefault(pair.rejected.draft_id, pair.rejected)
     model.eval()
     with torch.inference_mode():
-        for example in examples:
-            nll, count = _completion_nll(model, tokenizer, example, max_length)
-            total, tokens = total + nll, tokens + count
+        scored = {i: _completion_nll(model, tokenizer, e, max_length) for i, e in drafts.items()}
+    total = sum(scored[e.draft_id][0] for e in examples)
+    tokens = sum(scored[e.draft_id][1] for e in examples)
     if tokens == 0:
         raise StudioError("The held-out drafts have no text to score.")
-    return total / tokens, tokens
 
+    def per_token(example: Example) -> float:
+        nll, count = scored[example.draft_id]
+        return nll / max(count, 1)
 
-def preference_agreement(model, tokenizer, pairs: list[PreferencePair], max_length: int) -> tuple[float, float]:
-    """How the model ranks held-out picks: the share of pairs where it finds the chosen draft
-    likelier per token than the rejected one, and the mean margin (nats per token) by which it does."""
-    import torch
-
-    margins = []
-    model.eval()
-    with torch.inference_mode():
-        for pair in pairs:
-            chosen, chosen_tokens = _completion_nll(model, tokenizer, pair.chosen, max_length)
-            rejected, rejected_tokens = _completion_nll(model, tokenizer, pair.rejected, max_length)
-            margins.append(rejected / max(rejected_tokens, 1) - chosen / max(chosen_tokens, 1))
-    if not margins:
-        return float("nan"), float("nan")
-    return sum(m > 0 for m in margins) / len(margins), sum(margins) / len(margins)
+    margins = [per_token(p.rejected) - per_token(p.chosen) for p in pairs]
+    accuracy = sum(m > 0 for m in margins) / len(margins) if margins else float("nan")
+    margin = sum(margins) / len(margins) if margins else float("nan")
+    return HeldOutScores(total / tokens, tokens, accuracy, margin)
 
 
 def save_adapter_atomically(peft_model, target: Path) -> Path:
@@ -228,12 +233,14 @@ def run_training(sessions, settings: Settings, config: TrainingConfig, run_id: i
     held_pairs = data.preference_split.held_out if data.method == "dpo" else []
     try:
         base = load_model(settings.model, settings.data_path, settings.device)
-        active_nll = active_agreement = None
+        def score(model, tokenizer) -> HeldOutScores:
+            return score_held_out(model, tokenizer, data.gate_examples, held_pairs, config.max_length)
+
+        active_scores = None
         if active_info[2] is None:
             # The active version is the base itself: score it now, on the model already loaded,
             # before LoRA layers are added to it (rather than loading it a second time).
-            active_nll, _ = held_out_nll(base.model, base.tokenizer, data.gate_examples, config.max_length)
-            active_agreement = preference_agreement(base.model, base.tokenizer, held_pairs, config.max_length)
+            active_scores = score(base.model, base.tokenizer)
         with tempfile.TemporaryDirectory(prefix="studio-train-") as scratch:
             trainer = train_preference_adapter if data.method == "dpo" else train_adapter
             split = data.preference_split if data.method == "dpo" else data.sft_split
@@ -243,19 +250,18 @@ def run_training(sessions, settings: Settings, config: TrainingConfig, run_id: i
             registry.update_version(session, candidate_id, adapter_path=str(adapter), loss_curve=curve)
 
         report(0.85, "Scoring the candidate and the active version on held-out drafts…", curve)
-        candidate_nll, tokens = held_out_nll(peft_model, base.tokenizer, data.gate_examples, config.max_length)
-        candidate_agreement = preference_agreement(peft_model, base.tokenizer, held_pairs, config.max_length)
+        candidate_scores = score(peft_model, base.tokenizer)
         del peft_model
-        if active_nll is None:
+        if active_scores is None:
             active = load_model(settings.model, settings.data_path, settings.device, adapter=active_info[2])
-            active_nll, _ = held_out_nll(active.model, active.tokenizer, data.gate_examples, config.max_length)
-            active_agreement = preference_agreement(active.model, active.tokenizer, held_pairs, config.max_length)
-        gate = GateResult(active_nll, candidate_nll, tokens, config.gate_margin)
+            active_scores = score(active.model, active.tokenizer)
+        gate = GateResult(active_scores.nll, candidate_scores.nll, candidate_scores.tokens, config.gate_margin)
         figures = {**gate.to_dict(), "against": active_info[1], "method": data.method}
         if held_pairs:
             figures.update(held_out_pairs=len(held_pairs),
-                           active_pair_accuracy=active_agreement[0], active_pair_margin=active_agreement[1],
-                           candidate_pair_accuracy=candidate_agreement[0], candidate_pair_margin=candidate_agreement[1])
+                           active_pair_accuracy=active_scores.pair_accuracy, active_pair_margin=active_scores.pair_margin,
+                           candidate_pair_accuracy=candidate_scores.pair_accuracy,
+                           candidate_pair_margin=candidate_scores.pair_margin)
         with sessions.begin() as session:
             registry.update_version(session, candidate_id, gate=figures,
                                     hyperparameters={**config.to_dict(), **stats, "method": data.method,

@@ -30,7 +30,8 @@ def build_blind(studio: Studio, who: Callable[[gr.Request], str], read_form: Cal
                     "by another, as A and B in random order. Pick the better one; only then are the versions "
                     "named. Every pick counts towards the win rates in the Training tab.")
         with gr.Row():
-            against = gr.Dropdown(_opponent_choices(studio), value=NEWEST, scale=3,
+            # Filled when the section opens: versions change while the app runs (no query at start-up).
+            against = gr.Dropdown([("the newest other version", NEWEST)], value=NEWEST, scale=3,
                                   label="Compare the serving version with")
             start_btn = gr.Button("Write A and B", scale=1)
         comparison = gr.State(None)

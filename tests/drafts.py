@@ -14,11 +14,11 @@ WORDS = {
 }
 
 
-def song(seed: int) -> str:
+def song(seed: int, words: dict[str, list[str]] = WORDS) -> str:
     """Verses from a small vocabulary: each text differs, but the style is easy to learn."""
     pick = random.Random(seed).choice
-    return " ".join(f"the {pick(WORDS['adj'])} {pick(WORDS['noun'])} {pick(WORDS['verb'])} "
-                    f"the {pick(WORDS['adj'])} {pick(WORDS['noun'])}." for _ in range(8))
+    return " ".join(f"the {pick(words['adj'])} {pick(words['noun'])} {pick(words['verb'])} "
+                    f"the {pick(words['adj'])} {pick(words['noun'])}." for _ in range(8))
 
 
 def seed_rated_drafts(studio, n: int, stars: int = 5, user: str = "local", start: int = 0) -> list[int]:
@@ -47,10 +47,7 @@ DIRGE_WORDS = {
 
 def dirge(seed: int) -> str:
     """Verses in the songs' shape but another vocabulary: what the writers pass over."""
-    pick = random.Random(seed).choice
-    w = DIRGE_WORDS
-    return " ".join(f"the {pick(w['adj'])} {pick(w['noun'])} {pick(w['verb'])} "
-                    f"the {pick(w['adj'])} {pick(w['noun'])}." for _ in range(8))
+    return song(seed, DIRGE_WORDS)
 
 
 def seed_picks(studio, prompts: int, user: str = "local", start: int = 0) -> list[tuple[int, list[int]]]:

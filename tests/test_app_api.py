@@ -9,6 +9,7 @@ import pytest
 from gradio_client import Client
 
 from studio.config import Settings
+from tests.waiting import wait_for
 
 
 @pytest.fixture
@@ -21,15 +22,6 @@ def settings(tmp_path, slower_model_dir):
 def app(running_app):
     studio, url = running_app
     return studio, Client(url, verbose=False)
-
-
-def _wait_for(condition, seconds=10.0) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return condition()
 
 
 def test_api_names_are_templates_generate_and_rate(app):
@@ -74,11 +66,11 @@ def test_bad_calls_get_the_readable_message(app, args, api_name, message):
 def test_a_cancelled_api_call_stops_generating_and_keeps_the_draft(app):
     studio, client = app
     job = client.submit("mystery", {}, {"max_new_tokens": 1500}, api_name="/generate")
-    assert _wait_for(lambda: len(job.outputs()) >= 3)
+    assert wait_for(lambda: len(job.outputs()) >= 3)
     job.cancel()
     # The generating thread ends soon after, and what was written is saved as stopped.
-    assert _wait_for(lambda: len(studio.active) == 0)
-    assert _wait_for(lambda: not any("_generate" in repr(t) for t in threading.enumerate()))
+    assert wait_for(lambda: len(studio.active) == 0)
+    assert wait_for(lambda: not any("_generate" in repr(t) for t in threading.enumerate()))
     drafts = studio.drafts()
     assert len(drafts) == 1 and drafts[0].stopped and drafts[0].new_tokens < 1500
 
@@ -96,7 +88,7 @@ def test_a_full_queue_tells_the_writer_to_try_again(settings):
     try:
         client = Client(demo.local_url, verbose=False)
         running = client.submit("mystery", {}, {"max_new_tokens": 1500}, api_name="/generate")
-        assert _wait_for(lambda: len(running.outputs()) >= 1)
+        assert wait_for(lambda: len(running.outputs()) >= 1)
         waiting = client.submit("mystery", {}, {"max_new_tokens": 8}, api_name="/generate")
         time.sleep(0.5)
         with pytest.raises(Exception, match="Queue is full! Please try again"):

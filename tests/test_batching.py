@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import gc
 import threading
-import time
 
 import pytest
 
@@ -15,6 +14,7 @@ from studio.errors import GenerationError
 from studio.generation import DraftStream, model_input
 from studio.models import load_model
 from studio.sampling import SamplerSettings
+from tests.waiting import wait_for
 
 PROMPTS = ["Write a story.", "A poem about the rain on the river and the moon, please.", "Hi",
            "Breaking news: the city council voted to build a new library downtown."]
@@ -143,17 +143,13 @@ def test_closed_and_dropped_iterators_end_their_drafts_in_the_engine(loaded, eng
     next(it)
     del it
     gc.collect()
-    deadline = time.monotonic() + 5
-    while dropped.running and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_for(lambda: not dropped.running, 5)
     assert not dropped.running
 
 
 def test_the_loop_thread_runs_only_while_there_is_work_and_close_stops_everything(loaded, engine):
     assert "".join(_stream(loaded, engine))
-    deadline = time.monotonic() + 5
-    while _engine_threads() and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_for(lambda: not _engine_threads(), 5)
     assert not _engine_threads() and len(engine) == 0
 
     long = _stream(loaded, engine, max_new_tokens=1500)

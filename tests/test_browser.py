@@ -16,6 +16,7 @@ import pytest
 from studio.config import Settings
 from studio.ui import exports_dir
 from tests.drafts import seed_rated_drafts
+from tests.waiting import wait_for
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 SHOTS = Path(__file__).resolve().parent.parent / "test-artifacts" / "screenshots"
@@ -172,9 +173,7 @@ def test_a_writer_compares_three_candidates_and_picks_one(page):
     for n in (1, 2, 3):
         expect(tab.locator(f"#candidate-{n} textarea")).not_to_have_value("")
     # Wait until all three are saved (their ids arrive with the last update), then pick.
-    deadline = time.monotonic() + 60
-    while len(studio.drafts()) < 3 and time.monotonic() < deadline:
-        time.sleep(0.2)
+    wait_for(lambda: len(studio.drafts()) >= 3, 60, interval=0.2)
     tab.wait_for_timeout(500)
     _shot(tab, "09-candidates")
     tab.get_by_role("button", name="Pick candidate 2").click()
@@ -235,9 +234,7 @@ def _write_and_pick_candidates(tab, studio, premise: str, pick: int) -> None:
     before = len(studio.drafts())
     tab.get_by_label("Premise").fill(premise)
     tab.get_by_role("button", name="Write 3 candidates").click()
-    deadline = time.monotonic() + 60
-    while len(studio.drafts()) < before + 3 and time.monotonic() < deadline:
-        time.sleep(0.2)
+    wait_for(lambda: len(studio.drafts()) >= before + 3, 60, interval=0.2)
     tab.wait_for_timeout(500)  # the ids arrive with the last update
     tab.get_by_role("button", name=f"Pick candidate {pick}").click()
     expect(tab.get_by_text(f"Candidate {pick} picked: it is your current draft now.")).to_be_visible()
