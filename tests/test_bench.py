@@ -1,0 +1,41 @@
+"""The benchmark runs end to end on a tiny model and reports every figure the README promises."""
+
+from __future__ import annotations
+
+import json
+import math
+
+from studio import bench
+
+
+def test_bench_reports_every_figure_side_by_side(tiny_model_dir, tmp_path, capsys):
+    out = tmp_path / "figures.json"
+    assert bench.main(["--model", str(tiny_model_dir), "--tokens", "8", "--writers", "1,2", "--repeats", "1",
+                       "--training-drafts", "8", "--json", str(out)]) == 0
+
+    report = json.loads(out.read_text())
+    single = report["single"]
+    for label in ("bare", "batched", "threads"):
+        assert single[label]["tokens_per_s"] > 0 and single[label]["ttft_s"] > 0
+    assert single["ratio"] == single[report["path"]]["ratio"]
+    assert [(c["writers"], c["path"]) for c in report["concurrent"]] == [
+        (1, "batched"), (1, "threads"), (2, "batched"), (2, "threads")]
+    for c in report["concurrent"]:
+        assert c["aggregate_tokens_per_s"] > 0 and "draft_ids" not in c
+        assert c["aggregate_x1"] == 1.0 if c["writers"] == 1 else math.isfinite(c["aggregate_x1"])
+    training = report["training"]
+    assert training["training_drafts"] == 8  # the four concurrent runs' six drafts, and two more
+    assert training["train_tokens_per_s"] > 0 and training["gate"] in ("promoted", "rejected")
+    assert training["trainer_peak_rss_mb"] > 0 and report["memory"]["peak_rss_mb"] > 0
+
+    table = capsys.readouterr().out
+    assert "streaming / bare on the page's path" in table
+    assert "training on 8 rated drafts" in table and "serving: idle" in table
+
+
+def test_bench_refuses_too_few_training_drafts(tmp_path, capsys):
+    try:
+        bench.main(["--training-drafts", "3", "--json", str(tmp_path / "x.json")])
+    except SystemExit as exit:
+        assert exit.code == 2
+    assert "--training-drafts must be 0 or at least 8" in capsys.readouterr().err
