@@ -35,7 +35,8 @@ def create_app(settings: Settings, load_model: bool = True):
     studio.jobs.start()  # runs queued training in child processes; recovers interrupted runs first
     start_backups(settings)
     demo = build_ui(studio, accounts)
-    demo.queue(default_concurrency_limit=settings.concurrency, max_size=settings.queue_size)
+    batched = studio.batches_drafts() if load_model else True
+    demo.queue(default_concurrency_limit=settings.page_concurrency(batched), max_size=settings.queue_size)
     exports_dir(studio).mkdir(parents=True, exist_ok=True)
     return studio, demo, accounts
 

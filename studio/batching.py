@@ -40,25 +40,47 @@ _ENGINES: weakref.WeakSet = weakref.WeakSet()
 atexit.register(lambda: [engine.close() for engine in list(_ENGINES)])
 
 
-def supports_batching(model: Any) -> bool:
-    """True for decoder-only models whose cache is plain full attention (Llama, Qwen2, SmolLM...).
+# Generation-config entries the batch engine honours, or that the studio's own settings override
+# on both paths; a model whose config asks for anything else (no_repeat_ngram_size, bad_words_ids,
+# min_p...) would draw different tokens batched than generate() would, so it is not batched.
+_BATCHABLE_GENERATION_CONFIG = {
+    "_from_model_config", "transformers_version", "use_cache", "output_attentions", "output_hidden_states",
+    "output_scores", "output_logits", "return_dict_in_generate", "pad_token_id", "bos_token_id", "eos_token_id",
+    "max_length", "max_new_tokens", "do_sample", "temperature", "top_k", "top_p", "repetition_penalty",
+}
 
-    Sliding-window, linear-attention and encoder-decoder models keep the one-thread-per-draft path.
+
+def supports_batching(model: Any) -> bool:
+    """True for decoder-only models whose cache is plain full attention (Llama, Qwen2, SmolLM...)."""
+    return batching_obstacle(model) is None
+
+
+def batching_obstacle(model: Any) -> str | None:
+    """Why drafts on this model cannot be batched, or None when they can.
+
+    Sliding-window, linear-attention and encoder-decoder models keep the one-thread-per-draft path,
+    as do models whose generation config asks for logits processors the batch engine lacks.
     """
     from transformers import DynamicCache
     from transformers.cache_utils import DynamicLayer
 
     config = getattr(model, "config", None)
     if config is None or getattr(config, "is_encoder_decoder", False):
-        return False
+        return "it is not a decoder-only model"
     params = inspect.signature(model.forward).parameters
     if not {"attention_mask", "position_ids", "logits_to_keep"} <= set(params):
-        return False
+        return "its forward() takes no position ids or logits_to_keep"
+    generation_config = getattr(model, "generation_config", None)
+    extra = set(generation_config.to_diff_dict()) - _BATCHABLE_GENERATION_CONFIG if generation_config else set()
+    if extra:
+        return f"its generation config sets {', '.join(sorted(extra))}, which only generate() applies"
     try:
         layers = DynamicCache(config=config).layers
     except Exception:  # an unusual config: do not guess
-        return False
-    return bool(layers) and all(type(layer) is DynamicLayer for layer in layers)
+        return "its cache could not be built"
+    if not layers or any(type(layer) is not DynamicLayer for layer in layers):
+        return "its cache is not plain full attention"
+    return None
 
 
 class Request:

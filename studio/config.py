@@ -97,7 +97,7 @@ class Settings:
     concurrency: int = field(
         default=0,
         metadata={"help": "How many generations the page runs at once; the rest wait in the queue "
-                          "(0 = --max-batch with batching on, 1 with it off)."},
+                          "(0 = automatic: --max-batch when drafts are batched, else 1)."},
     )
     queue_size: int = field(
         default=32,
@@ -167,6 +167,14 @@ class Settings:
         default=8, metadata={"help": "Fewest picks (chosen over rejected pairs) for preference training."}
     )
 
+    def page_concurrency(self, batched: bool = True) -> int:
+        """How many generations the page runs at once: --concurrency, or automatically as many as the
+        batch holds when drafts are batched (a remote server batches its own) and one at a time when
+        each runs its own generate(), since competing generate() threads only slow each other down."""
+        if self.concurrency:
+            return self.concurrency
+        return self.max_batch if self.batching == "on" and batched else 1
+
     def __post_init__(self) -> None:
         if not 1 <= self.port <= 65535:
             raise ValueError(f"--port must be between 1 and 65535, not {self.port}.")
@@ -176,9 +184,7 @@ class Settings:
             raise ValueError(f"--batching must be on or off, not {self.batching!r}.")
         if self.max_batch < 1:
             raise ValueError(f"--max-batch must be at least 1, not {self.max_batch}.")
-        if self.concurrency == 0:  # automatic: as many as the batch holds; one at a time without batching
-            self.concurrency = self.max_batch if self.batching == "on" else 1
-        if self.concurrency < 1 or self.queue_size < 1:
+        if self.concurrency < 0 or self.queue_size < 1:
             raise ValueError("--concurrency must be at least 1 (or 0 = automatic) and --queue-size at least 1.")
         if self.moderation not in ("on", "off"):
             raise ValueError(f"--moderation must be on or off, not {self.moderation!r}.")

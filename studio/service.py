@@ -22,7 +22,7 @@ from .config import Settings
 from .errors import GenerationError, StudioError, TemplateError
 from .export import draft_markdown
 from .records import draft_record, run_record, version_record
-from .batching import BatchEngine, supports_batching
+from .batching import BatchEngine, batching_obstacle
 from .generation import ActiveStreams, DraftStream, StreamResult, model_input
 from .jobs import TrainingJobs
 from .remote import RemoteDraftStream, chat_messages, make_client
@@ -86,15 +86,21 @@ class Studio:
                     model.engine.threads = 1 if training else None
             return self._loaded
 
+    def batches_drafts(self) -> bool:
+        """Whether writers' drafts run together: on the remote server, or in the local model's batch."""
+        return self.settings.batching == "on" and (self.remote or self.load().engine is not None)
+
     def _with_engine(self, loaded: LoadedModel) -> LoadedModel:
         # One engine per loaded model (made even with batching off: it costs nothing until a
         # draft joins, and the benchmark switches between the two). The engine it replaces
         # needs no shutdown: its thread ends when the drafts still running on it are done.
-        if loaded.model is not None and supports_batching(loaded.model):
+        if loaded.model is None:
+            return loaded
+        obstacle = batching_obstacle(loaded.model)
+        if obstacle is None:
             loaded.engine = BatchEngine(loaded.model, self.settings.max_batch)
-        elif loaded.model is not None and self.settings.batching == "on":
-            log.info("%s cannot be batched (its cache is not plain full attention): "
-                     "each draft generates on its own.", self.settings.model)
+        elif self.settings.batching == "on":
+            log.info("%s cannot be batched (%s): each draft generates on its own.", self.settings.model, obstacle)
         return loaded
 
     def load_version(self, name: str) -> LoadedModel:

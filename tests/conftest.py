@@ -145,7 +145,7 @@ def running_app(studio):
 
     studio.jobs.start()
     demo = build_ui(studio)
-    demo.queue(default_concurrency_limit=studio.settings.concurrency, max_size=studio.settings.queue_size)
+    demo.queue(default_concurrency_limit=studio.settings.page_concurrency(), max_size=studio.settings.queue_size)
     demo.launch(server_name="127.0.0.1", server_port=_free_port(), prevent_thread_lock=True, quiet=True)
     try:
         yield studio, demo.local_url

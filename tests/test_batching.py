@@ -230,11 +230,46 @@ def test_batching_off_uses_a_thread_per_draft(studio):
 def test_the_batching_setting_and_the_page_concurrency_that_follows_it():
     from studio.config import Settings, settings_from
 
-    assert Settings().batching == "on" and Settings().concurrency == Settings().max_batch == 16
-    assert Settings(batching="off").concurrency == 1  # one generate() at a time, as before batching
-    assert Settings(max_batch=4).concurrency == 4 and Settings(concurrency=2).concurrency == 2
+    assert Settings().batching == "on" and Settings().page_concurrency() == Settings().max_batch == 16
+    assert Settings(batching="off").page_concurrency() == 1  # one generate() at a time, as before batching
+    assert Settings().page_concurrency(batched=False) == 1  # a model the engine cannot batch
+    assert Settings(max_batch=4).page_concurrency() == 4 and Settings(concurrency=2).page_concurrency(False) == 2
     assert settings_from(environ={"STUDIO_BATCHING": "off"}).batching == "off"
     with pytest.raises(ValueError, match="--batching must be on or off"):
         Settings(batching="maybe")
     with pytest.raises(ValueError, match="--max-batch must be at least 1"):
         Settings(max_batch=0)
+
+
+def test_a_model_whose_generation_config_needs_generate_is_not_batched_and_runs_one_at_a_time(
+        tiny_model_dir, tmp_path):
+    # no_repeat_ngram_size is a logits processor only generate() applies: batched drafts would ignore it.
+    import shutil
+
+    from transformers import GenerationConfig
+
+    from studio.batching import batching_obstacle
+    from studio.config import Settings
+    from studio.service import Studio
+
+    folder = shutil.copytree(tiny_model_dir, tmp_path / "no-repeat-model")
+    config = GenerationConfig.from_pretrained(folder)
+    config.no_repeat_ngram_size = 2
+    config.save_pretrained(folder)
+    studio = Studio(Settings(model=str(folder), data_dir=str(tmp_path / "data")))
+    assert "no_repeat_ngram_size" in batching_obstacle(studio.load().model)
+    assert not studio.batches_drafts() and studio.settings.page_concurrency(studio.batches_drafts()) == 1
+
+    drafting = studio.write("fantasy", {}, {"max_new_tokens": 40, "temperature": 0.0, "repetition_penalty": 1.0})
+    assert "".join(drafting) and drafting.stream.engine is None
+    loaded = studio.load()
+    template = studio.catalog.get("fantasy")
+    inputs = loaded.tokenizer(model_input(loaded, template.render(), template.system), return_tensors="pt",
+                              add_special_tokens=False)
+
+    def greedy(**options) -> str:
+        out = loaded.model.generate(**inputs, max_new_tokens=40, do_sample=False, **options)
+        return loaded.tokenizer.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+
+    # The draft is what generate() writes with the model's config, not what it writes without it.
+    assert studio.draft(drafting.draft_id)["text"] == greedy() != greedy(no_repeat_ngram_size=0)
