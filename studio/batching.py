@@ -114,6 +114,13 @@ class Request:
         self.streamer.end()
         self.done.set()
 
+    # Like a worker thread, so a stream waits on either the same way.
+    def is_alive(self) -> bool:
+        return not self.done.is_set()
+
+    def join(self) -> None:
+        self.done.wait()
+
 
 class BatchEngine:
     """The batch of running drafts on one model, and the thread that steps it."""

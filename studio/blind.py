@@ -83,9 +83,7 @@ class BlindComparisons:
         against = against or choices[0]
         if against not in choices:
             raise StudioError(f"{against} cannot be compared: choose one of {', '.join(choices)}.")
-        template = studio.template(template_id, user)
-        values = template.resolve_values(fields)
-        prompt = template.render(values)
+        template, values, prompt = studio.prompt(template_id, fields, user)
         models = [studio.load(), studio.load_version(against)]
         if self._rng.random() < 0.5:
             models.reverse()

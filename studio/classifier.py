@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import ModelError
-from .models import Progress, _first_line, pick_device
+from .errors import ModelError, first_line
+from .models import Progress, pick_device
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ class Classifier:
         try:
             config = AutoConfig.from_pretrained(name)
         except (OSError, ValueError) as exc:
-            raise ModelError(f"Could not load the moderation model '{name}': {_first_line(exc)} Pass "
+            raise ModelError(f"Could not load the moderation model '{name}': {first_line(exc)} Pass "
                              "--moderation-model a local folder of a transformers text-classification model, "
                              "or a hub id on a machine that can reach the Hugging Face hub.") from exc
         architectures = getattr(config, "architectures", None) or []
@@ -79,7 +79,7 @@ class Classifier:
             tokenizer = AutoTokenizer.from_pretrained(name)
             model = AutoModelForSequenceClassification.from_pretrained(name, dtype=dtype)
         except Exception as exc:  # a broken folder fails in many ways: SafetensorError, shape mismatches, …
-            raise ModelError(f"Could not load the moderation model '{name}': {_first_line(exc)} Save the "
+            raise ModelError(f"Could not load the moderation model '{name}': {first_line(exc)} Save the "
                              "model again with save_pretrained, or fetch it again.") from exc
         if tokenizer.pad_token is None:  # windows of one batch are padded to the same length
             tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token

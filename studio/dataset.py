@@ -15,7 +15,7 @@ import random
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 from sqlalchemy.orm import Session
 
@@ -214,7 +214,7 @@ def build_split(
     examples, below = rated_examples(session, min_stars)
     kept, dropped = dedupe(examples, near_threshold)
     if max_per_writer:
-        kept = cap_per_writer(kept, max_per_writer)
+        kept = cap_per_writer(kept, max_per_writer, lambda e: e.user, lambda e: (e.stars, e.draft_id))
     try:
         train, held_out = split(kept, held_out_fraction, min_held_out, min_train, seed)
     except NotEnoughDrafts as exc:
@@ -223,16 +223,14 @@ def build_split(
     return DatasetSplit(train=train, held_out=held_out, duplicates_dropped=dropped, below_threshold=below)
 
 
-def cap_per_writer(examples: list[Example], cap: int) -> list[Example]:
-    """At most `cap` examples per writer (best stars, then newest), in the original order."""
-    chosen: set[int] = set()
-    by_writer: dict[str, list[Example]] = {}
-    for e in examples:
-        by_writer.setdefault(e.user, []).append(e)
-    for group in by_writer.values():
-        best = sorted(group, key=lambda e: (e.stars, e.draft_id), reverse=True)[:cap]
-        chosen.update(e.draft_id for e in best)
-    return [e for e in examples if e.draft_id in chosen]
+def cap_per_writer(items: list, cap: int, writer: Callable[[Any], str], rank: Callable[[Any], Any]) -> list:
+    """At most `cap` items per writer, the highest ranked (ties: the later in the list), in the original order."""
+    by_writer: dict[str, list[int]] = {}
+    for i, item in enumerate(items):
+        by_writer.setdefault(writer(item), []).append(i)
+    chosen = {i for group in by_writer.values()
+              for i in sorted(group, key=lambda i: (rank(items[i]), i), reverse=True)[:cap]}
+    return [item for i, item in enumerate(items) if i in chosen]
 
 
 def build_preference_split(
@@ -251,12 +249,8 @@ def build_preference_split(
     max_per_writer (0 = no cap) keeps a writer's newest pairs.
     """
     pairs = preference_pairs(session)
-    if max_per_writer:
-        newest: dict[str, list[PreferencePair]] = {}
-        for pair in reversed(pairs):
-            newest.setdefault(pair.chosen.user, []).append(pair)
-        kept = {id(p) for group in newest.values() for p in group[:max_per_writer]}
-        pairs = [p for p in pairs if id(p) in kept]
+    if max_per_writer:  # unranked: a writer's newest picks stay
+        pairs = cap_per_writer(pairs, max_per_writer, lambda p: p.chosen.user, lambda p: 0)
     if len(pairs) < min_pairs:
         raise NotEnoughPreferences(len(pairs), min_pairs)
     by_prompt: dict[str, list[PreferencePair]] = {}

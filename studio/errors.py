@@ -25,3 +25,9 @@ class GenerationError(StudioError):
 
 # What the edges turn into a readable message rather than a traceback.
 USER_ERRORS = (StudioError, StorageError)
+
+
+def first_line(exc: BaseException) -> str:
+    """A library's exception as one sentence for a message of ours: its first line, or its type."""
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__).rstrip(".") + "."

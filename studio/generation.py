@@ -107,8 +107,6 @@ class DraftStream:
 
     @property
     def running(self) -> bool:
-        if isinstance(self._worker, Request):
-            return not self._worker.done.is_set()
         return self._worker is not None and self._worker.is_alive()
 
     def __iter__(self) -> Iterator[str]:
@@ -151,11 +149,9 @@ class DraftStream:
             # (a cancelled request or a closed tab): in every case the worker must end now.
             if not finished:
                 self._flag.event.set()
+            self._worker.join()  # a generate() thread, or a Request the engine drops before its next step
             if isinstance(self._worker, Request):
-                self._worker.done.wait()  # the engine drops the row before its next step
                 self._error = self._worker.error
-            else:
-                self._worker.join()
             self._collect("".join(chunks))
         if self._error is not None:
             raise GenerationError(f"Generation failed: {self._error}") from self._error

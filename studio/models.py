@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .config import EMBEDDED_MODEL
-from .errors import ModelError
+from .errors import ModelError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -151,7 +151,7 @@ def load_model(
         model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype) if weights else None
     except (OSError, ValueError) as exc:
         raise ModelError(
-            f"Could not load the model '{name}': {_first_line(exc)} "
+            f"Could not load the model '{name}': {first_line(exc)} "
             "Pass --model with a local folder holding a transformers causal LM, a hub id on a machine "
             "that can reach the Hugging Face hub, or leave it out for the embedded default."
         ) from exc
@@ -161,7 +161,7 @@ def load_model(
         try:
             model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
         except (OSError, ValueError) as exc:
-            raise ModelError(f"Could not load the fine-tune in {adapter}: {_first_line(exc)}") from exc
+            raise ModelError(f"Could not load the fine-tune in {adapter}: {first_line(exc)}") from exc
     if model is not None:
         model.to(device_name)
         model.eval()
@@ -171,8 +171,3 @@ def load_model(
     progress(f"Model {name} (version {version}) ready in {seconds:.1f} s.")
     return LoadedModel(model, tokenizer, name=name, version=version, device=device_name, load_seconds=seconds,
                        version_id=version_id, config=config)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return (text[0] if text else type(exc).__name__).rstrip(".") + "."

@@ -73,11 +73,7 @@ class Studio:
             training = bool(registry.running_runs(session))
         with self._load_lock:
             if self._loaded is None or self._loaded.version_id != wanted[0]:
-                loaded = load_model(
-                    self.settings.model, self.settings.data_path, self.settings.device, progress,
-                    adapter=wanted[2], version=wanted[1], version_id=wanted[0], weights=not self.remote,
-                )
-                self._loaded = self._with_engine(loaded)
+                self._loaded = self._load(wanted, progress)
             for model in (self._loaded, self._other):
                 if model is not None and model.engine is not None and model.device == "cpu":
                     # A training run takes the CPU too. Two processes whose OpenMP threads spin-wait
@@ -88,9 +84,14 @@ class Studio:
 
     def batches_drafts(self) -> bool:
         """Whether writers' drafts run together: on the remote server, or in the local model's batch."""
-        return self.settings.batching == "on" and (self.remote or self.load().engine is not None)
+        if self.remote:
+            return self.settings.batching == "on"
+        return self._engine(self.load()) is not None
 
-    def _with_engine(self, loaded: LoadedModel) -> LoadedModel:
+    def _load(self, version: tuple[int, str, str | None], progress: Progress) -> LoadedModel:
+        """Load a version (id, name, adapter path), with the batch engine its drafts will join."""
+        loaded = load_model(self.settings.model, self.settings.data_path, self.settings.device, progress,
+                            adapter=version[2], version=version[1], version_id=version[0], weights=not self.remote)
         # One engine per loaded model (made even with batching off: it costs nothing until a
         # draft joins, and the benchmark switches between the two). The engine it replaces
         # needs no shutdown: its thread ends when the drafts still running on it are done.
@@ -109,18 +110,16 @@ class Studio:
             raise GenerationError("Comparing versions needs the local backend: the server holds one model.")
         with self.sessions() as session:
             version = registry.get_version_by_name(session, name)
-            wanted = (version.id, version.name, version.adapter_path, version.status)
-        if wanted[3] in ("training", "failed"):
-            raise StudioError(f"{name} is {wanted[3]}: only a finished version can write.")
+            wanted, status = (version.id, version.name, version.adapter_path), version.status
+        if status in ("training", "failed"):
+            raise StudioError(f"{name} is {status}: only a finished version can write.")
         active = self.load()
         if active.version_id == wanted[0]:
             return active
         with self._load_lock:
             if self._other is None or self._other.version_id != wanted[0]:
                 self._other = None  # let the last one go before the next is loaded
-                self._other = self._with_engine(load_model(
-                    self.settings.model, self.settings.data_path, self.settings.device, log.info,
-                    adapter=wanted[2], version=wanted[1], version_id=wanted[0]))
+                self._other = self._load(wanted, log.info)
             return self._other
 
     def _engine(self, loaded: LoadedModel) -> BatchEngine | None:
@@ -153,9 +152,15 @@ class Studio:
         key: str | None = None,
     ) -> Drafting:
         """Validate everything, then return a Drafting to iterate. Errors come before any text."""
+        return self.start(*self.prompt(template_id, fields, user), sampler, user=user, key=key)
+
+    def prompt(self, template_id: str, fields: Mapping[str, Any] | None,
+               user: str | None) -> tuple[GenreTemplate, dict[str, str], str]:
+        """The template, its checked field values and the prompt they render (a writer's own
+        template renders in a child process: drafts of one prompt share one rendering)."""
         template = self.template(template_id, user)
         values = template.resolve_values(fields)
-        return self.start(template, values, template.render(values), sampler, user=user, key=key)
+        return template, values, template.render(values)
 
     def start(self, template: GenreTemplate, values: dict[str, str], prompt: str,
               sampler: Mapping[str, Any] | None, *, user: str | None, key: str | None,
@@ -245,9 +250,7 @@ class Studio:
         if not 2 <= count <= 4:
             raise GenerationError(f"Compare 2 to 4 candidates, not {count}.")
         key = key or uuid.uuid4().hex
-        template = self.template(template_id, user)
-        values = template.resolve_values(fields)
-        prompt = template.render(values)  # once: a writer's template renders in a child process
+        template, values, prompt = self.prompt(template_id, fields, user)
         first = self.start(template, values, prompt, sampler, user=user, key=f"{key}#0")
         seed = first.stream.settings.seed
         others = [self.start(template, values, prompt, {**(sampler or {}), "seed": (seed + n) % MAX_SEED},

@@ -22,8 +22,8 @@ from typing import Any
 from storage import registry
 
 from .config import Settings
-from .dataset import (Example, PreferencePair, build_preference_split, build_split,
-                      tokenize_example)
+from .dataset import (DatasetSplit, Example, PreferencePair, PreferenceSplit, build_preference_split,
+                      build_split, tokenize_example)
 from .errors import StudioError
 from .finetune import Report, train_adapter, train_preference_adapter
 from .models import load_model
@@ -179,11 +179,15 @@ class TrainingData:
     """What one run trains on, chosen by choose_data."""
 
     method: str  # "sft" or "dpo"
+    split: DatasetSplit | PreferenceSplit  # what the method's trainer takes
     gate_examples: list[Example]  # held-out drafts the writers liked: the gate scores these
     train_draft_ids: list[int]
-    sft_split: Any = None  # DatasetSplit for "sft"
-    preference_split: Any = None  # PreferenceSplit for "dpo"
     note: str = ""  # why this method, for the run's messages
+
+    @property
+    def held_out_pairs(self) -> list[PreferencePair]:
+        """The held-out picks whose ranking the gate reports (none for rated drafts)."""
+        return self.split.held_out if self.method == "dpo" else []
 
 
 def choose_data(session, config: TrainingConfig) -> TrainingData:
@@ -201,15 +205,14 @@ def choose_data(session, config: TrainingConfig) -> TrainingData:
         else:
             trained = sorted({d for p in pairs.train for d in (p.chosen.draft_id, p.rejected.draft_id)})
             held = list({p.chosen.draft_id: p.chosen for p in pairs.held_out}.values())
-            return TrainingData("dpo", held, trained, preference_split=pairs,
-                                note=f"Learning from {len(pairs.train)} picks between candidates, "
+            return TrainingData("dpo", pairs, held, trained, note=f"Learning from {len(pairs.train)} picks between candidates, "
                                      f"{len(pairs.held_out)} held out.")
     split = build_split(session, min_stars=config.min_stars, held_out_fraction=config.held_out_fraction,
                         min_held_out=config.min_held_out, min_train=config.min_train, seed=config.seed,
                         max_per_writer=config.max_per_writer)
     dropped = f", {len(split.duplicates_dropped)} duplicates dropped" if split.duplicates_dropped else ""
     summary = f"{len(split.train)} drafts to train on, {len(split.held_out)} held out{dropped}."
-    return TrainingData("sft", split.held_out, [e.draft_id for e in split.train], sft_split=split,
+    return TrainingData("sft", split, split.held_out, [e.draft_id for e in split.train],
                         note=f"{note} {summary}".strip())
 
 
@@ -230,7 +233,7 @@ def run_training(sessions, settings: Settings, config: TrainingConfig, run_id: i
         active_info = (active.id, active.name, active.adapter_path)
         candidate_id, candidate_name = candidate.id, candidate.name
     report(0.02, data.note, [])
-    held_pairs = data.preference_split.held_out if data.method == "dpo" else []
+    held_pairs = data.held_out_pairs
     try:
         base = load_model(settings.model, settings.data_path, settings.device)
         def score(model, tokenizer) -> HeldOutScores:
@@ -243,8 +246,7 @@ def run_training(sessions, settings: Settings, config: TrainingConfig, run_id: i
             active_scores = score(base.model, base.tokenizer)
         with tempfile.TemporaryDirectory(prefix="studio-train-") as scratch:
             trainer = train_preference_adapter if data.method == "dpo" else train_adapter
-            split = data.preference_split if data.method == "dpo" else data.sft_split
-            peft_model, curve, stats = trainer(base.model, base.tokenizer, split, config, Path(scratch), report)
+            peft_model, curve, stats = trainer(base.model, base.tokenizer, data.split, config, Path(scratch), report)
         adapter = save_adapter_atomically(peft_model, settings.data_path / "adapters" / candidate_name)
         with sessions.begin() as session:
             registry.update_version(session, candidate_id, adapter_path=str(adapter), loss_curve=curve)
@@ -265,8 +267,7 @@ def run_training(sessions, settings: Settings, config: TrainingConfig, run_id: i
         with sessions.begin() as session:
             registry.update_version(session, candidate_id, gate=figures,
                                     hyperparameters={**config.to_dict(), **stats, "method": data.method,
-                                                     "train_pairs": len(data.preference_split.train)
-                                                     if data.method == "dpo" else 0},
+                                                     "train_pairs": len(data.split.train) if data.method == "dpo" else 0},
                                     status="rejected")
             if gate.promote:
                 registry.activate(session, candidate_id)

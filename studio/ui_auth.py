@@ -14,7 +14,7 @@ import time
 import gradio as gr
 
 from .accounts import Accounts
-from .errors import StudioError
+from .errors import StudioError, first_line
 
 SIGN_IN = ("Sign in with Hugging Face to write: use the “Sign in with Hugging Face” button at the top of "
            "the page. Your drafts, ratings and templates are then yours alone.")
@@ -74,5 +74,4 @@ def check_local_sign_in() -> None:
     try:
         whoami()
     except Exception as exc:  # any failure of the hub call (offline, refused token): one readable line
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise StudioError(f"{hint}, and asking the hub failed: {reason}") from exc
+        raise StudioError(f"{hint}, and asking the hub failed: {first_line(exc)}") from exc
