@@ -19,11 +19,11 @@ log = logging.getLogger("studio")
 
 def create_app(settings: Settings, load_model: bool = True):
     """The Studio, its Gradio page and the writers' accounts; with load_model, the model is ready."""
-    from studio.accounts import Accounts
-    from studio.backups import start_backups
-    from studio.service import Studio
-    from studio.ui import build_ui, exports_dir
-    from studio.ui_auth import check_local_sign_in
+    from studio.trust.accounts import Accounts
+    from studio.core.backups import start_backups
+    from studio.core.studio import Studio
+    from studio.ui.page import build_ui, exports_dir
+    from studio.ui.auth import check_local_sign_in
 
     accounts = Accounts.from_settings(settings)
     if accounts.hf and not hf_sign_in_available():
@@ -31,11 +31,11 @@ def create_app(settings: Settings, load_model: bool = True):
     studio = Studio(settings)
     studio.content_filter.prepare(progress=log.info)  # the moderation classifier, if any: load it now, once
     if load_model:
-        studio.load(progress=log.info)
+        studio.pool.load(progress=log.info)
     studio.jobs.start()  # runs queued training in child processes; recovers interrupted runs first
     start_backups(settings)
     demo = build_ui(studio, accounts)
-    batched = studio.batches_drafts() if load_model else True
+    batched = studio.pool.batches_drafts() if load_model else True
     demo.queue(default_concurrency_limit=settings.page_concurrency(batched), max_size=settings.queue_size)
     exports_dir(studio).mkdir(parents=True, exist_ok=True)
     return studio, demo, accounts

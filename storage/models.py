@@ -8,6 +8,7 @@ and fails on any drift.
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import (
@@ -157,9 +158,34 @@ class Rating(Base):
         return f"Rating(draft_id={self.draft_id!r}, user={self.user!r}, stars={self.stars!r})"
 
 
-# Version statuses. Exactly one version is active (is_active) at any time.
-VERSION_STATUSES = ("training", "rejected", "promoted", "retired", "failed")
-RUN_STATUSES = ("queued", "running", "succeeded", "failed")
+class VersionStatus(StrEnum):
+    """Where a model version stands. Exactly one version is active (is_active) at any time."""
+
+    TRAINING = "training"
+    REJECTED = "rejected"
+    PROMOTED = "promoted"
+    RETIRED = "retired"
+    FAILED = "failed"
+
+
+class RunStatus(StrEnum):
+    """Where a training run stands."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+# Versions that have weights to write with.
+WRITABLE_VERSION_STATUSES = frozenset({VersionStatus.PROMOTED, VersionStatus.REJECTED, VersionStatus.RETIRED})
+
+
+def _status_check(statuses: type[StrEnum]) -> CheckConstraint:
+    # Built from the enum so the two cannot drift; named through the convention: ck_<table>_status.
+    # Adding a member needs a migration that replaces the constraint (tests compare the two).
+    allowed = ", ".join(f"'{status.value}'" for status in statuses)
+    return CheckConstraint(f"status IN ({allowed})", name="status")
 
 
 class ModelVersion(Base):
@@ -170,6 +196,7 @@ class ModelVersion(Base):
         # The database itself guarantees at most one active version.
         Index("uq_model_versions_one_active", "is_active", unique=True,
               sqlite_where=text("is_active"), postgresql_where=text("is_active")),
+        _status_check(VersionStatus),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -177,6 +204,7 @@ class ModelVersion(Base):
     parent_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id"))
     base_model: Mapped[str] = mapped_column(String(500))  # what --model named when it was made
     adapter_path: Mapped[str | None] = mapped_column(String(1000))  # None for the base itself
+    # A VersionStatus, mapped as str: rows read back as plain text, which equals the members.
     status: Mapped[str] = mapped_column(String(20))
     is_active: Mapped[bool] = mapped_column(default=False)
     train_draft_ids: Mapped[list[int]] = mapped_column(JSON, default=list)
@@ -197,9 +225,10 @@ class TrainingRun(Base):
     """One fine-tuning job, from queued to finished; its state survives restarts."""
 
     __tablename__ = "training_runs"
+    __table_args__ = (_status_check(RunStatus),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    status: Mapped[str] = mapped_column(String(20), default="queued", index=True)
+    status: Mapped[str] = mapped_column(String(20), default=RunStatus.QUEUED, index=True)  # a RunStatus
     trigger: Mapped[str] = mapped_column(String(20))  # auto, button or cli
     version_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id"))
     progress: Mapped[float] = mapped_column(Double, default=0.0)  # 0..1

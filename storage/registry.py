@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from storage.models import ModelVersion, Rating, TrainingRun
+from storage.models import ModelVersion, Rating, RunStatus, TrainingRun, VersionStatus
 from storage.repository import NotFoundError, StorageError
 
 
@@ -62,7 +62,7 @@ def ensure_base_version(session: Session, base_model: str) -> ModelVersion:
     if base is None:
         taken = session.scalar(select(func.count()).where(ModelVersion.name.like("base%")))
         base = ModelVersion(name="base" if not taken else f"base-{taken + 1}", base_model=base_model,
-                            status="promoted", train_draft_ids=[], held_out_draft_ids=[],
+                            status=VersionStatus.PROMOTED, train_draft_ids=[], held_out_draft_ids=[],
                             hyperparameters={}, loss_curve=[], gate={})
         session.add(base)
         session.flush()
@@ -102,15 +102,15 @@ def update_version(session: Session, version_id: int, **columns: Any) -> ModelVe
 def activate(session: Session, version_id: int) -> ModelVersion:
     """Make this version the one that serves; the previously active one is retired."""
     version = get_version(session, version_id)
-    if version.status in ("training", "failed"):
+    if version.status in (VersionStatus.TRAINING, VersionStatus.FAILED):
         raise RegistryError(f"Version {version.name} is {version.status} and cannot serve.")
     current = active_version(session)
     if current is not None and current.id != version.id:
         current.is_active = False
-        current.status = "retired"
+        current.status = VersionStatus.RETIRED
         session.flush()  # the one-active index must see the old row inactive first
     version.is_active = True
-    version.status = "promoted"
+    version.status = VersionStatus.PROMOTED
     session.flush()
     return version
 
@@ -127,9 +127,8 @@ def get_run(session: Session, run_id: int) -> TrainingRun:
 
 def open_run(session: Session) -> TrainingRun | None:
     """The queued or running run, if any (there is at most one at a time)."""
-    return session.scalar(
-        select(TrainingRun).where(TrainingRun.status.in_(("queued", "running"))).order_by(TrainingRun.id)
-    )
+    open_statuses = (RunStatus.QUEUED, RunStatus.RUNNING)
+    return session.scalar(select(TrainingRun).where(TrainingRun.status.in_(open_statuses)).order_by(TrainingRun.id))
 
 
 def enqueue_run(session: Session, trigger: str) -> tuple[TrainingRun, bool]:
@@ -137,7 +136,7 @@ def enqueue_run(session: Session, trigger: str) -> tuple[TrainingRun, bool]:
     existing = open_run(session)
     if existing is not None:
         return existing, False
-    run = TrainingRun(trigger=trigger, status="queued", progress=0.0, message="Waiting to start…",
+    run = TrainingRun(trigger=trigger, status=RunStatus.QUEUED, progress=0.0, message="Waiting to start…",
                       error="", worker="")
     session.add(run)
     session.flush()
@@ -149,8 +148,8 @@ def claim_run(session: Session, run_id: int, worker: str, pid: int) -> bool:
     now = _now()
     result = session.execute(
         update(TrainingRun)
-        .where(TrainingRun.id == run_id, TrainingRun.status == "queued")
-        .values(status="running", worker=worker, pid=pid, started_at=now, heartbeat_at=now,
+        .where(TrainingRun.id == run_id, TrainingRun.status == RunStatus.QUEUED)
+        .values(status=RunStatus.RUNNING, worker=worker, pid=pid, started_at=now, heartbeat_at=now,
                 message="Starting…")
     )
     return result.rowcount == 1
@@ -164,14 +163,14 @@ def update_run(session: Session, run_id: int, **columns: Any) -> TrainingRun:
     return run
 
 
-def finish_run(session: Session, run_id: int, status: str, message: str = "", error: str = "") -> TrainingRun:
-    progress = 1.0 if status == "succeeded" else get_run(session, run_id).progress
+def finish_run(session: Session, run_id: int, status: RunStatus, message: str = "", error: str = "") -> TrainingRun:
+    progress = 1.0 if status == RunStatus.SUCCEEDED else get_run(session, run_id).progress
     return update_run(session, run_id, status=status, message=message, error=error, finished_at=_now(),
                       progress=progress)
 
 
 def running_runs(session: Session) -> list[TrainingRun]:
-    return list(session.scalars(select(TrainingRun).where(TrainingRun.status == "running")))
+    return list(session.scalars(select(TrainingRun).where(TrainingRun.status == RunStatus.RUNNING)))
 
 
 def list_runs(session: Session, limit: int = 20) -> list[TrainingRun]:

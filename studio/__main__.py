@@ -1,8 +1,9 @@
 """The command line: python -m studio templates | generate | continue | rate | list | show | export
-| train | versions | blind | promote | rollback.
+| train | versions | blind | promote | rollback | backup | add-user.
 
-Every subcommand works on the same database as the page and prints JSON with --json.
-Errors print one readable line on stderr and exit with status 2.
+Every subcommand works on the same database as the page and prints JSON with --json; the
+command line acts as the writer --user names. Errors print one readable line on stderr and exit
+with status 2.
 """
 
 from __future__ import annotations
@@ -12,104 +13,22 @@ import getpass
 import json
 import logging
 import sys
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from storage.backup import backup_sqlite, timestamped_backup
 
-from .accounts import add_user
-from .config import TRAINING_SETTINGS, add_arguments, settings_from
-from .dataset import EXPORT_FORMATS, export_rows, write_jsonl
-from .jobs import execute_run
-from .training import TrainingConfig
-from .errors import USER_ERRORS
-from .sampling import SamplerSettings
-
-SAMPLER_OPTIONS = ("temperature", "top_p", "top_k", "repetition_penalty", "max_new_tokens", "seed")
+from studio.config import add_arguments, settings_from
+from studio.errors import USER_ERRORS
+from studio.learning.config import FROM_SETTINGS, TrainingConfig
+from studio.learning.dataset import EXPORT_FORMATS, write_jsonl
+from studio.learning.jobs import execute_run
+from studio.serving.sampling import SAMPLER_NAMES, SamplerSettings
+from studio.trust.accounts import add_user
 
 
-def _parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    add_arguments(common, only=("model", "data_dir", "db", "device", "user"))
-    common.add_argument("--json", action="store_true", help="Print the result as JSON.")
-
-    parser = argparse.ArgumentParser(prog="python -m studio", description="Story Studio from the command line.")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    commands.add_parser("templates", parents=[common], help="List the genre templates and their fields.")
-
-    gen = commands.add_parser("generate", parents=[common], help="Write a draft from a template (streams to stdout).")
-    gen.add_argument("template", help="Template id, as `templates` lists them.")
-    gen.add_argument("--field", "-f", action="append", default=[], metavar="NAME=VALUE",
-                     help="A field value; repeat for several. Fields left out take their defaults.")
-    for name in SAMPLER_OPTIONS:
-        meta = SamplerSettings.__dataclass_fields__[name].metadata
-        kind = float if name in ("temperature", "top_p", "repetition_penalty") else int
-        gen.add_argument("--" + name.replace("_", "-"), type=kind, help=f"{meta['help']} Default: the template's.")
-
-    cont = commands.add_parser("continue", parents=[common], help="Extend a draft.")
-    cont.add_argument("draft_id", type=int)
-    cont.add_argument("--max-new-tokens", type=int, help="How many more tokens at most (default: as before).")
-
-    rate = commands.add_parser("rate", parents=[common], help="Rate a draft 1-5 stars; rating again replaces it.")
-    rate.add_argument("draft_id", type=int)
-    rate.add_argument("stars", type=int)
-    rate.add_argument("--comment", default="")
-
-    lst = commands.add_parser("list", parents=[common], help="List drafts, newest first.")
-    lst.add_argument("--template", help="Only drafts of this template.")
-    lst.add_argument("--min-stars", type=int, help="Only drafts rated at least this.")
-    lst.add_argument("--unrated", action="store_true", help="Only drafts not rated yet.")
-    lst.add_argument("--limit", type=int, default=50)
-
-    show = commands.add_parser("show", parents=[common], help="Show one draft with its rating and settings.")
-    show.add_argument("draft_id", type=int)
-
-    export = commands.add_parser(
-        "export", parents=[common],
-        help="Export a draft as Markdown, or the rated drafts as a training dataset (JSON lines).",
-    )
-    export.add_argument("draft_id", type=int, nargs="?", help="The draft to export (with --format markdown).")
-    export.add_argument("--format", choices=("markdown", *EXPORT_FORMATS), default="markdown",
-                        help="markdown: one draft; sft: drafts rated --min-stars or more, deduplicated; "
-                             "kto: every rated draft, labelled by --min-stars; "
-                             "dpo: the writers' picks between candidates (prompt, chosen, rejected).")
-    export.add_argument("--min-stars", type=int, default=4, help="The rating that counts as good (sft, kto).")
-    export.add_argument("--output", "-o", type=Path, help="File to write (default: stdout; required for sft, kto, dpo).")
-
-    train = commands.add_parser("train", parents=[common], help="Fine-tune on the highly rated drafts now (in this process).")
-    train.add_argument("--run-id", type=int, help="Carry out this queued run (what the app's runner does).")
-    add_arguments(train, only=TRAINING_SETTINGS)
-    for name in ("epochs", "learning_rate"):
-        f = TrainingConfig.__dataclass_fields__[name]
-        train.add_argument("--" + name.replace("_", "-"), type=float if f.type == "float" else int,
-                           help=f"{f.metadata['help']} Default: {f.default}.")
-
-    commands.add_parser("versions", parents=[common], help="List the model versions with their gate figures.")
-    commands.add_parser("blind", parents=[common],
-                        help="Blind A/B win rates: how often writers picked the newer of two versions.")
-    promote = commands.add_parser("promote", parents=[common], help="Serve a version (e.g. a rejected candidate).")
-    promote.add_argument("version", help="Version name, e.g. v2.")
-    commands.add_parser("rollback", parents=[common], help="Serve the version the active one was trained from.")
-
-    backup = commands.add_parser("backup", parents=[common], help="Copy the SQLite database while the studio runs.")
-    backup.add_argument("--output", "-o", type=Path, help="The copy (default: DATA_DIR/backups/studio-TIME.db).")
-
-    add_user_cmd = commands.add_parser("add-user", help="Add (or reset) a writer account in an auth file.")
-    add_user_cmd.add_argument("name")
-    add_user_cmd.add_argument("--auth-file", type=Path, required=True, help="The file the app reads with --auth-file.")
-    add_user_cmd.add_argument("--admin", action="store_true", help="May start training, promote and roll back.")
-    return parser
-
-
-def _fields(pairs: list[str]) -> dict[str, str]:
-    fields = {}
-    for pair in pairs:
-        name, sep, value = pair.partition("=")
-        if not sep:
-            raise ValueError(f"--field takes NAME=VALUE, not {pair!r}.")
-        fields[name.strip()] = value
-    return fields
+# -- the commands: each takes (args, studio) and returns the exit status ---------------------------
 
 
 def _print(args, data: Any, text: str) -> None:
@@ -137,79 +56,139 @@ def _stream(args, drafting) -> int:
     return 0
 
 
-def run(args: argparse.Namespace) -> int:
-    from .service import Studio
+def _fields(pairs: list[str]) -> dict[str, str]:
+    fields = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep:
+            raise ValueError(f"--field takes NAME=VALUE, not {pair!r}.")
+        fields[name.strip()] = value
+    return fields
 
-    if args.command == "add-user":
-        password = getpass.getpass(f"Password for {args.name}: ") if sys.stdin.isatty() else sys.stdin.readline()
-        add_user(args.auth_file, args.name, password.rstrip("\n"), admin=args.admin)
-        print(f"{'Admin' if args.admin else 'Writer'} {args.name} saved in {args.auth_file}.")
+
+def cmd_templates(args, studio) -> int:
+    data = [t.to_dict() for t in studio.templates.for_writer(user=args.user)]
+    _print(args, data, "\n".join(f"{t['id']:<20} {t['name']} — {t['description']}" for t in data))
+    return 0
+
+
+def cmd_generate(args, studio) -> int:
+    sampler = {name: getattr(args, name) for name in SAMPLER_NAMES if getattr(args, name) is not None}
+    return _stream(args, studio.drafts.write(args.template, _fields(args.field), sampler, user=args.user))
+
+
+def cmd_continue(args, studio) -> int:
+    drafting = studio.drafts.continue_draft(args.draft_id, args.max_new_tokens, user=args.user)
+    if not args.json:
+        print(drafting.text, end="", flush=True)
+    return _stream(args, drafting)
+
+
+def cmd_rate(args, studio) -> int:
+    saved = studio.drafts.rate(args.draft_id, args.stars, args.comment, user=args.user)
+    _print(args, saved, f"Draft {args.draft_id} rated {'★' * saved['stars']}.")
+    return 0
+
+
+def cmd_list(args, studio) -> int:
+    rows = studio.drafts.list(template_id=args.template, min_stars=args.min_stars, unrated_only=args.unrated,
+                              limit=args.limit, user=args.user)
+    data = [{**asdict(r), "created_at": r.created_at.isoformat()} for r in rows]
+    lines = [f"{r['id']:>5}  {r['created_at'][:16]}  {r['template_id']:<16} "
+             f"{('★' * r['stars']) if r['stars'] else '-':<5}  {r['excerpt'][:60]}" for r in data]
+    _print(args, data, "\n".join(lines) or "No drafts yet.")
+    return 0
+
+
+def cmd_show(args, studio) -> int:
+    _print(args, studio.drafts.get(args.draft_id, user=args.user),
+           studio.drafts.export_markdown(args.draft_id, user=args.user))
+    return 0
+
+
+def cmd_export(args, studio) -> int:
+    if args.format != "markdown":
+        rows = studio.drafts.export_dataset(args.format, args.min_stars)
+        write_jsonl(rows, args.output)
+        data = {"format": args.format, "path": str(args.output), "rows": len(rows)}
+        _print(args, data, f"Wrote {len(rows)} rows to {args.output}")
         return 0
+    markdown = studio.drafts.export_markdown(args.draft_id, user=args.user)
+    if args.output:
+        args.output.write_text(markdown, encoding="utf-8")
+    data = {"draft_id": args.draft_id, "path": str(args.output) if args.output else None, "markdown": markdown}
+    if args.json or args.output:
+        _print(args, data, f"Wrote {args.output}")
+    else:
+        print(markdown, end="")
+    return 0
 
-    if args.command == "export":
-        _check_export(args)
-    studio = Studio(settings_from(args))
-    if args.command == "templates":
-        data = [t.to_dict() for t in studio.templates_for()]
-        _print(args, data, "\n".join(f"{t['id']:<20} {t['name']} — {t['description']}" for t in data))
-    elif args.command == "generate":
-        sampler = {name: getattr(args, name) for name in SAMPLER_OPTIONS if getattr(args, name) is not None}
-        drafting = studio.write(args.template, _fields(args.field), sampler)
-        return _stream(args, drafting)
-    elif args.command == "continue":
-        drafting = studio.continue_draft(args.draft_id, args.max_new_tokens)
-        if not args.json:
-            print(drafting.text, end="", flush=True)
-        return _stream(args, drafting)
-    elif args.command == "rate":
-        saved = studio.rate(args.draft_id, args.stars, args.comment)
-        _print(args, saved, f"Draft {args.draft_id} rated {'★' * saved['stars']}.")
-    elif args.command == "list":
-        rows = studio.drafts(template_id=args.template, min_stars=args.min_stars,
-                             unrated_only=args.unrated, limit=args.limit)
-        data = [_summary(r) for r in rows]
-        lines = [f"{r['id']:>5}  {r['created_at'][:16]}  {r['template_id']:<16} {('★' * r['stars']) if r['stars'] else '-':<5}  {r['excerpt'][:60]}" for r in data]
-        _print(args, data, "\n".join(lines) or "No drafts yet.")
-    elif args.command == "show":
-        record = studio.draft(args.draft_id)
-        _print(args, record, studio.export_markdown(args.draft_id))
-    elif args.command == "train":
-        return _train(args, studio)
-    elif args.command == "versions":
-        data = studio.versions()
-        lines = [f"{v['name']:<8} {v['status']:<9} {'serving' if v['active'] else '':<8} "
-                 f"{_gate_line(v['gate'])}" for v in data]
-        _print(args, data, "\n".join(lines))
-    elif args.command == "blind":
-        data = studio.blind.win_rates()
-        lines = [f"{r['version']} over {r['against']}: {r['win_rate']:.0%} of {r['picks']} picks "
-                 f"(95% interval {r['low']:.0%}-{r['high']:.0%})" for r in data]
-        _print(args, data, "\n".join(lines) or "No blind picks yet: use Blind A/B on the Write tab.")
-    elif args.command == "promote":
-        version = next((v for v in studio.versions() if v["name"] == args.version), None)
-        if version is None:
-            raise ValueError(f"There is no version {args.version!r}; `versions` lists them.")
-        name = studio.promote(version["id"])
-        _print(args, {"serving": name}, f"Now serving {name}.")
-    elif args.command == "backup":
-        settings = studio.settings
-        path = (backup_sqlite(settings.database_url, args.output) if args.output
-                else timestamped_backup(settings.database_url, settings.data_path / "backups"))
-        _print(args, {"path": str(path)}, f"Backed up to {path}")
-    elif args.command == "rollback":
-        name = studio.rollback()
-        _print(args, {"serving": name}, f"Rolled back: now serving {name}.")
-    elif args.command == "export" and args.format != "markdown":
-        _export_dataset(args, studio)
-    elif args.command == "export":
-        markdown = studio.export_markdown(args.draft_id)
-        if args.output:
-            args.output.write_text(markdown, encoding="utf-8")
-        data = {"draft_id": args.draft_id, "path": str(args.output) if args.output else None, "markdown": markdown}
-        if args.json or args.output:
-            _print(args, data, f"Wrote {args.output}")
-        else:
-            print(markdown, end="")
+
+def cmd_train(args, studio) -> int:
+    """Queue a run (or take the given one) and carry it out here, printing progress."""
+    overrides = {name: getattr(args, name) for name in ("epochs", "learning_rate") if getattr(args, name) is not None}
+    config = studio.versions.training_config(**overrides)
+    run_id = args.run_id if args.run_id is not None else studio.versions.train("cli")[0]
+    echo = (lambda line: print(line, file=sys.stderr, flush=True))
+    summary = execute_run(studio.sessions, studio.settings, config, run_id, echo=echo)
+    _print(args, {"run_id": run_id, **summary},
+           f"Run {run_id}: {summary['version']} {summary['decision']} — held-out perplexity "
+           f"{summary['active_perplexity']:.2f} -> {summary['candidate_perplexity']:.2f}; "
+           f"{summary['train_seconds']:.0f} s, {summary['train_tokens_per_second']:.0f} tokens/s.")
+    return 0
+
+
+def _gate_line(gate: dict) -> str:
+    if not gate:
+        return ""
+    return (f"held-out perplexity {gate['active_perplexity']:.2f} -> {gate['candidate_perplexity']:.2f} "
+            f"({gate['decision']})")
+
+
+def cmd_versions(args, studio) -> int:
+    data = studio.versions.list()
+    lines = [f"{v['name']:<8} {v['status']:<9} {'serving' if v['active'] else '':<8} {_gate_line(v['gate'])}"
+             for v in data]
+    _print(args, data, "\n".join(lines))
+    return 0
+
+
+def cmd_blind(args, studio) -> int:
+    data = studio.blind.win_rates()
+    lines = [f"{r['version']} over {r['against']}: {r['win_rate']:.0%} of {r['picks']} picks "
+             f"(95% interval {r['low']:.0%}-{r['high']:.0%})" for r in data]
+    _print(args, data, "\n".join(lines) or "No blind picks yet: use Blind A/B on the Write tab.")
+    return 0
+
+
+def cmd_promote(args, studio) -> int:
+    version = next((v for v in studio.versions.list() if v["name"] == args.version), None)
+    if version is None:
+        raise ValueError(f"There is no version {args.version!r}; `versions` lists them.")
+    name = studio.versions.promote(version["id"])
+    _print(args, {"serving": name}, f"Now serving {name}.")
+    return 0
+
+
+def cmd_rollback(args, studio) -> int:
+    name = studio.versions.rollback()
+    _print(args, {"serving": name}, f"Rolled back: now serving {name}.")
+    return 0
+
+
+def cmd_backup(args, studio) -> int:
+    settings = studio.settings
+    path = (backup_sqlite(settings.database_url, args.output) if args.output
+            else timestamped_backup(settings.database_url, settings.data_path / "backups"))
+    _print(args, {"path": str(path)}, f"Backed up to {path}")
+    return 0
+
+
+def cmd_add_user(args) -> int:
+    """Needs no studio: it writes the auth file the app reads."""
+    password = getpass.getpass(f"Password for {args.name}: ") if sys.stdin.isatty() else sys.stdin.readline()
+    add_user(args.auth_file, args.name, password.rstrip("\n"), admin=args.admin)
+    print(f"{'Admin' if args.admin else 'Writer'} {args.name} saved in {args.auth_file}.")
     return 0
 
 
@@ -225,44 +204,110 @@ def _check_export(args: argparse.Namespace) -> None:
         raise ValueError(f"--format {args.format} exports every rated draft; leave out the draft id.")
 
 
-def _export_dataset(args, studio) -> None:
-    with studio.sessions() as session:
-        rows = export_rows(session, args.format, args.min_stars, studio.catalog)
-    write_jsonl(rows, args.output)
-    data = {"format": args.format, "path": str(args.output), "rows": len(rows)}
-    _print(args, data, f"Wrote {len(rows)} rows to {args.output}")
+# -- the parser ------------------------------------------------------------------------------------
 
 
-def _gate_line(gate: dict) -> str:
-    if not gate:
-        return ""
-    return (f"held-out perplexity {gate['active_perplexity']:.2f} -> {gate['candidate_perplexity']:.2f} "
-            f"({gate['decision']})")
+def _add_drafting_commands(commands, common) -> None:
+    gen = commands.add_parser("generate", parents=[common], help="Write a draft from a template (streams to stdout).")
+    gen.add_argument("template", help="Template id, as `templates` lists them.")
+    gen.add_argument("--field", "-f", action="append", default=[], metavar="NAME=VALUE",
+                     help="A field value; repeat for several. Fields left out take their defaults.")
+    for name in SAMPLER_NAMES:
+        f = SamplerSettings.__dataclass_fields__[name]
+        kind = float if f.type == "float" else int
+        gen.add_argument("--" + name.replace("_", "-"), type=kind, help=f"{f.metadata['help']} Default: the template's.")
+    gen.set_defaults(func=cmd_generate)
+
+    cont = commands.add_parser("continue", parents=[common], help="Extend a draft.")
+    cont.add_argument("draft_id", type=int)
+    cont.add_argument("--max-new-tokens", type=int, help="How many more tokens at most (default: as before).")
+    cont.set_defaults(func=cmd_continue)
+
+    rate = commands.add_parser("rate", parents=[common], help="Rate a draft 1-5 stars; rating again replaces it.")
+    rate.add_argument("draft_id", type=int)
+    rate.add_argument("stars", type=int)
+    rate.add_argument("--comment", default="")
+    rate.set_defaults(func=cmd_rate)
+
+    lst = commands.add_parser("list", parents=[common], help="List drafts, newest first.")
+    lst.add_argument("--template", help="Only drafts of this template.")
+    lst.add_argument("--min-stars", type=int, help="Only drafts rated at least this.")
+    lst.add_argument("--unrated", action="store_true", help="Only drafts not rated yet.")
+    lst.add_argument("--limit", type=int, default=50)
+    lst.set_defaults(func=cmd_list)
+
+    show = commands.add_parser("show", parents=[common], help="Show one draft with its rating and settings.")
+    show.add_argument("draft_id", type=int)
+    show.set_defaults(func=cmd_show)
+
+    export = commands.add_parser(
+        "export", parents=[common],
+        help="Export a draft as Markdown, or the rated drafts as a training dataset (JSON lines).")
+    export.add_argument("draft_id", type=int, nargs="?", help="The draft to export (with --format markdown).")
+    export.add_argument("--format", choices=("markdown", *EXPORT_FORMATS), default="markdown",
+                        help="markdown: one draft; sft: drafts rated --min-stars or more, deduplicated; "
+                             "kto: every rated draft, labelled by --min-stars; "
+                             "dpo: the writers' picks between candidates (prompt, chosen, rejected).")
+    export.add_argument("--min-stars", type=int, default=4, help="The rating that counts as good (sft, kto).")
+    export.add_argument("--output", "-o", type=Path, help="File to write (default: stdout; required for sft, kto, dpo).")
+    export.set_defaults(func=cmd_export)
 
 
-def _train(args, studio) -> int:
-    """Queue a run (or take the given one) and carry it out here, printing progress."""
-    overrides = {name: getattr(args, name) for name in ("epochs", "learning_rate") if getattr(args, name) is not None}
-    config = studio.training_config(**overrides)
-    if args.run_id is not None:
-        run_id = args.run_id
-    else:
-        run_id, _ = studio.train_now("cli")
-    echo = (lambda line: print(line, file=sys.stderr, flush=True))
-    summary = execute_run(studio.sessions, studio.settings, config, run_id, echo=echo)
-    _print(args, {"run_id": run_id, **summary},
-           f"Run {run_id}: {summary['version']} {summary['decision']} — held-out perplexity "
-           f"{summary['active_perplexity']:.2f} -> {summary['candidate_perplexity']:.2f}; "
-           f"{summary['train_seconds']:.0f} s, {summary['train_tokens_per_second']:.0f} tokens/s.")
-    return 0
+def _add_model_commands(commands, common) -> None:
+    train = commands.add_parser("train", parents=[common], help="Fine-tune on the writers' ratings now (in this process).")
+    train.add_argument("--run-id", type=int, help="Carry out this queued run (what the app's runner does).")
+    add_arguments(train, only=tuple(FROM_SETTINGS.values()))
+    for name in ("epochs", "learning_rate"):
+        f = TrainingConfig.__dataclass_fields__[name]
+        train.add_argument("--" + name.replace("_", "-"), type=float if f.type == "float" else int,
+                           help=f"{f.metadata['help']} Default: {f.default}.")
+    train.set_defaults(func=cmd_train)
+
+    commands.add_parser("versions", parents=[common], help="List the model versions with their gate figures."
+                        ).set_defaults(func=cmd_versions)
+    commands.add_parser("blind", parents=[common], help="Blind A/B win rates: how often writers picked the newer "
+                        "of two versions.").set_defaults(func=cmd_blind)
+    promote = commands.add_parser("promote", parents=[common], help="Serve a version (e.g. a rejected candidate).")
+    promote.add_argument("version", help="Version name, e.g. v2.")
+    promote.set_defaults(func=cmd_promote)
+    commands.add_parser("rollback", parents=[common], help="Serve the version the active one was trained from."
+                        ).set_defaults(func=cmd_rollback)
 
 
-def _summary(row) -> dict[str, Any]:
-    from dataclasses import asdict
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    add_arguments(common, only=("model", "data_dir", "db", "device", "user"))
+    common.add_argument("--json", action="store_true", help="Print the result as JSON.")
 
-    data = asdict(row)
-    data["created_at"] = row.created_at.isoformat()
-    return data
+    parser = argparse.ArgumentParser(prog="python -m studio", description="Story Studio from the command line.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands.add_parser("templates", parents=[common], help="List the genre templates and their fields."
+                        ).set_defaults(func=cmd_templates)
+    _add_drafting_commands(commands, common)
+    _add_model_commands(commands, common)
+
+    backup = commands.add_parser("backup", parents=[common], help="Copy the SQLite database while the studio runs.")
+    backup.add_argument("--output", "-o", type=Path, help="The copy (default: DATA_DIR/backups/studio-TIME.db).")
+    backup.set_defaults(func=cmd_backup)
+
+    add_user_cmd = commands.add_parser("add-user", help="Add (or reset) a writer account in an auth file.")
+    add_user_cmd.add_argument("name")
+    add_user_cmd.add_argument("--auth-file", type=Path, required=True, help="The file the app reads with --auth-file.")
+    add_user_cmd.add_argument("--admin", action="store_true", help="May start training, promote and roll back.")
+    add_user_cmd.set_defaults(func=cmd_add_user, needs_studio=False)
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    if not getattr(args, "needs_studio", True):
+        return args.func(args)
+    if args.command == "export":
+        _check_export(args)
+    from studio.core.studio import Studio
+
+    settings = settings_from(args)
+    args.user = settings.user  # the writer this command acts as: --user, STUDIO_USER or the default
+    return args.func(args, Studio(settings))
 
 
 def main(argv: list[str] | None = None) -> int:

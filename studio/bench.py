@@ -27,9 +27,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from .config import Settings, add_arguments, settings_from
-from .generation import model_input
-from .jobs import REPO_ROOT, train_command
+from studio.config import Settings, add_arguments, settings_from
+from studio.serving.generation import model_input
+from studio.learning.jobs import REPO_ROOT, train_command
 
 PROMPT_TEMPLATE = "fantasy"
 # Rated drafts the benchmark's training run learns from: enough for a split and a few dozen
@@ -90,11 +90,12 @@ def _bare_generate(loaded, text_in: str, tokens: int, seed: int) -> dict[str, fl
 
 
 def studio_stream(studio, tokens: int, seed: int, record_gaps: bool = False) -> dict[str, Any]:
-    """One draft through Studio.write, exactly as the page streams it."""
+    """One draft through Drafts.write, exactly as the page streams it."""
     started = time.perf_counter()
     arrivals = []
-    drafting = studio.write(PROMPT_TEMPLATE, {}, {"max_new_tokens": tokens, "seed": seed, "temperature": 0.8,
-                                                  "top_p": 0.95, "top_k": 50, "repetition_penalty": 1.0})
+    drafting = studio.drafts.write(PROMPT_TEMPLATE, {}, {"max_new_tokens": tokens, "seed": seed, "temperature": 0.8,
+                                                         "top_p": 0.95, "top_k": 50, "repetition_penalty": 1.0},
+                                   user=studio.settings.user)
     for _ in drafting:
         arrivals.append(time.perf_counter())
     seconds = time.perf_counter() - started
@@ -119,7 +120,7 @@ def batching(studio, label: str):
 
 
 def single_writer(studio, tokens: int, repeats: int) -> dict[str, Any]:
-    loaded = studio.load()
+    loaded = studio.pool.load()
     template = studio.catalog.get(PROMPT_TEMPLATE)
     text_in = model_input(loaded, template.render(), template.system)
     runs: dict[str, list] = {"bare": [], **{label: [] for label in PATHS}}
@@ -184,18 +185,18 @@ def training_figures(studio, draft_ids: list[int], tokens: int, drafts: int = TR
     while len(draft_ids) < drafts:  # a short benchmark may not have written enough
         draft_ids.append(studio_stream(studio, tokens, seed=400 + len(draft_ids))["draft_id"])
     for draft_id in draft_ids:
-        studio.rate(draft_id, 5)
+        studio.drafts.rate(draft_id, 5, user=studio.settings.user)
     idle_runs = [studio_stream(studio, tokens, seed=500 + i) for i in range(2)]
     idle = statistics.median(r["tokens"] / r["seconds"] for r in idle_runs)
-    run_id, _ = studio.train_now("cli")
+    run_id, _ = studio.versions.train("cli")
     process = subprocess.Popen(
         [*train_command(studio.settings, run_id), "--json"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO_ROOT,
     )
-    while "Training: step" not in studio.runs()[0]["message"] and process.poll() is None:
+    while "Training: step" not in studio.versions.runs()[0]["message"] and process.poll() is None:
         time.sleep(0.2)
     during = []
-    while process.poll() is None and "Training: step" in studio.runs()[0]["message"]:
+    while process.poll() is None and "Training: step" in studio.versions.runs()[0]["message"]:
         r = studio_stream(studio, tokens, seed=600 + len(during))
         during.append(r["tokens"] / r["seconds"])
     out, err = process.communicate()
@@ -226,10 +227,10 @@ def memory() -> dict[str, float]:
 
 
 def run(settings: Settings, tokens: int, writers: list[int], repeats: int, training_drafts: int) -> dict[str, Any]:
-    from .service import Studio
+    from studio.core.studio import Studio
 
     studio = Studio(settings)
-    loaded = studio.load()
+    loaded = studio.pool.load()
     report: dict[str, Any] = {"model": settings.model, "device": loaded.device, "tokens": tokens}
     report["path"] = studio_path(studio)
     report["single"] = single_writer(studio, tokens, repeats)

@@ -195,14 +195,7 @@ class Settings:
         if self.moderation_model and not self.flag_labels:
             raise ValueError("--moderation-labels must name at least one label of --moderation-model, e.g. toxic.")
         self._resolve_auth_mode()
-        if not 1 <= self.train_min_stars <= 5:
-            raise ValueError(f"--train-min-stars must be 1 to 5, not {self.train_min_stars}.")
-        if not 0 <= self.gate_margin < 1:
-            raise ValueError(f"--gate-margin must be at least 0 and below 1, not {self.gate_margin}.")
-        if self.train_method not in ("auto", "sft", "dpo"):
-            raise ValueError(f"--train-method must be auto, sft or dpo, not {self.train_method!r}.")
-        if self.train_min_pairs < 2:
-            raise ValueError(f"--train-min-pairs must be at least 2, not {self.train_min_pairs}.")
+        # The training options (train_*, gate_margin) are checked once, by TrainingConfig, when the studio starts.
         if not self.model.strip():
             self.model = EMBEDDED_MODEL
         if self.backend not in ("local", "openai"):
@@ -243,10 +236,6 @@ _PARSERS = {"int": int, "float": float}  # field annotations are strings (postpo
 
 def env_name(name: str) -> str:
     return "STUDIO_" + name.upper()
-
-
-# The settings a training run reads: the app hands them to the process that carries out a run.
-TRAINING_SETTINGS = ("train_min_stars", "gate_margin", "train_max_per_writer", "train_method", "train_min_pairs")
 
 
 def add_arguments(parser: argparse.ArgumentParser, only: tuple[str, ...] | None = None) -> None:

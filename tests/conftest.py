@@ -127,7 +127,7 @@ def settings(tmp_path, tiny_model_dir) -> Settings:
 
 @pytest.fixture
 def studio(settings):
-    from studio.service import Studio
+    from studio.core.studio import Studio
 
     return Studio(settings)
 
@@ -141,7 +141,7 @@ def _free_port() -> int:
 @pytest.fixture
 def running_app(studio):
     """The studio's page and API (and its training runner) on a free local port: (studio, url)."""
-    from studio.ui import build_ui
+    from studio.ui.page import build_ui
 
     studio.jobs.start()
     demo = build_ui(studio)

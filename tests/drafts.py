@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 
 from storage import repository
-from studio.generation import model_input
+from studio.serving.generation import model_input
 
 WORDS = {
     "adj": ["bright", "calm", "silver", "little", "quiet", "golden", "gentle", "dark"],
@@ -23,7 +23,7 @@ def song(seed: int, words: dict[str, list[str]] = WORDS) -> str:
 
 def seed_rated_drafts(studio, n: int, stars: int = 5, user: str = "local", start: int = 0) -> list[int]:
     """Rated drafts with learnable text (the tiny model starts random), written straight to the DB."""
-    loaded = studio.load()
+    loaded = studio.pool.load()
     ids = []
     with studio.sessions.begin() as session:
         for i in range(start, start + n):
@@ -54,7 +54,7 @@ def seed_picks(studio, prompts: int, user: str = "local", start: int = 0) -> lis
     """For each prompt, three drafts and the writer's pick: the song over two dirges (2 pairs each)."""
     from storage.preferences import record_preference
 
-    loaded = studio.load()
+    loaded = studio.pool.load()
     picks = []
     with studio.sessions.begin() as session:
         for i in range(start, start + prompts):

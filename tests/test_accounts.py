@@ -6,10 +6,10 @@ import pytest
 from gradio_client import Client
 
 from storage import NotFoundError
-from studio.accounts import Accounts, add_user, hash_password, read_auth_file, verify_password
+from studio.trust.accounts import Accounts, add_user, hash_password, read_auth_file, verify_password
 from studio.config import Settings
 from studio.errors import StudioError
-from studio.ui import build_ui
+from studio.ui.page import build_ui
 from tests.conftest import _free_port
 
 
@@ -66,14 +66,14 @@ def test_two_writers_cannot_reach_each_others_drafts_through_the_api(two_writers
     bob = Client(url, auth=("bob", "pw-b"), verbose=False)
     job = alice.submit("poetry", {}, {"max_new_tokens": 6}, api_name="/generate")
     draft_id = job.result()["draft_id"]
-    assert studio.draft(draft_id, user="alice")["user"] == "alice"
+    assert studio.drafts.get(draft_id, user="alice")["user"] == "alice"
 
     with pytest.raises(Exception, match=f"Draft {draft_id} does not exist"):
         bob.predict(draft_id, 1, "", api_name="/rate")
     assert alice.predict(draft_id, 5, "mine", api_name="/rate")["stars"] == 5
-    assert studio.drafts(user="bob") == [] and [d.id for d in studio.drafts(user="alice")] == [draft_id]
+    assert studio.drafts.list(user="bob") == [] and [d.id for d in studio.drafts.list(user="alice")] == [draft_id]
     with pytest.raises(NotFoundError):
-        studio.draft(draft_id, user="bob")
+        studio.drafts.get(draft_id, user="bob")
 
 
 def test_a_wrong_password_is_refused(two_writers):

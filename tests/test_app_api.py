@@ -40,11 +40,11 @@ def test_a_script_can_list_templates_stream_a_draft_and_rate_it(app):
     final = job.outputs()[-1]
     assert len(messages) > 2  # streamed: several partial texts before the last
     assert final["done"] and final["draft_id"] and final["new_tokens"] == 20 and final["seed"] == 9
-    assert studio.draft(final["draft_id"])["text"] == final["text"]
+    assert studio.drafts.get(final["draft_id"], user="local")["text"] == final["text"]
 
     assert client.predict(final["draft_id"], 4, "good start", api_name="/rate") == {
         "draft_id": final["draft_id"], "stars": 4, "comment": "good start", "training_run": None}
-    assert studio.draft(final["draft_id"])["stars"] == 4
+    assert studio.drafts.get(final["draft_id"], user="local")["stars"] == 4
 
 
 @pytest.mark.parametrize("args, api_name, message", [
@@ -69,15 +69,15 @@ def test_a_cancelled_api_call_stops_generating_and_keeps_the_draft(app):
     assert wait_for(lambda: len(job.outputs()) >= 3)
     job.cancel()
     # The generating thread ends soon after, and what was written is saved as stopped.
-    assert wait_for(lambda: len(studio.active) == 0)
+    assert wait_for(lambda: len(studio.drafts.active) == 0)
     assert wait_for(lambda: not any("_generate" in repr(t) for t in threading.enumerate()))
-    drafts = studio.drafts()
+    drafts = studio.drafts.list(user="local")
     assert len(drafts) == 1 and drafts[0].stopped and drafts[0].new_tokens < 1500
 
 
 def test_a_full_queue_tells_the_writer_to_try_again(settings):
-    from studio.service import Studio
-    from studio.ui import build_ui
+    from studio.core.studio import Studio
+    from studio.ui.page import build_ui
     from tests.conftest import _free_port
 
     settings.queue_size = 1
@@ -124,4 +124,4 @@ def test_many_writers_rating_at_once_through_the_api_lose_and_duplicate_nothing(
         from sqlalchemy import func, select
 
         assert session.scalar(select(func.count()).select_from(Rating)) == len(ids)  # one per draft
-    assert all(studio.draft(i)["stars"] in range(1, 6) for i in ids)
+    assert all(studio.drafts.get(i, user="local")["stars"] in range(1, 6) for i in ids)

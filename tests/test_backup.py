@@ -44,7 +44,7 @@ def test_timestamped_backups_keep_the_newest_few(studio, tmp_path):
 
 
 def test_the_backup_command_and_its_errors(settings, capsys, tmp_path):
-    from studio.service import Studio
+    from studio.core.studio import Studio
 
     studio = Studio(settings)
     seed_rated_drafts(studio, 3)

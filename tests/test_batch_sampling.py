@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
 
-from studio.batch_sampling import RowSampler, choose
-from studio.sampling import SamplerSettings
+from studio.serving.batch_sampling import RowSampler, choose
+from studio.serving.sampling import SamplerSettings
 
 
 def _settings(**kwargs) -> SamplerSettings:

@@ -9,11 +9,11 @@ import threading
 import pytest
 
 from storage import registry
-from studio.batching import BatchEngine, supports_batching
+from studio.serving.batching import BatchEngine, supports_batching
 from studio.errors import GenerationError
-from studio.generation import DraftStream, model_input
-from studio.models import load_model
-from studio.sampling import SamplerSettings
+from studio.serving.generation import DraftStream, model_input
+from studio.serving.models import load_model
+from studio.serving.sampling import SamplerSettings
 from tests.waiting import wait_for
 
 PROMPTS = ["Write a story.", "A poem about the rain on the river and the moon, please.", "Hi",
@@ -174,26 +174,26 @@ def test_a_failure_in_the_model_ends_its_drafts_with_the_reason_and_the_engine_g
 
 
 def test_a_swapped_model_gets_its_own_engine_and_running_drafts_finish_on_theirs(studio):
-    drafting = studio.write("fantasy", {}, {"max_new_tokens": 60})
-    old = studio.load()
+    drafting = studio.drafts.write("fantasy", {}, {"max_new_tokens": 60}, user="local")
+    old = studio.pool.load()
     chunks = iter(drafting)
     next(chunks)
     with studio.sessions.begin() as session:  # a new version (same weights) becomes the active one
         base = registry.active_version(session)
         version = registry.add_version(session, name="v1", parent_id=base.id, base_model=base.base_model,
-                                       adapter_path=None, status="candidate", is_active=False)
+                                       adapter_path=None, status="rejected", is_active=False)
         registry.activate(session, version.id)
-    new = studio.load()
+    new = studio.pool.load()
     assert new is not old and new.engine is not old.engine and new.engine is not None
-    assert "".join(studio.write("fantasy", {}, {"max_new_tokens": 8}))
+    assert "".join(studio.drafts.write("fantasy", {}, {"max_new_tokens": 8}, user="local"))
     rest = "".join(chunks)
     assert rest and drafting.stream.result.new_tokens == 60 and not drafting.stream.result.stopped
-    assert studio.draft(drafting.draft_id)["model_version"] == "base"
+    assert studio.drafts.get(drafting.draft_id, user="local")["model_version"] == "base"
     assert len(old.engine) == 0 and len(new.engine) == 0
 
 
 def test_while_a_training_run_is_running_the_engine_decodes_on_one_thread(studio, monkeypatch):
-    engine = studio.load().engine
+    engine = studio.pool.load().engine
     seen = []
     forward = engine._forward
 
@@ -209,20 +209,20 @@ def test_while_a_training_run_is_running_the_engine_decodes_on_one_thread(studio
         run, _ = registry.enqueue_run(session, "test")
         run_id = run.id
         assert registry.claim_run(session, run_id, "test", 1)
-    assert studio.load().engine.threads == 1
-    "".join(studio.write("fantasy", {}, {"max_new_tokens": 4}))
+    assert studio.pool.load().engine.threads == 1
+    "".join(studio.drafts.write("fantasy", {}, {"max_new_tokens": 4}, user="local"))
     assert set(seen) == {1}
     with studio.sessions.begin() as session:
         registry.finish_run(session, run_id, "succeeded")
-    assert studio.load().engine.threads is None
+    assert studio.pool.load().engine.threads is None
     seen.clear()
-    "".join(studio.write("fantasy", {}, {"max_new_tokens": 4}))
+    "".join(studio.drafts.write("fantasy", {}, {"max_new_tokens": 4}, user="local"))
     assert set(seen) == {default}
 
 
 def test_batching_off_uses_a_thread_per_draft(studio):
     studio.settings.batching = "off"
-    drafting = studio.write("fantasy", {}, {"max_new_tokens": 8})
+    drafting = studio.drafts.write("fantasy", {}, {"max_new_tokens": 8}, user="local")
     assert drafting.stream.engine is None
     assert "".join(drafting) and drafting.stream.result.new_tokens == 8
 
@@ -248,21 +248,21 @@ def test_a_model_whose_generation_config_needs_generate_is_not_batched_and_runs_
 
     from transformers import GenerationConfig
 
-    from studio.batching import batching_obstacle
+    from studio.serving.batching import batching_obstacle
     from studio.config import Settings
-    from studio.service import Studio
+    from studio.core.studio import Studio
 
     folder = shutil.copytree(tiny_model_dir, tmp_path / "no-repeat-model")
     config = GenerationConfig.from_pretrained(folder)
     config.no_repeat_ngram_size = 2
     config.save_pretrained(folder)
     studio = Studio(Settings(model=str(folder), data_dir=str(tmp_path / "data")))
-    assert "no_repeat_ngram_size" in batching_obstacle(studio.load().model)
-    assert not studio.batches_drafts() and studio.settings.page_concurrency(studio.batches_drafts()) == 1
+    assert "no_repeat_ngram_size" in batching_obstacle(studio.pool.load().model)
+    assert not studio.pool.batches_drafts() and studio.settings.page_concurrency(studio.pool.batches_drafts()) == 1
 
-    drafting = studio.write("fantasy", {}, {"max_new_tokens": 40, "temperature": 0.0, "repetition_penalty": 1.0})
+    drafting = studio.drafts.write("fantasy", {}, {"max_new_tokens": 40, "temperature": 0.0, "repetition_penalty": 1.0}, user="local")
     assert "".join(drafting) and drafting.stream.engine is None
-    loaded = studio.load()
+    loaded = studio.pool.load()
     template = studio.catalog.get("fantasy")
     inputs = loaded.tokenizer(model_input(loaded, template.render(), template.system), return_tensors="pt",
                               add_special_tokens=False)
@@ -272,4 +272,4 @@ def test_a_model_whose_generation_config_needs_generate_is_not_batched_and_runs_
         return loaded.tokenizer.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
 
     # The draft is what generate() writes with the model's config, not what it writes without it.
-    assert studio.draft(drafting.draft_id)["text"] == greedy() != greedy(no_repeat_ngram_size=0)
+    assert studio.drafts.get(drafting.draft_id, user="local")["text"] == greedy() != greedy(no_repeat_ngram_size=0)

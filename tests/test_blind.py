@@ -8,7 +8,7 @@ import random
 import pytest
 
 from storage import registry
-from studio.blind import BlindComparisons, wilson_interval
+from studio.core.blind import BlindComparisons, wilson_interval
 from studio.errors import StudioError
 from storage.repository import NotFoundError, StorageError
 
@@ -31,7 +31,7 @@ def add_version(studio, name: str = "v1") -> str:
 
 
 def run_round(studio, **kwargs):
-    blind_round = studio.blind.start("fantasy", {}, {"max_new_tokens": 6}, **kwargs)
+    blind_round = studio.blind.start("fantasy", {}, {"max_new_tokens": 6}, **{"user": "local", **kwargs})
     for drafting in blind_round.draftings:
         list(drafting)
     return blind_round, blind_round.save()
@@ -39,16 +39,16 @@ def run_round(studio, **kwargs):
 
 def test_with_one_version_there_is_nothing_to_compare(studio):
     with pytest.raises(StudioError, match="only one model version.*Train one"):
-        studio.blind.start("fantasy", {})
+        studio.blind.start("fantasy", {}, user="local")
 
 
 def test_a_round_writes_the_same_prompt_and_seed_with_both_versions_in_either_order(studio):
     add_version(studio)
     orders = set()
     for seed in range(6):
-        studio.blind = BlindComparisons(studio, rng=random.Random(seed))
+        studio.blind = BlindComparisons(studio.sessions, studio.pool, studio.drafts, studio.jobs, rng=random.Random(seed))
         blind_round, _ = run_round(studio)
-        a, b = (studio.draft(d.draft_id) for d in blind_round.draftings)
+        a, b = (studio.drafts.get(d.draft_id, user="local") for d in blind_round.draftings)
         assert {a["model_version"], b["model_version"]} == {"base", "v1"}
         assert (a["model_version"], b["model_version"]) == blind_round.versions
         assert a["prompt"] == b["prompt"] and a["seed"] == b["seed"]
@@ -61,11 +61,11 @@ def test_a_pick_reveals_the_versions_counts_once_and_becomes_a_preference(studio
 
     add_version(studio)
     blind_round, comparison_id = run_round(studio)
-    result = studio.blind.pick(comparison_id, "B")
+    result = studio.blind.pick(comparison_id, "B", user="local")
     assert result["versions"] == {"A": blind_round.versions[0], "B": blind_round.versions[1]}
     assert result["winner"] == blind_round.versions[1]
     with pytest.raises(StorageError, match="already picked"):
-        studio.blind.pick(comparison_id, "A")
+        studio.blind.pick(comparison_id, "A", user="local")
     with pytest.raises(NotFoundError):
         studio.blind.pick(comparison_id, "A", user="someone-else")
     with studio.sessions() as session:
@@ -79,7 +79,7 @@ def test_win_rates_come_from_the_picks_with_a_wilson_interval(studio):
     wanted = ["v1", "v1", "v1", "base"]
     for winner in wanted:
         blind_round, comparison_id = run_round(studio)
-        studio.blind.pick(comparison_id, "A" if blind_round.versions[0] == winner else "B")
+        studio.blind.pick(comparison_id, "A" if blind_round.versions[0] == winner else "B", user="local")
     run_round(studio)  # a round not picked yet does not count
     [row] = studio.blind.win_rates()
     assert (row["version"], row["against"], row["picks"], row["wins"]) == ("v1", "base", 4, 3)
@@ -96,7 +96,7 @@ def test_the_wilson_interval_matches_the_textbook_figures():
 def test_an_unknown_or_unfinished_version_is_refused(studio):
     add_version(studio)
     with pytest.raises(StudioError, match="v9 cannot be compared: choose one of v1"):
-        studio.blind.start("fantasy", {}, against="v9")
+        studio.blind.start("fantasy", {}, against="v9", user="local")
 
 
 def test_the_command_line_prints_the_win_rates(studio, capsys):
@@ -107,7 +107,7 @@ def test_the_command_line_prints_the_win_rates(studio, capsys):
     assert "No blind picks yet" in capsys.readouterr().out
     add_version(studio)
     blind_round, comparison_id = run_round(studio)
-    studio.blind.pick(comparison_id, "A" if blind_round.versions[0] == "v1" else "B")
+    studio.blind.pick(comparison_id, "A" if blind_round.versions[0] == "v1" else "B", user="local")
     assert main(["blind", *common]) == 0
     assert "v1 over base: 100% of 1 picks (95% interval 21%-100%)" in capsys.readouterr().out
     assert main(["blind", *common, "--json"]) == 0

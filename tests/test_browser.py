@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from studio.config import Settings
-from studio.ui import exports_dir
+from studio.ui.page import exports_dir
 from tests.drafts import seed_rated_drafts
 from tests.waiting import wait_for
 
@@ -91,7 +91,7 @@ def test_a_writer_drafts_stops_rates_and_finds_the_draft_in_history(page):
     tab.get_by_role("button", name="Write draft").click()
     expect(tab.get_by_text("“Premise” is required: please fill it in.")).to_be_visible()
     _shot(tab, "02-missing-field-error")
-    assert studio.drafts() == []
+    assert studio.drafts.list(user="local") == []
 
     tab.get_by_label("Premise").fill("A lighthouse keeper finds a door in the sea.")
     _set_max_tokens(tab, 1600)
@@ -102,14 +102,14 @@ def test_a_writer_drafts_stops_rates_and_finds_the_draft_in_history(page):
     tab.get_by_role("button", name="Stop").click()
     expect(tab.get_by_text(re.compile(r"Draft 1 saved — stopped: \d+ words, \d+ tokens"))).to_be_visible()
     _shot(tab, "04-stopped")
-    record = studio.draft(1)
+    record = studio.drafts.get(1, user="local")
     assert record["stopped"] and record["new_tokens"] < 1600
     assert record["fields"]["premise"] == "A lighthouse keeper finds a door in the sea."
 
     tab.get_by_label("★★★★", exact=True).first.check()
     tab.get_by_role("button", name="Save rating").first.click()
     expect(tab.get_by_text("Draft 1 rated ★★★★.").first).to_be_visible()
-    assert studio.draft(1)["stars"] == 4
+    assert studio.drafts.get(1, user="local")["stars"] == 4
 
     tab.get_by_role("tab", name="History").click()
     expect(tab.get_by_role("gridcell", name="Fantasy tale")).to_be_visible()
@@ -141,10 +141,10 @@ def test_closing_the_tab_stops_its_generation_and_keeps_the_draft(page):
     playwright_api.expect(tab.locator("#draft textarea")).not_to_have_value("")
     tab.close()
     deadline = time.monotonic() + 15
-    while studio.active and time.monotonic() < deadline:
+    while studio.drafts.active and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert len(studio.active) == 0
-    drafts = studio.drafts()
+    assert len(studio.drafts.active) == 0
+    drafts = studio.drafts.list(user="local")
     assert len(drafts) == 1 and drafts[0].stopped and drafts[0].new_tokens < 1600
 
 
@@ -161,7 +161,7 @@ def test_train_now_shows_the_run_its_loss_curve_and_the_new_version(page):
     expect(tab.get_by_role("gridcell", name="v1", exact=True)).to_be_visible()
     expect(tab.get_by_role("gridcell", name=re.compile(r"→ .*\((promoted|rejected)\)"))).to_be_visible()
     _shot(tab, "08-training-tab")
-    assert studio.runs()[0]["status"] == "succeeded"
+    assert studio.versions.runs()[0]["status"] == "succeeded"
 
 
 def test_a_writer_compares_three_candidates_and_picks_one(page):
@@ -173,7 +173,7 @@ def test_a_writer_compares_three_candidates_and_picks_one(page):
     for n in (1, 2, 3):
         expect(tab.locator(f"#candidate-{n} textarea")).not_to_have_value("")
     # Wait until all three are saved (their ids arrive with the last update), then pick.
-    wait_for(lambda: len(studio.drafts()) >= 3, 60, interval=0.2)
+    wait_for(lambda: len(studio.drafts.list(user="local")) >= 3, 60, interval=0.2)
     tab.wait_for_timeout(500)
     _shot(tab, "09-candidates")
     tab.get_by_role("button", name="Pick candidate 2").click()
@@ -183,7 +183,7 @@ def test_a_writer_compares_three_candidates_and_picks_one(page):
 
         pairs = [(c.id, r.id) for c, r in list_preferences(session)]
     assert len(pairs) == 2 and len({c for c, _ in pairs}) == 1
-    chosen_text = studio.draft(pairs[0][0])["text"]
+    chosen_text = studio.drafts.get(pairs[0][0], user="local")["text"]
     # The pick is the second candidate, and it became the current draft.
     expect(tab.locator("#candidate-2 textarea")).to_have_value(chosen_text)
     expect(tab.locator("#draft textarea")).to_have_value(chosen_text)
@@ -211,13 +211,13 @@ def test_a_writer_edits_the_draft_and_goes_back_to_an_earlier_revision(page):
     _set_max_tokens(tab, 16)
     tab.get_by_role("button", name="Write draft").click()
     expect(tab.get_by_text(re.compile(r"Draft 1 saved — finished"))).to_be_visible()
-    written = studio.draft(1)["text"]
+    written = studio.drafts.get(1, user="local")["text"]
 
     box = tab.locator("#draft textarea")
     box.fill("My own opening line, kept by hand.")
     tab.get_by_text("Genre template").click()  # leaving the box saves the edit
     expect(tab.get_by_text("Your edits to draft 1 are saved.")).to_be_visible()
-    assert studio.draft(1)["text"] == "My own opening line, kept by hand."
+    assert studio.drafts.get(1, user="local")["text"] == "My own opening line, kept by hand."
 
     tab.get_by_text("Revisions (undo)").click()
     tab.get_by_label("Go back to").click()
@@ -225,16 +225,16 @@ def test_a_writer_edits_the_draft_and_goes_back_to_an_earlier_revision(page):
     tab.get_by_role("button", name="Restore this revision").click()
     expect(tab.get_by_text("Draft 1 is back to that revision.")).to_be_visible()
     expect(box).to_have_value(written)
-    assert studio.draft(1)["text"] == written
+    assert studio.drafts.get(1, user="local")["text"] == written
     _shot(tab, "12-revisions")
 
 
 def _write_and_pick_candidates(tab, studio, premise: str, pick: int) -> None:
     expect = playwright_api.expect
-    before = len(studio.drafts())
+    before = len(studio.drafts.list(user="local"))
     tab.get_by_label("Premise").fill(premise)
     tab.get_by_role("button", name="Write 3 candidates").click()
-    wait_for(lambda: len(studio.drafts()) >= before + 3, 60, interval=0.2)
+    wait_for(lambda: len(studio.drafts.list(user="local")) >= before + 3, 60, interval=0.2)
     tab.wait_for_timeout(500)  # the ids arrive with the last update
     tab.get_by_role("button", name=f"Pick candidate {pick}").click()
     expect(tab.get_by_text(f"Candidate {pick} picked: it is your current draft now.")).to_be_visible()
@@ -264,7 +264,7 @@ def test_picks_train_a_version_and_blind_picks_give_it_a_win_rate(page):
     expect(tab.get_by_role("gridcell", name="2 picks (3 drafts)")).to_be_visible()  # it learned from the picks
     expect(tab.get_by_role("gridcell", name=re.compile(r"% → \d+% of 2"))).to_be_visible()
     _shot(tab, "13-trained-on-picks")
-    assert studio.versions()[0]["gate"]["method"] == "dpo"
+    assert studio.versions.list()[0]["gate"]["method"] == "dpo"
 
     tab.get_by_role("tab", name="Write").click()
     tab.get_by_text("Blind A/B: compare model versions").click()

@@ -13,7 +13,7 @@ from tests.test_browser import CHROMIUM, LAUNCH_ARGS, _set_max_tokens, _shot, pl
 def test_a_visitor_is_asked_to_sign_in_and_a_signed_in_writer_writes(hf_app):
     studio, demo, url = hf_app
     expect = playwright_api.expect
-    list(studio.write("poetry", {}, {"max_new_tokens": 6}, user="bob"))  # someone else's draft
+    list(studio.drafts.write("poetry", {}, {"max_new_tokens": 6}, user="bob"))  # someone else's draft
     with playwright_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
         try:
@@ -40,5 +40,5 @@ def test_a_visitor_is_asked_to_sign_in_and_a_signed_in_writer_writes(hf_app):
             _shot(writer, "22-signed-in-history")
         finally:
             browser.close()
-    assert [d.template_id for d in studio.drafts(user="alice")] == ["fantasy"]
-    assert [d.template_id for d in studio.drafts(user="bob")] == ["poetry"]
+    assert [d.template_id for d in studio.drafts.list(user="alice")] == ["fantasy"]
+    assert [d.template_id for d in studio.drafts.list(user="bob")] == ["poetry"]

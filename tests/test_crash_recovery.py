@@ -14,7 +14,7 @@ import pytest
 from gradio_client import Client
 
 from studio.config import Settings
-from studio.service import Studio
+from studio.core.studio import Studio
 from tests.conftest import _free_port
 
 REPO = Path(__file__).resolve().parent.parent
@@ -67,9 +67,9 @@ def test_kill_9_mid_stream_loses_nothing_committed_and_the_app_restarts(tiny_mod
         app.terminate()
         app.wait(timeout=30)
     studio = Studio(Settings(model=str(tiny_model_dir), data_dir=str(data_dir)))
-    record = studio.draft(kept["draft_id"])
+    record = studio.drafts.get(kept["draft_id"], user="local")
     assert (record["stars"], record["comment"], record["text"]) == (5, "keep me", kept["text"])
-    assert studio.load().version == "base"
+    assert studio.pool.load().version == "base"
 
 
 def test_kill_9_of_the_app_during_training_keeps_ratings_and_a_servable_version(slower_model_dir, tmp_path):
@@ -79,26 +79,26 @@ def test_kill_9_of_the_app_during_training_keeps_ratings_and_a_servable_version(
     app = _start_app(slower_model_dir, data_dir, port)
     outside = Studio(Settings(model=str(slower_model_dir), data_dir=str(data_dir)))
     seed_rated_drafts(outside, 10)
-    run_id, _ = outside.train_now("button")  # the app's runner starts it in a child process
+    run_id, _ = outside.versions.train("button")  # the app's runner starts it in a child process
     try:
         deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and outside.runs()[0]["status"] == "queued":
+        while time.monotonic() < deadline and outside.versions.runs()[0]["status"] == "queued":
             time.sleep(0.2)
-        assert outside.runs()[0]["status"] == "running"
+        assert outside.versions.runs()[0]["status"] == "running"
         os.kill(app.pid, signal.SIGKILL)
         app.wait()
         app = _start_app(slower_model_dir, data_dir, port)
         # The training child outlived the app; the restarted app lets it finish rather than run it again.
         deadline = time.monotonic() + 180
-        while time.monotonic() < deadline and outside.runs()[0]["status"] == "running":
+        while time.monotonic() < deadline and outside.versions.runs()[0]["status"] == "running":
             time.sleep(0.5)
-        run = outside.runs()[0]
-        assert run["id"] == run_id and run["status"] in ("succeeded", "failed") and len(outside.runs()) == 1
+        run = outside.versions.runs()[0]
+        assert run["id"] == run_id and run["status"] in ("succeeded", "failed") and len(outside.versions.runs()) == 1
         client = Client(f"http://127.0.0.1:{port}/", verbose=False)
         assert client.predict("poetry", {}, {"max_new_tokens": 4}, api_name="/generate")["done"]
     finally:
         app.terminate()
         app.wait(timeout=30)
-    assert [d.stars for d in outside.drafts(min_stars=5)] == [5] * 10
-    active = [v for v in outside.versions() if v["active"]]
+    assert [d.stars for d in outside.drafts.list(min_stars=5, user="local")] == [5] * 10
+    active = [v for v in outside.versions.list() if v["active"]]
     assert len(active) == 1 and active[0]["name"] in ("base", "v1")

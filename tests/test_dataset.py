@@ -5,14 +5,13 @@ from __future__ import annotations
 import pytest
 
 from storage.repository import add_draft, list_rated_drafts, rate_draft
-from studio.dataset import (
+from studio.learning.dataset import (
     Example,
     NotEnoughDrafts,
     NotEnoughPreferences,
     build_preference_split,
     build_split,
     dedupe,
-    export_rows,
     rated_examples,
     split,
     tokenize_example,
@@ -242,8 +241,7 @@ def rated_mix(studio):
 
 def test_sft_export_is_trl_conversational_prompt_completion(studio, rated_mix, tmp_path):
     path = tmp_path / "sft.jsonl"
-    with studio.sessions() as s:
-        write_jsonl(export_rows(s, "sft", catalog=studio.catalog), path)
+    write_jsonl(studio.drafts.export_dataset("sft"), path)
 
     rows = load_jsonl(path, tmp_path)
 
@@ -261,30 +259,27 @@ def test_sft_export_is_trl_conversational_prompt_completion(studio, rated_mix, t
 
 def test_kto_export_labels_every_rated_draft(studio, rated_mix, tmp_path):
     path = tmp_path / "kto.jsonl"
-    with studio.sessions() as s:
-        write_jsonl(export_rows(s, "kto", catalog=studio.catalog), path)
+    write_jsonl(studio.drafts.export_dataset("kto"), path)
 
     rows = load_jsonl(path, tmp_path)
 
     assert rows.column_names == ["prompt", "completion", "label"]
     assert rows["label"] == [True, True, True, False, True]
     assert rows[3]["completion"] == [{"role": "assistant", "content": EN_OTHER}]
-    with studio.sessions() as s:
-        assert [r["label"] for r in export_rows(s, "kto", min_stars=5, catalog=studio.catalog)] == [
-            True, False, True, False, False
-        ]
+    assert [r["label"] for r in studio.drafts.export_dataset("kto", min_stars=5)] == [
+        True, False, True, False, False
+    ]
 
 
 def test_export_refuses_unknown_formats_and_empty_datasets(studio):
     add_rated(studio, EN, 3)
-    with studio.sessions() as s:
-        with pytest.raises(StudioError, match="choose one of: sft, kto, dpo"):
-            export_rows(s, "orpo", catalog=studio.catalog)
-        with pytest.raises(StudioError, match="no preferences to export yet"):
-            export_rows(s, "dpo", catalog=studio.catalog)
-        with pytest.raises(StudioError, match="no drafts rated 4 stars or higher"):
-            export_rows(s, "sft", catalog=studio.catalog)
-        assert len(export_rows(s, "kto", catalog=studio.catalog)) == 1
+    with pytest.raises(StudioError, match="choose one of: sft, kto, dpo"):
+        studio.drafts.export_dataset("orpo")
+    with pytest.raises(StudioError, match="no preferences to export yet"):
+        studio.drafts.export_dataset("dpo")
+    with pytest.raises(StudioError, match="no drafts rated 4 stars or higher"):
+        studio.drafts.export_dataset("sft")
+    assert len(studio.drafts.export_dataset("kto")) == 1
 
 
 def test_picks_are_split_by_prompt_and_flagged_drafts_left_out(studio):

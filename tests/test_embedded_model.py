@@ -7,8 +7,8 @@ import time
 import pytest
 
 from studio.config import Settings
-from studio.models import EMBEDDED_NAME, load_model
-from studio.service import Studio
+from studio.serving.models import EMBEDDED_NAME, load_model
+from studio.core.studio import Studio
 
 pytestmark = pytest.mark.slow
 
@@ -33,12 +33,12 @@ def test_the_embedded_model_converts_once_then_reloads_fast_and_streams_english(
     print(f"reload from safetensors: {reload_seconds:.1f} s")
 
     studio = Studio(Settings(model="embedded", data_dir=str(data_dir)))
-    drafting = studio.write("fantasy", {}, {"max_new_tokens": 24, "temperature": 0.2, "seed": 1})
+    drafting = studio.drafts.write("fantasy", {}, {"max_new_tokens": 24, "temperature": 0.2, "seed": 1}, user="local")
     chunks = list(drafting)
     text = "".join(chunks)
     assert len(chunks) > 3 and len(text.split()) >= 5
     # A real model writes words of the prompt's language, not random bytes.
     ascii_letters = sum(c.isascii() and (c.isalpha() or c.isspace()) for c in text)
     assert ascii_letters / len(text) > 0.8, text
-    record = studio.draft(drafting.draft_id)
+    record = studio.drafts.get(drafting.draft_id, user="local")
     assert record["model_name"] == "embedded" and record["text"] == text

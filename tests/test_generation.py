@@ -9,9 +9,9 @@ import time
 import pytest
 
 from studio.errors import GenerationError
-from studio.generation import DraftStream, model_input
-from studio.models import load_model
-from studio.sampling import SamplerSettings
+from studio.serving.generation import DraftStream, model_input
+from studio.serving.models import load_model
+from studio.serving.sampling import SamplerSettings
 
 
 @pytest.fixture(scope="module")

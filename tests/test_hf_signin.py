@@ -16,10 +16,10 @@ import pytest
 from gradio_client import Client
 
 from app import main
-from studio.accounts import Accounts
+from studio.trust.accounts import Accounts
 from studio.config import Settings, settings_from
 from studio.errors import StudioError
-from studio.ui import build_ui, exports_dir
+from studio.ui.page import build_ui, exports_dir
 from tests.conftest import _free_port
 from tests.hf_space import signed_in_as
 
@@ -68,17 +68,17 @@ def test_two_hugging_face_writers_cannot_reach_each_others_drafts(hf_app):
     bob = Client(url, headers=signed_in_as(demo, "bob"), verbose=False)
 
     draft_id = alice.submit("poetry", {}, {"max_new_tokens": 6}, api_name="/generate").result()["draft_id"]
-    assert studio.draft(draft_id, user="alice")["user"] == "alice"
+    assert studio.drafts.get(draft_id, user="alice")["user"] == "alice"
     with pytest.raises(Exception, match=f"Draft {draft_id} does not exist"):
         bob.predict(draft_id, 1, "", api_name="/rate")
     assert alice.predict(draft_id, 5, "mine", api_name="/rate")["stars"] == 5
 
     bobs_id = bob.submit("poetry", {}, {"max_new_tokens": 6}, api_name="/generate").result()["draft_id"]
-    assert [d.id for d in studio.drafts(user="alice")] == [draft_id]
-    assert [d.id for d in studio.drafts(user="bob")] == [bobs_id]
+    assert [d.id for d in studio.drafts.list(user="alice")] == [draft_id]
+    assert [d.id for d in studio.drafts.list(user="bob")] == [bobs_id]
 
     # Writers' own templates are private too.
-    template_id = studio.save_template(PRIVATE_TEMPLATE, user="bob")
+    template_id = studio.templates.save(PRIVATE_TEMPLATE, user="bob")
     assert template_id in {t["id"] for t in bob.predict(api_name="/templates")}
     assert template_id not in {t["id"] for t in alice.predict(api_name="/templates")}
     with pytest.raises(Exception, match="does not exist"):
@@ -89,7 +89,7 @@ def test_a_visitor_who_has_not_signed_in_is_told_to_sign_in(hf_app):
     studio, demo, url = hf_app
     alice = Client(url, headers=signed_in_as(demo, "alice"), verbose=False)
     draft_id = alice.submit("poetry", {}, {"max_new_tokens": 6}, api_name="/generate").result()["draft_id"]
-    studio.save_template(PRIVATE_TEMPLATE, user="alice")
+    studio.templates.save(PRIVATE_TEMPLATE, user="alice")
 
     visitor = Client(url, verbose=False)
     with pytest.raises(Exception, match="Sign in with Hugging Face to write"):
@@ -98,13 +98,13 @@ def test_a_visitor_who_has_not_signed_in_is_told_to_sign_in(hf_app):
         visitor.predict(draft_id, 1, "", api_name="/rate")
     # They may look at the shipped templates, and nothing of anyone's.
     assert {t["id"] for t in visitor.predict(api_name="/templates")} == set(studio.catalog.ids())
-    assert [d.id for d in studio.drafts(user="alice")] == [draft_id]
-    assert studio.draft(draft_id, user="alice")["stars"] is None
-    assert studio.drafts(user=studio.settings.user) == []  # nothing fell back to the local writer
+    assert [d.id for d in studio.drafts.list(user="alice")] == [draft_id]
+    assert studio.drafts.get(draft_id, user="alice")["stars"] is None
+    assert studio.drafts.list(user=studio.settings.user) == []  # nothing fell back to the local writer
 
     # Nor can they fetch the operator's copy of an export by its path: only Gradio's cache is served.
     kept = exports_dir(studio) / f"draft-{draft_id}.md"
-    kept.write_text(studio.export_markdown(draft_id, user="alice"), encoding="utf-8")
+    kept.write_text(studio.drafts.export_markdown(draft_id, user="alice"), encoding="utf-8")
     assert httpx.get(f"{url}gradio_api/file={kept}").status_code == 403
 
     # The page says so, and offers Gradio's Hugging Face sign-in.
@@ -119,7 +119,7 @@ def test_a_forged_or_expired_sign_in_is_no_sign_in(hf_app):
     for client in (forged, expired):
         with pytest.raises(Exception, match="Sign in with Hugging Face to write"):
             client.submit("poetry", {}, {"max_new_tokens": 4}, api_name="/generate").result()
-    assert studio.drafts(user="alice") == []
+    assert studio.drafts.list(user="alice") == []
 
 
 def test_the_default_local_run_has_no_sign_in_and_never_asks_the_hub(studio, monkeypatch):

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from storage import repository
-from studio.dataset import build_split, export_rows
-from studio.moderation import ContentFilter
+from studio.learning.dataset import build_split
+from studio.trust.moderation import ContentFilter
 from tests.drafts import seed_rated_drafts
 
 
@@ -22,21 +22,21 @@ def test_word_lists_flag_whole_words_in_english_and_substrings_in_chinese(tmp_pa
 
 
 def test_a_flagged_draft_is_kept_marked_and_never_trained_on(studio):
-    drafting = studio.write("fantasy", {"premise": "A story that is secretly porn."}, {"max_new_tokens": 6})
+    drafting = studio.drafts.write("fantasy", {"premise": "A story that is secretly porn."}, {"max_new_tokens": 6}, user="local")
     list(drafting)
-    record = studio.draft(drafting.draft_id)
+    record = studio.drafts.get(drafting.draft_id, user="local")
     assert record["flagged"] and "porn" in record["flag_reason"]
-    assert studio.drafts()[0].flagged
-    assert "⚠ Flagged" in studio.export_markdown(drafting.draft_id)
+    assert studio.drafts.list(user="local")[0].flagged
+    assert "⚠ Flagged" in studio.drafts.export_markdown(drafting.draft_id, user="local")
 
-    studio.rate(drafting.draft_id, 5)
+    studio.drafts.rate(drafting.draft_id, 5, user="local")
     clean = seed_rated_drafts(studio, 8)
     with studio.sessions() as session:
         split = build_split(session)
         used = {e.draft_id for e in split.train + split.held_out}
         assert drafting.draft_id not in used and used == set(clean)
-        exported = [row["completion"][0]["content"] for row in export_rows(session, "kto")]
-        assert len(exported) == 8 and record["text"] not in exported
+    exported = [row["completion"][0]["content"] for row in studio.drafts.export_dataset("kto")]
+    assert len(exported) == 8 and record["text"] not in exported
 
 
 def test_one_writer_cannot_fill_a_training_run(studio):

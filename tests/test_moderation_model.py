@@ -10,12 +10,12 @@ from __future__ import annotations
 import pytest
 
 from app import main
-from studio.classifier import Classifier
+from studio.trust.classifier import Classifier
 from studio.config import Settings, settings_from
-from studio.dataset import build_split, export_rows
+from studio.learning.dataset import build_split
 from studio.errors import ModelError
-from studio.moderation import ContentFilter
-from studio.service import Studio
+from studio.trust.moderation import ContentFilter
+from studio.core.studio import Studio
 from tests.classifiers import build_tiny_classifier
 from tests.drafts import seed_rated_drafts
 
@@ -35,9 +35,9 @@ def unsure_model(tmp_path_factory):
 
 
 def _write(studio: Studio, premise: str = CLEAN_PREMISE) -> dict:
-    drafting = studio.write("fantasy", {"premise": premise}, {"max_new_tokens": 6})
+    drafting = studio.drafts.write("fantasy", {"premise": premise}, {"max_new_tokens": 6}, user="local")
     list(drafting)
-    return studio.draft(drafting.draft_id)
+    return studio.drafts.get(drafting.draft_id, user="local")
 
 
 def test_a_draft_the_classifier_scores_toxic_is_flagged_shown_and_never_trained_on(tmp_path, tiny_model_dir,
@@ -48,17 +48,17 @@ def test_a_draft_the_classifier_scores_toxic_is_flagged_shown_and_never_trained_
     record = _write(studio)
     assert ContentFilter.load().check(record["text"], record["prompt"]) == ""  # the word lists pass it
     assert record["flagged"] and record["flag_reason"] == "Flagged by the moderation model: toxic 0.98"
-    assert studio.drafts()[0].flagged  # ⚠ in History
-    assert "⚠ Flagged" in studio.export_markdown(record["id"])
+    assert studio.drafts.list(user="local")[0].flagged  # ⚠ in History
+    assert "⚠ Flagged" in studio.drafts.export_markdown(record["id"], user="local")
 
-    studio.rate(record["id"], 5)
+    studio.drafts.rate(record["id"], 5, user="local")
     clean = seed_rated_drafts(studio, 8)  # rated drafts stored without the filter
     with studio.sessions() as session:
         split = build_split(session)
         used = {e.draft_id for e in split.train + split.held_out}
         assert record["id"] not in used and used == set(clean)
-        exported = [row["completion"][0]["content"] for row in export_rows(session, "kto")]
-        assert len(exported) == 8 and record["text"] not in exported
+    exported = [row["completion"][0]["content"] for row in studio.drafts.export_dataset("kto")]
+    assert len(exported) == 8 and record["text"] not in exported
 
 
 def test_both_the_word_lists_and_the_classifier_give_their_reasons(tmp_path, tiny_model_dir, toxic_model):

@@ -11,7 +11,7 @@ import pytest
 
 from studio.config import Settings
 from studio.errors import GenerationError
-from studio.service import Studio
+from studio.core.studio import Studio
 from tests.conftest import _free_port
 
 SERVE = "import sys; from transformers.cli.transformers import main; sys.argv[0] = 'transformers'; main()"
@@ -49,22 +49,22 @@ def remote_studio(server, tiny_model_dir, tmp_path):
 
 
 def test_a_draft_streams_from_the_server_and_is_saved(remote_studio, tiny_model_dir):
-    drafting = remote_studio.write("fantasy", {"tone": "wry"}, {"max_new_tokens": 24, "seed": 3})
+    drafting = remote_studio.drafts.write("fantasy", {"tone": "wry"}, {"max_new_tokens": 24, "seed": 3}, user="local")
     chunks = list(drafting)
     assert len(chunks) > 1
-    record = remote_studio.draft(drafting.draft_id)
+    record = remote_studio.drafts.get(drafting.draft_id, user="local")
     assert record["text"] == "".join(chunks) and record["stopped"] is False
     assert record["new_tokens"] == 24
     assert record["model_version"] == str(tiny_model_dir)
-    assert remote_studio.load().model is None  # only the tokenizer is loaded here: the server generates
+    assert remote_studio.pool.load().model is None  # only the tokenizer is loaded here: the server generates
 
 
 def test_stop_ends_a_remote_stream_and_keeps_the_draft(remote_studio):
-    drafting = remote_studio.write("mystery", {}, {"max_new_tokens": 1500}, key="tab")
+    drafting = remote_studio.drafts.write("mystery", {}, {"max_new_tokens": 1500}, key="tab", user="local")
     for n, _ in enumerate(drafting):
         if n == 3:
-            remote_studio.stop("tab")
-    record = remote_studio.draft(drafting.draft_id)
+            remote_studio.drafts.stop("tab")
+    record = remote_studio.drafts.get(drafting.draft_id, user="local")
     assert record["stopped"] and record["new_tokens"] < 1500
 
 
@@ -72,8 +72,8 @@ def test_an_unreachable_server_gets_a_clear_error(tiny_model_dir, tmp_path):
     studio = Studio(Settings(model=str(tiny_model_dir), data_dir=str(tmp_path), backend="openai",
                              base_url=f"http://127.0.0.1:{_free_port()}/v1"))
     with pytest.raises(GenerationError, match="Cannot reach the generation server"):
-        list(studio.write("fantasy", {}, {"max_new_tokens": 4}))
-    assert studio.drafts() == []
+        list(studio.drafts.write("fantasy", {}, {"max_new_tokens": 4}, user="local"))
+    assert studio.drafts.list(user="local") == []
 
 
 def test_backend_options_are_checked():

@@ -6,11 +6,11 @@ import pytest
 
 from storage import InvalidRatingError, NotFoundError, repository
 from studio.errors import GenerationError, TemplateError
-from studio.service import Studio
+from studio.core.studio import Studio
 
 
 def _write(studio: Studio, template="fantasy", fields=None, **sampler):
-    drafting = studio.write(template, fields or {}, {"max_new_tokens": 12, "seed": 5, **sampler})
+    drafting = studio.drafts.write(template, fields or {}, {"max_new_tokens": 12, "seed": 5, **sampler}, user="local")
     chunks = list(drafting)
     return drafting, chunks
 
@@ -22,7 +22,7 @@ def _count(studio: Studio) -> int:
 
 def test_a_finished_draft_is_saved_with_everything_needed_to_replay_it(studio):
     drafting, chunks = _write(studio, fields={"tone": "cosy"}, temperature=0.7)
-    record = studio.draft(drafting.draft_id)
+    record = studio.drafts.get(drafting.draft_id, user="local")
     assert record["text"] == "".join(chunks) == drafting.text
     assert record["template_id"] == "fantasy" and record["template_name"] == "Fantasy tale"
     assert record["fields"]["tone"] == "cosy" and record["fields"]["hero"]  # defaults filled in
@@ -44,22 +44,22 @@ def test_replaying_a_draft_with_its_seed_writes_the_same_text(studio):
 
 
 def test_a_stopped_draft_is_kept_and_marked_stopped(studio):
-    drafting = studio.write("mystery", {}, {"max_new_tokens": 1500}, key="tab-1")
+    drafting = studio.drafts.write("mystery", {}, {"max_new_tokens": 1500}, key="tab-1", user="local")
     for n, _ in enumerate(drafting):
         if n == 2:
-            assert studio.stop("tab-1")
-    record = studio.draft(drafting.draft_id)
+            assert studio.drafts.stop("tab-1")
+    record = studio.drafts.get(drafting.draft_id, user="local")
     assert record["stopped"] is True and record["text"] == drafting.text
     assert record["new_tokens"] < 100
-    assert len(studio.active) == 0 and not studio.stop("tab-1")
+    assert len(studio.drafts.active) == 0 and not studio.drafts.stop("tab-1")
 
 
 def test_continue_extends_the_same_draft(studio):
     drafting, _ = _write(studio)
-    before = studio.draft(drafting.draft_id)
-    more = studio.continue_draft(drafting.draft_id, 8)
+    before = studio.drafts.get(drafting.draft_id, user="local")
+    more = studio.drafts.continue_draft(drafting.draft_id, 8, user="local")
     new_text = "".join(more)
-    after = studio.draft(drafting.draft_id)
+    after = studio.drafts.get(drafting.draft_id, user="local")
     assert more.draft_id == drafting.draft_id
     assert after["text"] == before["text"] + new_text and new_text
     assert after["new_tokens"] == before["new_tokens"] + 8
@@ -77,15 +77,15 @@ def test_continue_extends_the_same_draft(studio):
 ])
 def test_bad_input_is_refused_before_any_text_and_writes_no_row(studio, template, fields, sampler, error, message):
     with pytest.raises(error, match=message):
-        studio.write(template, fields, sampler)
+        studio.drafts.write(template, fields, sampler, user="local")
     assert _count(studio) == 0
 
 
 def test_rating_then_re_rating_keeps_one_rating_with_the_latest_stars(studio):
     drafting, _ = _write(studio)
-    studio.rate(drafting.draft_id, 3, "meh")
-    studio.rate(drafting.draft_id, 5, "grew on me")
-    record = studio.draft(drafting.draft_id)
+    studio.drafts.rate(drafting.draft_id, 3, "meh", user="local")
+    studio.drafts.rate(drafting.draft_id, 5, "grew on me", user="local")
+    record = studio.drafts.get(drafting.draft_id, user="local")
     assert (record["stars"], record["comment"]) == (5, "grew on me")
     with studio.sessions() as s:
         assert len(repository.get_draft(s, drafting.draft_id).ratings) == 1
@@ -94,39 +94,39 @@ def test_rating_then_re_rating_keeps_one_rating_with_the_latest_stars(studio):
 def test_bad_ratings_get_clear_errors_and_change_nothing(studio):
     drafting, _ = _write(studio)
     with pytest.raises(InvalidRatingError, match="from 1 to 5, not 6"):
-        studio.rate(drafting.draft_id, 6)
+        studio.drafts.rate(drafting.draft_id, 6, user="local")
     with pytest.raises(NotFoundError, match="Draft 999 does not exist"):
-        studio.rate(999, 4)
-    assert studio.draft(drafting.draft_id)["stars"] is None
+        studio.drafts.rate(999, 4, user="local")
+    assert studio.drafts.get(drafting.draft_id, user="local")["stars"] is None
 
 
 def test_history_filters_by_template_and_rating(studio):
     story, _ = _write(studio, "fantasy")
     poem, _ = _write(studio, "poetry")
-    studio.rate(story.draft_id, 5)
-    studio.rate(poem.draft_id, 2)
+    studio.drafts.rate(story.draft_id, 5, user="local")
+    studio.drafts.rate(poem.draft_id, 2, user="local")
     unrated, _ = _write(studio, "poetry")
-    assert [d.id for d in studio.drafts()] == [unrated.draft_id, poem.draft_id, story.draft_id]
-    assert [d.id for d in studio.drafts(template_id="poetry")] == [unrated.draft_id, poem.draft_id]
-    assert [d.id for d in studio.drafts(min_stars=4)] == [story.draft_id]
-    assert [d.id for d in studio.drafts(unrated_only=True)] == [unrated.draft_id]
+    assert [d.id for d in studio.drafts.list(user="local")] == [unrated.draft_id, poem.draft_id, story.draft_id]
+    assert [d.id for d in studio.drafts.list(template_id="poetry", user="local")] == [unrated.draft_id, poem.draft_id]
+    assert [d.id for d in studio.drafts.list(min_stars=4, user="local")] == [story.draft_id]
+    assert [d.id for d in studio.drafts.list(unrated_only=True, user="local")] == [unrated.draft_id]
     with pytest.raises(TemplateError):
-        studio.drafts(template_id="westerns")
+        studio.drafts.list(template_id="westerns", user="local")
 
 
 def test_drafts_survive_a_restart(settings):
     first = Studio(settings)
     drafting, _ = _write(first)
-    first.rate(drafting.draft_id, 4)
+    first.drafts.rate(drafting.draft_id, 4, user="local")
     reopened = Studio(settings)
-    assert reopened.draft(drafting.draft_id)["stars"] == 4
-    assert reopened.draft(drafting.draft_id)["text"] == drafting.text
+    assert reopened.drafts.get(drafting.draft_id, user="local")["stars"] == 4
+    assert reopened.drafts.get(drafting.draft_id, user="local")["text"] == drafting.text
 
 
 def test_markdown_export_has_the_text_the_rating_and_how_it_was_made(studio):
     drafting, _ = _write(studio, "chinese_poem", {"subject": "秋月"})
-    studio.rate(drafting.draft_id, 4, "好")
-    markdown = studio.export_markdown(drafting.draft_id)
+    studio.drafts.rate(drafting.draft_id, 4, "好", user="local")
+    markdown = studio.drafts.export_markdown(drafting.draft_id, user="local")
     assert markdown.startswith(f"# 中文诗歌 — draft {drafting.draft_id}\n")
     assert drafting.text.strip() in markdown
     assert "★★★★☆ (4/5)" in markdown and "- Comment: 好" in markdown
@@ -138,12 +138,12 @@ def test_the_studio_runs_on_postgresql(postgres_url, tiny_model_dir, tmp_path):
 
     studio = Studio(Settings(model=str(tiny_model_dir), data_dir=str(tmp_path), db=postgres_url))
     drafting, _ = _write(studio, "chinese_fable")
-    studio.rate(drafting.draft_id, 5, "很好")
-    studio.rate(drafting.draft_id, 4, "好")
+    studio.drafts.rate(drafting.draft_id, 5, "很好", user="local")
+    studio.drafts.rate(drafting.draft_id, 4, "好", user="local")
     reopened = Studio(Settings(model=str(tiny_model_dir), data_dir=str(tmp_path), db=postgres_url))
-    record = reopened.draft(drafting.draft_id)
+    record = reopened.drafts.get(drafting.draft_id, user="local")
     assert (record["stars"], record["comment"], record["text"]) == (4, "好", drafting.text)
-    assert [d.id for d in reopened.drafts(min_stars=4)] == [drafting.draft_id]
+    assert [d.id for d in reopened.drafts.list(min_stars=4, user="local")] == [drafting.draft_id]
 
 
 def test_a_writer_starting_too_many_drafts_is_told_to_wait(settings):
@@ -152,13 +152,13 @@ def test_a_writer_starting_too_many_drafts_is_told_to_wait(settings):
     for _ in range(2):
         _write(studio)
     with pytest.raises(GenerationError, match="started 2 drafts in the last minute: wait"):
-        studio.write("fantasy", {}, {"max_new_tokens": 4})
-    list(studio.write("fantasy", {}, {"max_new_tokens": 4}, user="someone-else"))  # per writer
+        studio.drafts.write("fantasy", {}, {"max_new_tokens": 4}, user="local")
+    list(studio.drafts.write("fantasy", {}, {"max_new_tokens": 4}, user="someone-else"))  # per writer
     assert _count(studio) == 3
 
 
 def test_the_rate_limit_window_slides():
-    from studio.limits import RateLimit
+    from studio.trust.limits import RateLimit
 
     now = [0.0]
     limit = RateLimit(1, clock=lambda: now[0])
@@ -170,7 +170,7 @@ def test_the_rate_limit_window_slides():
 
 
 def test_word_counts_treat_each_chinese_character_as_a_word():
-    from studio.export import word_count
+    from studio.core.export import word_count
 
     assert word_count("The cartographer's map — redrawn, twice.") == 5
     assert word_count("江南春雨") == 4

@@ -9,7 +9,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Column, Integer, MetaData, delete, func, inspect, select, text
+from sqlalchemy import CheckConstraint, Column, Integer, MetaData, delete, func, inspect, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -33,6 +33,8 @@ from storage import (
     rate_draft,
     update_draft,
 )
+from storage import registry
+from storage.models import ModelVersion, RunStatus, TrainingRun, VersionStatus
 
 
 @pytest.fixture
@@ -86,7 +88,7 @@ def rating_rows(session_factory, draft_id=None) -> list[Rating]:
 
 # --- schema and migrations ------------------------------------------------
 
-HEAD = "0007"
+HEAD = "0008"
 
 
 def test_migrate_creates_tables_and_is_idempotent(url):
@@ -117,6 +119,18 @@ def test_models_and_migrations_agree(factory):
         drifted.tables["drafts"].append_column(Column("extra", Integer))
         diffs = compare_metadata(context, drifted)
         assert [d[0] for d in diffs] == ["add_column"]
+
+
+def test_check_constraints_agree_with_the_models(factory):
+    """compare_metadata skips CHECK constraints: compare what the migrations made with the models."""
+    inspector = inspect(engine_of(factory))
+    names = set()
+    for table in Base.metadata.sorted_tables:
+        in_models = {c.name: str(c.sqltext) for c in table.constraints if isinstance(c, CheckConstraint)}
+        in_database = {c["name"]: c["sqltext"] for c in inspector.get_check_constraints(table.name)}
+        assert in_database == in_models, table.name
+        names |= set(in_models)
+    assert {"ck_model_versions_status", "ck_training_runs_status"} <= names
 
 
 def test_downgrade_removes_tables(url):
@@ -162,6 +176,38 @@ def test_stars_check_constraint_is_in_the_database(factory):
         with factory.begin() as s:
             s.add(Rating(draft_id=draft_id, stars=9))
     assert rating_rows(factory) == []
+
+
+def assert_statuses_are_checked(factory) -> None:
+    """The database refuses a status outside VersionStatus / RunStatus, inserted or updated."""
+    with factory.begin() as s:
+        version_id = registry.ensure_base_version(s, "example-org/tiny-story-model").id
+        run_id = registry.enqueue_run(s, "cli")[0].id
+    bad_writes = {
+        "new version": lambda s: s.add(ModelVersion(name="v1", base_model="m", status="bogus")),
+        "new run": lambda s: s.add(TrainingRun(trigger="cli", status="bogus")),
+        "version update": lambda s: registry.update_version(s, version_id, status="bogus"),
+        "run update": lambda s: registry.update_run(s, run_id, status="bogus"),
+        # Plain SQL, no ORM in the way.
+        "sql update": lambda s: s.execute(update(ModelVersion).values(status="bogus")),
+    }
+    for what, write in bad_writes.items():
+        with pytest.raises(IntegrityError):
+            with factory.begin() as s:
+                write(s)
+                s.flush()
+        with factory() as s:
+            assert [(v.name, v.status) for v in registry.list_versions(s)] == [("base", "promoted")], what
+            assert [r.status for r in registry.list_runs(s)] == ["queued"], what
+    with factory() as s:
+        # Rows read back as plain text, equal to the enum members.
+        status = registry.get_version(s, version_id).status
+        assert type(status) is str and status == VersionStatus.PROMOTED
+        assert registry.get_run(s, run_id).status == RunStatus.QUEUED
+
+
+def test_status_check_constraints_are_in_the_database(factory):
+    assert_statuses_are_checked(factory)
 
 
 def test_failed_transaction_leaves_nothing_behind(factory):
@@ -533,6 +579,15 @@ def test_postgres_round_trip(postgres_url):
         engine.dispose()
 
 
+def test_postgres_status_check_constraints(postgres_url):
+    engine = make_engine(postgres_url)
+    try:
+        migrate(engine)
+        assert_statuses_are_checked(sessionmaker(engine, expire_on_commit=False))
+    finally:
+        engine.dispose()
+
+
 def test_upgrading_a_database_with_data_keeps_every_draft_and_rating(url):
     """Migrations after 0002 run on a database that already holds a rated draft."""
     from alembic import command
@@ -556,4 +611,84 @@ def test_upgrading_a_database_with_data_keeps_every_draft_and_rating(url):
         assert conn.exec_driver_sql("SELECT stars, comment FROM ratings").fetchall() == [(5, "keep")]
         assert conn.exec_driver_sql("SELECT text, flagged FROM drafts").fetchall() == [("a poem", 0)]
         assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1  # back on afterwards
+    engine.dispose()
+
+
+def insert_versions_and_runs(conn, version_statuses, run_statuses) -> None:
+    """Rows as migration 0007 stored them: the first version is the active base, the rest its children."""
+    for n, status in enumerate(version_statuses, 1):
+        conn.execute(text(
+            "INSERT INTO model_versions (id, name, parent_id, base_model, adapter_path, status, is_active,"
+            " train_draft_ids, held_out_draft_ids, hyperparameters, loss_curve, gate, created_at, updated_at)"
+            " VALUES (:id, :name, :parent, 'm', :adapter, :status, :active, '[]', '[]', '{}', '[]', '{}',"
+            " '2026-01-01', '2026-01-01')"),
+            dict(id=n, name=f"v{n}", parent=None if n == 1 else 1, adapter=None if n == 1 else f"/a/{n}",
+                 status=status, active=n == 1))
+    for n, status in enumerate(run_statuses, 1):
+        conn.execute(text(
+            "INSERT INTO training_runs (id, status, \"trigger\", version_id, progress, message, error, worker,"
+            " created_at) VALUES (:id, :status, 'cli', :version, 0.5, '', '', '', '2026-01-01')"),
+            dict(id=n, status=status, version=n))
+
+
+def test_upgrading_to_status_checks_keeps_versions_and_runs(url):
+    """0008 rebuilds both tables on SQLite: every row, foreign key and the one-active index survive."""
+    from alembic import command
+
+    from storage.db import _alembic_config
+
+    engine = make_engine(url)
+    with engine.begin() as conn:
+        command.upgrade(_alembic_config(conn), "0007")
+        insert_versions_and_runs(conn, ["promoted", "retired", "rejected", "training", "failed"],
+                                 ["succeeded", "failed", "running", "queued"])
+    with engine.connect() as conn:
+        before = [conn.exec_driver_sql(f"SELECT * FROM {table} ORDER BY id").fetchall()
+                  for table in ("model_versions", "training_runs")]
+    migrate(engine)
+    assert current_revision(engine) == HEAD
+    with engine.connect() as conn:
+        after = [conn.exec_driver_sql(f"SELECT * FROM {table} ORDER BY id").fetchall()
+                 for table in ("model_versions", "training_runs")]
+        assert after == before
+        # Every status the enums allow was there to carry over.
+        assert {row.status for row in after[0]} == set(VersionStatus)
+        assert {row.status for row in after[1]} == set(RunStatus)
+        assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+
+    factory = sessionmaker(engine, expire_on_commit=False)
+    with factory.begin() as s:
+        registry.activate(s, 3)  # a rejected version may still serve: it is promoted, the base retires
+    with factory() as s:
+        assert [(v.id, v.status, v.is_active) for v in registry.list_versions(s) if v.id in (1, 3)] == [
+            (3, "promoted", True), (1, "retired", False)]
+    with pytest.raises(IntegrityError):  # still at most one active version
+        with factory.begin() as s:
+            s.execute(update(ModelVersion).values(is_active=True))
+    with pytest.raises(IntegrityError):  # the foreign keys came through the rebuild
+        with factory.begin() as s:
+            registry.update_run(s, 1, version_id=99)
+    with pytest.raises(IntegrityError):
+        with factory.begin() as s:
+            registry.update_run(s, 1, status="bogus")
+    engine.dispose()
+
+
+def test_upgrade_refuses_a_status_outside_the_enum_and_changes_nothing(url):
+    from alembic import command
+
+    from storage.db import _alembic_config
+
+    engine = make_engine(url)
+    with engine.begin() as conn:
+        command.upgrade(_alembic_config(conn), "0007")
+        insert_versions_and_runs(conn, ["promoted", "archived"], ["succeeded"])
+    with pytest.raises(IntegrityError):
+        migrate(engine)
+    assert current_revision(engine) == "0007"
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT name, status FROM model_versions ORDER BY id").fetchall() == [
+            ("v1", "promoted"), ("v2", "archived")]
+        assert conn.exec_driver_sql("SELECT status FROM training_runs").fetchall() == [("succeeded",)]
+    assert not inspect(engine).get_check_constraints("model_versions")
     engine.dispose()

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from studio.errors import TemplateError
-from studio.generation import model_input
-from studio.models import load_model
-from studio.templates import TemplateCatalog, parse_template
+from studio.serving.generation import model_input
+from studio.serving.models import load_model
+from studio.core.templates import TemplateCatalog, parse_template
 
 GOOD = '''
 name = "Test"

@@ -12,24 +12,24 @@ from pathlib import Path
 import pytest
 
 from storage import registry, repository
-from studio.dataset import NotEnoughDrafts
-from studio.jobs import execute_run, recover
+from studio.learning.dataset import NotEnoughDrafts
+from studio.learning.jobs import execute_run, recover
 from studio.errors import StudioError
 from tests.drafts import seed_picks, seed_rated_drafts
 
 REPO = Path(__file__).resolve().parent.parent
 def fast_config(studio, **overrides):
-    return studio.training_config(**{"epochs": 3, "learning_rate": 5e-3, "max_length": 128, "batch_size": 4,
+    return studio.versions.training_config(**{"epochs": 3, "learning_rate": 5e-3, "max_length": 128, "batch_size": 4,
                                      "gate_margin": 0.01, **overrides})
 
 
 def train(studio, **overrides) -> tuple[int, dict]:
-    run_id, _ = studio.train_now("cli")
+    run_id, _ = studio.versions.train("cli")
     return run_id, execute_run(studio.sessions, studio.settings, fast_config(studio, **overrides), run_id)
 
 
 def _version(studio, name):
-    return next(v for v in studio.versions() if v["name"] == name)
+    return next(v for v in studio.versions.list() if v["name"] == name)
 
 
 def test_a_better_candidate_is_trained_recorded_promoted_and_serves_new_drafts(studio):
@@ -45,7 +45,7 @@ def test_a_better_candidate_is_trained_recorded_promoted_and_serves_new_drafts(s
     assert v1["hyperparameters"]["lora_r"] == 8 and v1["hyperparameters"]["seed"] == 0
     assert {p["split"] for p in v1["loss_curve"]} == {"train", "validation"}
     assert v1["gate"]["decision"] == "promoted" and v1["gate"]["against"] == "base"
-    run = studio.runs()[0]
+    run = studio.versions.runs()[0]
     assert (run["id"], run["status"], run["progress"]) == (run_id, "succeeded", 1.0)
 
     # The adapter is an ordinary PEFT folder whose LoRA weights moved away from their zero start.
@@ -58,9 +58,9 @@ def test_a_better_candidate_is_trained_recorded_promoted_and_serves_new_drafts(s
     assert lora_b and all(float(p.abs().max()) > 0 for p in lora_b)
 
     # The serving model switched without a restart, and new drafts say which version wrote them.
-    drafting = studio.write("fantasy", {}, {"max_new_tokens": 4})
+    drafting = studio.drafts.write("fantasy", {}, {"max_new_tokens": 4}, user="local")
     list(drafting)
-    assert studio.draft(drafting.draft_id)["model_version"] == "v1"
+    assert studio.drafts.get(drafting.draft_id, user="local")["model_version"] == "v1"
 
 
 def test_a_candidate_that_is_not_better_by_the_margin_is_rejected_and_can_be_promoted_by_hand(studio):
@@ -70,54 +70,54 @@ def test_a_candidate_that_is_not_better_by_the_margin_is_rejected_and_can_be_pro
     v1 = _version(studio, "v1")
     assert v1["status"] == "rejected" and not v1["active"] and v1["gate"]["candidate_perplexity"] > 0
     assert _version(studio, "base")["active"]
-    assert studio.load().version == "base"
+    assert studio.pool.load().version == "base"
 
-    studio.promote(v1["id"])
-    assert studio.load().version == "v1"
+    studio.versions.promote(v1["id"])
+    assert studio.pool.load().version == "v1"
     assert _version(studio, "base")["status"] == "retired"
 
 
 def test_rollback_returns_to_the_parent_version(studio):
     seed_rated_drafts(studio, 8)
     train(studio)
-    assert studio.load().version == "v1"
-    assert studio.rollback() == "base"
-    assert studio.load().version == "base"
+    assert studio.pool.load().version == "v1"
+    assert studio.versions.rollback() == "base"
+    assert studio.pool.load().version == "base"
     with pytest.raises(Exception, match="nothing to roll back to"):
-        studio.rollback()
+        studio.versions.rollback()
 
 
 def test_a_stream_that_started_before_promotion_finishes_on_its_version(studio):
     seed_rated_drafts(studio, 8)
-    drafting = studio.write("fantasy", {}, {"max_new_tokens": 40})
+    drafting = studio.drafts.write("fantasy", {}, {"max_new_tokens": 40}, user="local")
     chunks = iter(drafting)
     next(chunks)
     train(studio)
     list(chunks)
-    assert studio.draft(drafting.draft_id)["model_version"] == "base"
+    assert studio.drafts.get(drafting.draft_id, user="local")["model_version"] == "base"
 
 
 def test_too_few_rated_drafts_fail_the_run_with_the_count_needed(studio):
     seed_rated_drafts(studio, 3)
     with pytest.raises(NotEnoughDrafts, match="needs at least 6"):
         train(studio)
-    run = studio.runs()[0]
+    run = studio.versions.runs()[0]
     assert run["status"] == "failed" and "Rate at least 3 more drafts" in run["error"]
-    assert [v["name"] for v in studio.versions()] == ["base"]
+    assert [v["name"] for v in studio.versions.list()] == ["base"]
 
 
 def test_enough_new_high_ratings_queue_a_run_automatically(settings):
-    from studio.service import Studio
+    from studio.core.studio import Studio
 
     settings.auto_train_after = 3
     studio = Studio(settings)
     seed_rated_drafts(studio, 2)  # rated straight in the database: not through Studio.rate
-    drafting = studio.write("fantasy", {}, {"max_new_tokens": 4})
+    drafting = studio.drafts.write("fantasy", {}, {"max_new_tokens": 4}, user="local")
     list(drafting)
-    assert studio.rate(drafting.draft_id, 3)["training_run"] is None  # 3 stars is not "high"
-    queued = studio.rate(drafting.draft_id, 4)["training_run"]
-    assert queued is not None and studio.runs()[0]["status"] == "queued"
-    assert studio.rate(drafting.draft_id, 5)["training_run"] is None  # already queued: not twice
+    assert studio.drafts.rate(drafting.draft_id, 3, user="local")["training_run"] is None  # 3 stars is not "high"
+    queued = studio.drafts.rate(drafting.draft_id, 4, user="local")["training_run"]
+    assert queued is not None and studio.versions.runs()[0]["status"] == "queued"
+    assert studio.drafts.rate(drafting.draft_id, 5, user="local")["training_run"] is None  # already queued: not twice
 
 
 def _spawn_training(studio, run_id) -> subprocess.Popen:
@@ -133,20 +133,20 @@ def test_killing_the_training_process_leaves_ratings_and_the_active_version_unto
     seed_rated_drafts(studio, 12)
     with studio.sessions() as session:
         ratings_before = [(r.draft_id, r.stars) for _, r in repository.list_rated_drafts(session)]
-    run_id, _ = studio.train_now("button")
+    run_id, _ = studio.versions.train("button")
     process = _spawn_training(studio, run_id)
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and "Training: step" not in studio.runs()[0]["message"]:
+    while time.monotonic() < deadline and "Training: step" not in studio.versions.runs()[0]["message"]:
         time.sleep(0.2)
-    assert "Training: step" in studio.runs()[0]["message"]
+    assert "Training: step" in studio.versions.runs()[0]["message"]
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
 
     assert recover(studio.sessions, studio.settings.data_path) == [run_id]
-    run = studio.runs()[0]
+    run = studio.versions.runs()[0]
     assert run["status"] == "failed" and "stopped unexpectedly" in run["error"]
-    assert studio.load().version == "base"
-    assert [v["status"] for v in studio.versions() if v["name"] == "v1"] == ["failed"]
+    assert studio.pool.load().version == "base"
+    assert [v["status"] for v in studio.versions.list() if v["name"] == "v1"] == ["failed"]
     with studio.sessions() as session:
         assert [(r.draft_id, r.stars) for _, r in repository.list_rated_drafts(session)] == ratings_before
     assert not list((studio.settings.data_path / "adapters").glob(".staging-*"))
@@ -154,18 +154,18 @@ def test_killing_the_training_process_leaves_ratings_and_the_active_version_unto
 
 def test_the_app_runner_trains_in_a_child_process_and_never_runs_a_run_twice(studio):
     seed_rated_drafts(studio, 8)
-    run_id, created = studio.train_now("button")
-    assert created and studio.train_now("button") == (run_id, False)
+    run_id, created = studio.versions.train("button")
+    assert created and studio.versions.train("button") == (run_id, False)
     studio.jobs.start()
     try:
         deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and studio.runs()[0]["status"] in ("queued", "running"):
+        while time.monotonic() < deadline and studio.versions.runs()[0]["status"] in ("queued", "running"):
             time.sleep(0.5)
     finally:
         studio.jobs.close()
-    run = studio.runs()[0]
+    run = studio.versions.runs()[0]
     assert run["status"] == "succeeded", run
-    assert len(studio.runs()) == 1
+    assert len(studio.versions.runs()) == 1
     # Nobody can claim a finished run again.
     with studio.sessions.begin() as session:
         assert not registry.claim_run(session, run_id, "elsewhere:1", 1)
@@ -174,7 +174,7 @@ def test_the_app_runner_trains_in_a_child_process_and_never_runs_a_run_twice(stu
 def test_with_enough_picks_the_run_learns_them_by_dpo_and_the_gate_still_decides(studio):
     picks = seed_picks(studio, 8)  # 16 pairs over 8 prompts
     messages = []
-    run_id, _ = studio.train_now("cli")
+    run_id, _ = studio.versions.train("cli")
     summary = execute_run(studio.sessions, studio.settings, fast_config(studio, method="auto", min_pairs=8),
                           run_id, echo=messages.append)
     assert summary["method"] == "dpo"
@@ -198,7 +198,7 @@ def test_too_few_picks_fall_back_to_rated_drafts_and_say_so(studio):
     seed_picks(studio, 2)  # 4 pairs: fewer than 8
     seed_rated_drafts(studio, 12)
     messages = []
-    run_id, _ = studio.train_now("cli")
+    run_id, _ = studio.versions.train("cli")
     summary = execute_run(studio.sessions, studio.settings, fast_config(studio, min_pairs=8), run_id,
                           echo=messages.append)
     assert summary["method"] == "sft" and "held_out_pairs" not in summary
@@ -211,14 +211,14 @@ def test_asking_for_dpo_without_enough_picks_fails_the_run_with_what_is_missing(
     seed_rated_drafts(studio, 12)
     with pytest.raises(StudioError, match="2 usable picks.*needs at least 8.*6 more times"):
         train(studio, method="dpo", min_pairs=8)
-    assert studio.runs()[0]["status"] == "failed"
-    assert [v["name"] for v in studio.versions()] == ["base"]
+    assert studio.versions.runs()[0]["status"] == "failed"
+    assert [v["name"] for v in studio.versions.list()] == ["base"]
 
 
 def test_the_run_process_gets_the_training_options_the_app_was_started_with(settings):
     from studio.__main__ import _parser
     from studio.config import settings_from
-    from studio.jobs import train_command
+    from studio.learning.jobs import train_command
 
     settings.gate_margin, settings.train_method, settings.train_min_pairs = 0.07, "sft", 3
     settings.train_min_stars, settings.train_max_per_writer = 5, 9
@@ -231,15 +231,15 @@ def test_the_run_process_gets_the_training_options_the_app_was_started_with(sett
 
 @pytest.mark.parametrize("method, queued", [("auto", ["auto"]), ("sft", [])])
 def test_enough_new_picks_queue_a_run_automatically_unless_training_ignores_picks(settings, method, queued):
-    from studio.service import Studio
+    from studio.core.studio import Studio
 
     settings.auto_train_after, settings.train_method = 2, method
     studio = Studio(settings)
-    drafts = studio.candidates("fantasy", {}, {"max_new_tokens": 4}, count=3)
+    drafts = studio.drafts.candidates("fantasy", {}, {"max_new_tokens": 4}, count=3, user="local")
     for drafting in drafts:
         list(drafting)
     a, b, c = (d.draft_id for d in drafts)
-    studio.prefer(a, [b])
-    assert studio.runs() == []  # one pick so far
-    studio.prefer(a, [c])
-    assert [r["trigger"] for r in studio.runs()] == queued
+    studio.drafts.prefer(a, [b], user="local")
+    assert studio.versions.runs() == []  # one pick so far
+    studio.drafts.prefer(a, [c], user="local")
+    assert [r["trigger"] for r in studio.versions.runs()] == queued

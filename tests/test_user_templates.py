@@ -6,7 +6,7 @@ import pytest
 
 from storage import NotFoundError, StorageError
 from studio.errors import TemplateError
-from studio.ui_templates import EXAMPLE
+from studio.ui.templates import EXAMPLE
 
 ATTACKS = {
     "reach Python internals": ("{{ child.__class__.__mro__ }}", "unsafe"),
@@ -27,42 +27,42 @@ def _with_body(body: str) -> str:
 def test_templates_built_to_escape_or_exhaust_get_an_error_and_are_not_saved(studio, attack):
     body, message = ATTACKS[attack]
     with pytest.raises(TemplateError, match=message):
-        studio.save_template(_with_body(body), user="alice")
-    assert studio.my_templates("alice") == []
+        studio.templates.save(_with_body(body), user="alice")
+    assert studio.templates.mine(user="alice") == []
 
 
 def test_a_template_is_private_until_an_admin_publishes_it(studio):
-    template_id = studio.save_template(EXAMPLE, user="alice")
-    assert [t["name"] for t in studio.my_templates("alice")] == ["Bedtime story"]
-    assert studio.my_templates("bob") == []
+    template_id = studio.templates.save(EXAMPLE, user="alice")
+    assert [t["name"] for t in studio.templates.mine(user="alice")] == ["Bedtime story"]
+    assert studio.templates.mine(user="bob") == []
     with pytest.raises(NotFoundError, match="Template 1 does not exist"):
-        studio.template(template_id, "bob")  # private: for bob it does not exist
+        studio.templates.get(template_id, user="bob")  # private: for bob it does not exist
     with pytest.raises(NotFoundError):
-        studio.save_template(EXAMPLE, template_id, user="bob")
+        studio.templates.save(EXAMPLE, template_id, user="bob")
 
-    studio.publish_template(template_id)
-    assert studio.template(template_id, "bob").name == "Bedtime story"
+    studio.templates.publish(template_id)
+    assert studio.templates.get(template_id, user="bob").name == "Bedtime story"
     with pytest.raises(StorageError, match="Only its author"):
-        studio.save_template(EXAMPLE, template_id, user="bob")
+        studio.templates.save(EXAMPLE, template_id, user="bob")
     with pytest.raises(StorageError, match="Only its author"):
-        studio.delete_template(template_id, user="bob")
+        studio.templates.delete(template_id, user="bob")
 
 
 def test_a_draft_from_a_writers_template_renders_in_the_sandbox_and_is_recorded(studio):
-    template_id = studio.save_template(EXAMPLE, user="alice")
-    assert template_id in [t.id for t in studio.templates_for("alice")]
-    drafting = studio.write(template_id, {"child": "Noor"}, {"max_new_tokens": 5}, user="alice")
+    template_id = studio.templates.save(EXAMPLE, user="alice")
+    assert template_id in [t.id for t in studio.templates.for_writer(user="alice")]
+    drafting = studio.drafts.write(template_id, {"child": "Noor"}, {"max_new_tokens": 5}, user="alice")
     list(drafting)
-    record = studio.draft(drafting.draft_id, user="alice")
+    record = studio.drafts.get(drafting.draft_id, user="alice")
     assert record["template_id"] == template_id and record["template_name"] == "Bedtime story"
     assert "child called Noor" in record["prompt"] and "a small red kite" in record["prompt"]
 
 
 def test_editing_and_deleting_ones_own_template(studio):
-    template_id = studio.save_template(EXAMPLE, user="alice")
-    studio.save_template(EXAMPLE.replace("Bedtime story", "Nap story"), template_id, user="alice")
-    assert [t["name"] for t in studio.my_templates("alice")] == ["Nap story"]
+    template_id = studio.templates.save(EXAMPLE, user="alice")
+    studio.templates.save(EXAMPLE.replace("Bedtime story", "Nap story"), template_id, user="alice")
+    assert [t["name"] for t in studio.templates.mine(user="alice")] == ["Nap story"]
     with pytest.raises(StorageError, match="already have a template named"):
-        studio.save_template(EXAMPLE.replace("Bedtime story", "Nap story"), user="alice")
-    studio.delete_template(template_id, user="alice")
-    assert studio.my_templates("alice") == []
+        studio.templates.save(EXAMPLE.replace("Bedtime story", "Nap story"), user="alice")
+    studio.templates.delete(template_id, user="alice")
+    assert studio.templates.mine(user="alice") == []

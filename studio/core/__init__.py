@@ -1,0 +1,1 @@
+"""The studio's use cases, composed by a small Studio."""

@@ -1,0 +1,169 @@
+"""Writing drafts: write, compare candidates, continue, stop, pick, rate, list, read and export.
+
+Each draft's row is saved once its stream ends (however it ends); ratings and picks may queue a
+training run once they are committed. The writer is always given by the caller.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any, Callable, Mapping
+
+from storage import preferences, repository, revisions
+
+from studio.config import Settings
+from studio.errors import GenerationError
+from studio.core.export import draft_markdown
+from studio.core.records import draft_record
+from studio.core.templates import GenreTemplate
+from studio.core.writer_templates import WriterTemplates
+from studio.learning.dataset import export_rows
+from studio.learning.jobs import TrainingJobs
+from studio.serving.drafting import Drafting
+from studio.serving.generation import ActiveStreams, StreamResult
+from studio.serving.models import LoadedModel
+from studio.serving.pool import ModelPool
+from studio.serving.sampling import MAX_SEED, SamplerSettings
+from studio.trust.limits import RateLimit
+from studio.trust.moderation import ContentFilter
+
+
+class Drafts:
+    def __init__(self, settings: Settings, sessions, pool: ModelPool, templates: WriterTemplates,
+                 content_filter: ContentFilter, jobs: TrainingJobs):
+        self.settings = settings
+        self.sessions = sessions
+        self.pool = pool
+        self.templates = templates
+        self.content_filter = content_filter
+        self.jobs = jobs
+        self.rate_limit = RateLimit(settings.rate_limit)
+        self.active = ActiveStreams()
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def write(self, template_id: str, fields: Mapping[str, Any] | None = None,
+              sampler: Mapping[str, Any] | None = None, *, user: str, key: str | None = None) -> Drafting:
+        """Validate everything, then return a Drafting to iterate. Errors come before any text."""
+        return self.start(*self.prompt(template_id, fields, user), sampler, user=user, key=key)
+
+    def prompt(self, template_id: str, fields: Mapping[str, Any] | None,
+               user: str) -> tuple[GenreTemplate, dict[str, str], str]:
+        """The template, its checked field values and the prompt they render (a writer's own
+        template renders in a child process: drafts of one prompt share one rendering)."""
+        template = self.templates.get(template_id, user=user)
+        values = template.resolve_values(fields)
+        return template, values, template.render(values)
+
+    def start(self, template: GenreTemplate, values: dict[str, str], prompt: str,
+              sampler: Mapping[str, Any] | None, *, user: str, key: str | None,
+              loaded: LoadedModel | None = None) -> Drafting:
+        """A Drafting for an already rendered prompt (candidates share one rendering), written by
+        the active version unless another loaded one is given."""
+        settings = template.sampler.updated(sampler).with_seed()
+        self.rate_limit.check(user)  # last check: only valid requests count
+        writer = self.pool.writer(loaded or self.pool.load(), prompt, template.system, settings)
+        row = dict(user=user, template_id=template.id, template_name=template.name, fields=values,
+                   prompt=prompt, model_input=writer.model_input, settings=settings.to_dict(),
+                   seed=settings.seed, model_name=writer.model_name, model_version=writer.model_version)
+        return Drafting(writer.stream, lambda result: self._save_new(row, result), self.active, key)
+
+    def continue_draft(self, draft_id: int, max_new_tokens: int | None = None, *, user: str,
+                       key: str | None = None) -> Drafting:
+        """Extend an existing draft; the same row is updated once the stream ends."""
+        if self.pool.remote:
+            raise GenerationError("Continue works with the local backend only: OpenAI-compatible servers "
+                                  "cannot yet be asked to extend an answer.")
+        with self.sessions() as session:
+            previous = repository.get_draft(session, draft_id, user=user)
+        template = self.templates.get(previous.template_id, user=user)
+        self.rate_limit.check(user)
+        settings = SamplerSettings(**previous.settings).updated(
+            {"max_new_tokens": max_new_tokens, "seed": None}).with_seed()
+        writer = self.pool.writer(self.pool.load(), previous.prompt, template.system, settings,
+                                  draft_so_far=previous.text)
+
+        def save(result: StreamResult) -> int:
+            text = previous.text + result.text
+            with self.sessions.begin() as session:
+                repository.update_draft(
+                    session, previous.id, text=text,
+                    new_tokens=previous.new_tokens + result.new_tokens,
+                    generation_seconds=(previous.generation_seconds or 0.0) + result.generation_seconds,
+                    stopped=result.stopped, continuations=previous.continuations + 1,
+                    **self.content_filter.flags(text, previous.prompt), model_version=writer.model_version)
+                revisions.add_revision(session, previous.id, text, "continued")
+            return previous.id
+
+        return Drafting(writer.stream, save, self.active, key, draft_id=previous.id, text=previous.text)
+
+    def _save_new(self, row: dict, result: StreamResult) -> int:
+        with self.sessions.begin() as session:
+            draft = repository.add_draft(
+                session, **row, **self.content_filter.flags(result.text, row["prompt"]), text=result.text,
+                new_tokens=result.new_tokens, first_token_seconds=result.first_token_seconds,
+                generation_seconds=result.generation_seconds, stopped=result.stopped)
+            revisions.add_revision(session, draft.id, result.text, "written")
+            return draft.id
+
+    def candidates(self, template_id: str, fields: Mapping[str, Any] | None = None,
+                   sampler: Mapping[str, Any] | None = None, count: int = 3, *, user: str,
+                   key: str | None = None) -> list[Drafting]:
+        """2-4 drafts of the same prompt with different seeds, to be streamed together and compared."""
+        if not 2 <= count <= 4:
+            raise GenerationError(f"Compare 2 to 4 candidates, not {count}.")
+        key = key or uuid.uuid4().hex
+        template, values, prompt = self.prompt(template_id, fields, user)
+        first = self.start(template, values, prompt, sampler, user=user, key=f"{key}#0")
+        seed = first.stream.settings.seed
+        others = [self.start(template, values, prompt, {**(sampler or {}), "seed": (seed + n) % MAX_SEED},
+                             user=user, key=f"{key}#{n}") for n in range(1, count)]
+        return [first, *others]
+
+    def stop(self, key: str) -> bool:
+        """Stop the stream running under key; False when there is none."""
+        return self.active.stop(key)
+
+    # -- the writer's signal ---------------------------------------------------------------
+
+    def prefer(self, chosen_id: int, rejected_ids: list[int], *, user: str) -> int:
+        """Record that the writer picked chosen_id over each of rejected_ids; return the new pairs."""
+        with self.sessions.begin() as session:
+            added = preferences.record_preference(session, user, chosen_id, rejected_ids)
+        self.jobs.maybe_auto_train()  # after the commit, as for ratings: picks are training data too
+        return added
+
+    def rate(self, draft_id: int, stars: int, comment: str = "", *, user: str) -> dict[str, Any]:
+        with self.sessions.begin() as session:
+            repository.get_draft(session, draft_id, user=user)
+            rating = repository.rate_draft(session, draft_id, stars, comment or "", user=user)
+            saved = {"draft_id": draft_id, "stars": rating.stars, "comment": rating.comment}
+        # After the commit: the rating is safe whatever happens to the training queue.
+        high = stars >= self.settings.train_min_stars
+        saved["training_run"] = self.jobs.maybe_auto_train() if high else None  # a run it queued
+        return saved
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def list(self, *, user: str, template_id: str | None = None, min_stars: int | None = None,
+             unrated_only: bool = False, limit: int = 200) -> list[repository.DraftSummary]:
+        if template_id:
+            self.templates.get(template_id, user=user)  # an unknown template is an error, not an empty list
+        with self.sessions() as session:
+            return repository.list_drafts(session, user=user, template_id=template_id or None,
+                                          min_stars=min_stars, unrated_only=unrated_only, limit=limit)
+
+    def get(self, draft_id: int, *, user: str) -> dict[str, Any]:
+        """One draft with its rating, as plain data."""
+        with self.sessions() as session:
+            draft = repository.get_draft(session, draft_id, user=user)
+            rating = repository.get_rating(session, draft_id, user=user)
+            return draft_record(draft, rating)
+
+    def export_markdown(self, draft_id: int, *, user: str) -> str:
+        return draft_markdown(self.get(draft_id, user=user))
+
+    def export_dataset(self, fmt: str, min_stars: int = 4) -> list[dict[str, Any]]:
+        """Every writer's rated drafts or picks as training rows (an operator's export)."""
+        with self.sessions() as session:
+            return export_rows(session, fmt, min_stars, self.templates.system_prompt)

@@ -1,0 +1,46 @@
+"""The studio: the parts below, composed once and shared by the page, the API and the command line.
+
+Each part is one concern: `pool` (the models), `drafts` (writing, rating, reading), `revisions`
+(the writer's edits), `templates` (shipped and writers' own), `versions` (training and serving),
+`blind` (blind comparisons). Every use case takes the writer as an argument: who a request's
+writer is gets decided at the edge. Nothing here knows Gradio.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import storage
+from storage import registry
+
+from studio.config import Settings
+from studio.core.blind import BlindComparisons
+from studio.core.drafts import Drafts
+from studio.core.editing import Revisions
+from studio.core.templates import PROMPTS_DIR, TemplateCatalog
+from studio.core.versions import Versions
+from studio.core.writer_templates import WriterTemplates
+from studio.learning.jobs import TrainingJobs
+from studio.serving.pool import ModelPool
+from studio.trust.classifier import Classifier
+from studio.trust.moderation import ContentFilter
+
+
+class Studio:
+    def __init__(self, settings: Settings, prompts_dir: Path = PROMPTS_DIR):
+        self.settings = settings
+        self.catalog = TemplateCatalog.load(prompts_dir)
+        self.sessions = storage.open_database(settings.database_url)
+        with self.sessions.begin() as session:
+            registry.ensure_base_version(session, settings.model)
+        self.jobs = TrainingJobs(self.sessions, settings)
+        self.versions = Versions(settings, self.sessions, self.jobs)
+        self.versions.training_config()  # bad training options stop the start, not the first run
+        classifier = (Classifier(settings.moderation_model, settings.flag_labels, settings.moderation_threshold,
+                                 settings.device) if settings.moderation_model else None)
+        self.content_filter = ContentFilter.load(settings.blocklist, settings.moderation == "on", classifier)
+        self.pool = ModelPool(settings, self.sessions)
+        self.templates = WriterTemplates(self.catalog, self.sessions)
+        self.drafts = Drafts(settings, self.sessions, self.pool, self.templates, self.content_filter, self.jobs)
+        self.revisions = Revisions(self.sessions, self.content_filter)
+        self.blind = BlindComparisons(self.sessions, self.pool, self.drafts, self.jobs)

@@ -1,0 +1,48 @@
+"""Model versions and training: queue a run, serve a version by hand, roll back, list them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from storage import registry
+
+from studio.config import Settings
+from studio.errors import StudioError
+from studio.core.records import run_record, version_record
+from studio.learning.config import TrainingConfig
+from studio.learning.jobs import TrainingJobs
+
+
+class Versions:
+    def __init__(self, settings: Settings, sessions, jobs: TrainingJobs):
+        self.settings = settings
+        self.sessions = sessions
+        self.jobs = jobs
+
+    def training_config(self, **overrides: Any) -> TrainingConfig:
+        return TrainingConfig.from_settings(self.settings, **overrides)
+
+    def train(self, trigger: str = "button") -> tuple[int, bool]:
+        """Queue a training run: (run id, False when one was already queued or running)."""
+        return self.jobs.request(trigger)
+
+    def promote(self, version_id: int) -> str:
+        """Serve this version (a rejected candidate promoted by hand, or an older one)."""
+        with self.sessions.begin() as session:
+            return registry.activate(session, version_id).name
+
+    def rollback(self) -> str:
+        """Serve the version the active one was trained from; return its name."""
+        with self.sessions.begin() as session:
+            current = registry.active_version(session)
+            if current.parent_id is None:
+                raise StudioError(f"{current.name} is the base model: there is nothing to roll back to.")
+            return registry.activate(session, current.parent_id).name
+
+    def list(self) -> list[dict[str, Any]]:
+        with self.sessions() as session:
+            return [version_record(v) for v in registry.list_versions(session)]
+
+    def runs(self, limit: int = 20) -> list[dict[str, Any]]:
+        with self.sessions() as session:
+            return [run_record(r) for r in registry.list_runs(session, limit)]

@@ -1,0 +1,1 @@
+"""Ratings and picks -> training data -> fine-tune -> gate -> a new version."""

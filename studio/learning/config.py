@@ -1,0 +1,72 @@
+"""One training run's settings (TRL-style: every field with help text, validated once).
+
+The fields the app's options also set (--train-min-stars, --gate-margin...) take their defaults
+from Settings, so the studio and a run started by hand agree.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from studio.config import Settings
+from studio.errors import StudioError
+
+# TrainingConfig field -> the Settings field (app option) that sets it.
+FROM_SETTINGS = {"min_stars": "train_min_stars", "gate_margin": "gate_margin",
+                 "max_per_writer": "train_max_per_writer", "method": "train_method", "min_pairs": "train_min_pairs"}
+
+
+METHODS = ("auto", "sft", "dpo")
+
+
+@dataclass
+class TrainingConfig:
+    min_stars: int = field(default=Settings.train_min_stars, metadata={"help": "Drafts rated at least this become training data."})
+    held_out_fraction: float = field(default=0.2, metadata={"help": "Share of drafts kept aside for the gate."})
+    min_held_out: int = field(default=2, metadata={"help": "Never fewer held-out drafts than this."})
+    min_train: int = field(default=4, metadata={"help": "Fewest training drafts worth a run."})
+    epochs: int = field(default=3, metadata={"help": "Passes over the training drafts (early stopping may end sooner)."})
+    learning_rate: float = field(default=3e-4, metadata={"help": "AdamW learning rate for the LoRA weights."})
+    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay."})
+    batch_size: int = field(default=4, metadata={"help": "Drafts per optimisation step."})
+    max_length: int = field(default=512, metadata={"help": "Tokens per example (prompt + draft); longer drafts are cut."})
+    lora_r: int = field(default=8, metadata={"help": "LoRA rank."})
+    lora_alpha: int = field(default=16, metadata={"help": "LoRA scaling (alpha / r multiplies the update)."})
+    lora_dropout: float = field(default=0.05, metadata={"help": "Dropout on the LoRA path."})
+    target_modules: list[str] = field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"],
+        metadata={"help": "Which linear layers get LoRA adapters."},
+    )
+    early_stopping_patience: int = field(default=1, metadata={"help": "Epochs without a better validation loss before stopping."})
+    max_per_writer: int = field(default=Settings.train_max_per_writer, metadata={"help": "Most drafts one writer contributes to a run (0 = no cap)."})
+    gate_margin: float = field(default=Settings.gate_margin, metadata={"help": "Promote only if held-out perplexity drops by at least this fraction."})
+    seed: int = field(default=0, metadata={"help": "Seed for the split, LoRA initialisation and data order."})
+    method: str = field(default=Settings.train_method, metadata={
+        "help": "auto: learn from writers' picks (DPO) when there are min_pairs of them, else from rated "
+                "drafts; sft: rated drafts only; dpo: picks only."})
+    min_pairs: int = field(default=Settings.train_min_pairs, metadata={"help": "Fewest picks (chosen, rejected pairs) for preference training."})
+    dpo_beta: float = field(default=0.1, metadata={"help": "DPO beta: higher keeps the model closer to its base."})
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.min_stars <= 5:
+            raise StudioError(f"min_stars must be 1 to 5, not {self.min_stars}.")
+        if not 0 < self.held_out_fraction < 1:
+            raise StudioError(f"held_out_fraction must be between 0 and 1, not {self.held_out_fraction}.")
+        if self.epochs < 1 or self.batch_size < 1 or self.lora_r < 1:
+            raise StudioError("epochs, batch_size and lora_r must be at least 1.")
+        if not 0 <= self.gate_margin < 1:
+            raise StudioError(f"gate_margin must be at least 0 and below 1, not {self.gate_margin}.")
+        if self.method not in METHODS:
+            raise StudioError(f"method must be one of {', '.join(METHODS)}, not {self.method!r}.")
+        if self.min_pairs < 2:
+            raise StudioError(f"min_pairs must be at least 2, not {self.min_pairs}.")
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **overrides: Any) -> "TrainingConfig":
+        """The run the app's options ask for, with overrides (e.g. --epochs on the command line)."""
+        return cls(**{**{name: getattr(settings, option) for name, option in FROM_SETTINGS.items()}, **overrides})
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)

@@ -1,0 +1,350 @@
+"""Rated drafts as training data: select, deduplicate, split, tokenize and export them.
+
+The writers' ratings are the signal: drafts rated min_stars or more are examples of what they
+like. Near-identical drafts are dropped so that one favourite does not dominate training and
+cannot sit on both sides of the train / held-out split. Exports follow TRL's conversational
+formats (prompt-completion for SFT, unpaired preference for KTO) and load with
+``datasets.load_dataset("json", data_files=path)``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+from sqlalchemy.orm import Session
+
+from storage.models import Draft
+from storage.preferences import list_preferences
+from storage.repository import list_rated_drafts
+
+from studio.errors import StudioError
+from studio.serving.generation import chat_messages
+from studio.text import unspaced
+
+EXPORT_FORMATS = ("sft", "kto", "dpo")
+IGNORE_INDEX = -100  # the label PyTorch's cross-entropy (and transformers' loss) skips
+
+_SHINGLE = 3
+
+
+@dataclass(frozen=True)
+class Example:
+    draft_id: int
+    context: str  # draft.model_input: the exact text the model was given (chat template applied)
+    prompt: str  # draft.prompt: the rendered template text (the user's message)
+    completion: str  # draft.text
+    stars: int
+    user: str
+    template_id: str
+
+
+@dataclass(frozen=True)
+class PreferencePair:
+    """A writer's pick: chosen over rejected, two drafts of the same prompt."""
+
+    chosen: Example
+    rejected: Example
+
+
+@dataclass(frozen=True)
+class DatasetSplit:
+    train: list[Example]
+    held_out: list[Example]
+    duplicates_dropped: list[int]  # draft ids dropped as exact or near duplicates
+    below_threshold: int  # how many rated drafts were under min_stars
+
+
+@dataclass(frozen=True)
+class PreferenceSplit:
+    train: list[PreferencePair]
+    held_out: list[PreferencePair]  # whole prompts are held out: no prompt is on both sides
+
+
+class NotEnoughPreferences(StudioError):
+    """Too few pairwise picks for preference training (and a held-out share to judge it)."""
+
+    def __init__(self, have: int, needed: int):
+        self.have, self.needed = have, needed
+        super().__init__(
+            f"There {'is' if have == 1 else 'are'} {_count(have, 'usable pick')} between candidates; "
+            f"preference training needs at least {needed}. Compare candidates and pick the best "
+            f"{_count(needed - have, 'more time')}."
+        )
+
+
+class NotEnoughDrafts(StudioError):
+    """Too few highly rated drafts to train on and still hold some out to judge the result."""
+
+    def __init__(self, have: int, needed: int, *, min_stars: int = 4, duplicates: int = 0):
+        self.have, self.needed = have, needed
+        dropped = f" ({_count(duplicates, 'duplicate')} left out)" if duplicates else ""
+        super().__init__(
+            f"There {'is' if have == 1 else 'are'} {_count(have, 'usable draft')} rated "
+            f"{min_stars} stars or higher{dropped}; training needs at least {needed}. "
+            f"Rate at least {_count(needed - have, 'more draft')} {min_stars} stars or higher."
+        )
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+# -- selecting ---------------------------------------------------------------------------------
+
+
+def _example(draft: Draft, stars: int = 0) -> Example:
+    return Example(draft_id=draft.id, context=draft.model_input, prompt=draft.prompt, completion=draft.text,
+                   stars=stars, user=draft.user, template_id=draft.template_id)
+
+
+def _usable(draft: Draft) -> bool:
+    """An empty draft teaches nothing; the content filter keeps flagged drafts out."""
+    return bool(draft.text.strip()) and not draft.flagged
+
+
+def _all_rated(session: Session) -> list[Example]:
+    """Every usable rated draft, oldest first."""
+    return [_example(draft, rating.stars) for draft, rating in list_rated_drafts(session) if _usable(draft)]
+
+
+def preference_pairs(session: Session) -> list[PreferencePair]:
+    """Every pick between two usable drafts, oldest first."""
+    return [PreferencePair(_example(chosen), _example(rejected))
+            for chosen, rejected in list_preferences(session) if _usable(chosen) and _usable(rejected)]
+
+
+def rated_examples(session: Session, min_stars: int = 4) -> tuple[list[Example], int]:
+    """The drafts rated min_stars or more, and how many rated drafts fell below that."""
+    rated = _all_rated(session)
+    chosen = [e for e in rated if e.stars >= min_stars]
+    return chosen, len(rated) - len(chosen)
+
+
+# -- deduplicating -----------------------------------------------------------------------------
+
+
+def _normalise(text: str) -> str:
+    return " ".join(text.split()).lower()
+
+
+def _shingles(text: str) -> frozenset[tuple[str, ...]]:
+    """Word 3-grams for spaced text; character 3-grams for Chinese and Japanese, written without spaces."""
+    if unspaced(text):
+        units: Sequence[str] = "".join(text.split())
+    else:
+        units = text.split()
+    if len(units) <= _SHINGLE:
+        return frozenset([tuple(units)])
+    return frozenset(tuple(units[i : i + _SHINGLE]) for i in range(len(units) - _SHINGLE + 1))
+
+
+def _jaccard(a: frozenset, b: frozenset) -> float:
+    return len(a & b) / len(a | b) if a or b else 1.0
+
+
+def dedupe(examples: Iterable[Example], near_threshold: float = 0.85) -> tuple[list[Example], list[int]]:
+    """Drop exact and near-duplicate completions, keeping the oldest of each group.
+
+    Exact means equal after collapsing whitespace and case; near means a Jaccard similarity of
+    shingles of at least near_threshold. Each draft is compared with every draft kept so far:
+    quadratic, which is fine for the few thousand drafts a studio collects.
+    """
+    kept: list[Example] = []
+    kept_texts: set[str] = set()
+    kept_shingles: list[frozenset] = []
+    dropped: list[int] = []
+    for example in sorted(examples, key=lambda e: e.draft_id):
+        text = _normalise(example.completion)
+        shingles = _shingles(text)
+        if text in kept_texts or any(_jaccard(shingles, s) >= near_threshold for s in kept_shingles):
+            dropped.append(example.draft_id)
+            continue
+        kept.append(example)
+        kept_texts.add(text)
+        kept_shingles.append(shingles)
+    return kept, dropped
+
+
+# -- splitting ---------------------------------------------------------------------------------
+
+
+def split(
+    examples: Sequence[Example],
+    held_out_fraction: float = 0.2,
+    min_held_out: int = 2,
+    min_train: int = 4,
+    seed: int = 0,
+) -> tuple[list[Example], list[Example]]:
+    """(train, held_out): a shuffle that depends only on the seed and the drafts, not their order."""
+    if not 0 < held_out_fraction < 1:
+        raise ValueError(f"held_out_fraction must be between 0 and 1, not {held_out_fraction}.")
+    needed = min_train + min_held_out
+    if len(examples) < needed:
+        raise NotEnoughDrafts(len(examples), needed)
+    shuffled = sorted(examples, key=lambda e: e.draft_id)
+    random.Random(seed).shuffle(shuffled)
+    held = max(min_held_out, math.ceil(held_out_fraction * len(shuffled)))
+    held = min(held, len(shuffled) - min_train)  # a large fraction must still leave min_train
+    return shuffled[held:], shuffled[:held]
+
+
+def build_split(
+    session: Session,
+    *,
+    min_stars: int = 4,
+    held_out_fraction: float = 0.2,
+    min_held_out: int = 2,
+    min_train: int = 4,
+    seed: int = 0,
+    near_threshold: float = 0.85,
+    max_per_writer: int = 0,
+) -> DatasetSplit:
+    """The highly rated, deduplicated drafts split into train and held-out sets.
+
+    max_per_writer (0 = no cap) keeps any one writer from steering the model: beyond it, a
+    writer's best-rated, then newest, drafts are kept.
+    """
+    examples, below = rated_examples(session, min_stars)
+    kept, dropped = dedupe(examples, near_threshold)
+    if max_per_writer:
+        kept = cap_per_writer(kept, max_per_writer, lambda e: e.user, lambda e: (e.stars, e.draft_id))
+    try:
+        train, held_out = split(kept, held_out_fraction, min_held_out, min_train, seed)
+    except NotEnoughDrafts as exc:
+        # Re-raised with what only this level knows: the star threshold and the duplicates.
+        raise NotEnoughDrafts(exc.have, exc.needed, min_stars=min_stars, duplicates=len(dropped)) from None
+    return DatasetSplit(train=train, held_out=held_out, duplicates_dropped=dropped, below_threshold=below)
+
+
+def cap_per_writer(items: list, cap: int, writer: Callable[[Any], str], rank: Callable[[Any], Any]) -> list:
+    """At most `cap` items per writer, the highest ranked (ties: the later in the list), in the original order."""
+    by_writer: dict[str, list[int]] = {}
+    for i, item in enumerate(items):
+        by_writer.setdefault(writer(item), []).append(i)
+    chosen = {i for group in by_writer.values()
+              for i in sorted(group, key=lambda i: (rank(items[i]), i), reverse=True)[:cap]}
+    return [item for i, item in enumerate(items) if i in chosen]
+
+
+def build_preference_split(
+    session: Session,
+    *,
+    held_out_fraction: float = 0.2,
+    min_held_out: int = 2,
+    min_pairs: int = 8,
+    seed: int = 0,
+    max_per_writer: int = 0,
+) -> PreferenceSplit:
+    """The writers' picks split into train and held-out pairs, whole prompts at a time.
+
+    One pick among three candidates gives two pairs with the same prompt and chosen draft;
+    keeping a prompt on one side stops the gate from scoring a draft the model trained on.
+    max_per_writer (0 = no cap) keeps a writer's newest pairs.
+    """
+    pairs = preference_pairs(session)
+    if max_per_writer:  # unranked: a writer's newest picks stay
+        pairs = cap_per_writer(pairs, max_per_writer, lambda p: p.chosen.user, lambda p: 0)
+    if len(pairs) < min_pairs:
+        raise NotEnoughPreferences(len(pairs), min_pairs)
+    by_prompt: dict[str, list[PreferencePair]] = {}
+    for pair in pairs:
+        by_prompt.setdefault(pair.chosen.context, []).append(pair)
+    prompts = sorted(by_prompt)
+    random.Random(seed).shuffle(prompts)
+    wanted = max(min_held_out, math.ceil(held_out_fraction * len(pairs)))
+    held_out: list[PreferencePair] = []
+    for prompt in prompts[:-1]:  # the last prompt always stays for training
+        if len(held_out) >= wanted:
+            break
+        held_out.extend(by_prompt[prompt])
+    if not held_out:
+        raise StudioError("Every pick so far answers the same prompt: preference training needs picks "
+                          "for at least two prompts, one of them to judge the result.")
+    held_ids = {id(p) for p in held_out}
+    train = [p for p in pairs if id(p) not in held_ids]
+    return PreferenceSplit(train=train, held_out=held_out)
+
+
+# -- tokenizing --------------------------------------------------------------------------------
+
+
+def tokenize_example(tokenizer: Any, example: Example, max_length: int = 512) -> dict[str, list[int]]:
+    """input_ids, labels and attention_mask for causal-LM fine-tuning with loss on the completion only.
+
+    The context (chat template already applied) is labelled -100; the completion and a final
+    eos are labelled with their ids, so the model learns what to write and when to stop.
+    Too long: the completion is cut from its end, and the eos goes with it, since the text did
+    not end there. A context of max_length tokens or more keeps only its last max_length // 2
+    tokens (the end holds the request and the assistant turn), leaving room for the completion.
+    """
+    if max_length < 2:
+        raise ValueError(f"max_length must be at least 2, not {max_length}.")
+    if tokenizer.eos_token_id is None:
+        raise ValueError("The tokenizer has no eos token, so a completion could not be ended.")
+    context = tokenizer(example.context, add_special_tokens=False).input_ids
+    target = tokenizer(example.completion, add_special_tokens=False).input_ids + [tokenizer.eos_token_id]
+    if len(context) >= max_length:
+        context = context[-(max_length // 2) :]
+    target = target[: max_length - len(context)]
+    return {
+        "input_ids": context + target,
+        "labels": [IGNORE_INDEX] * len(context) + target,
+        "attention_mask": [1] * (len(context) + len(target)),
+    }
+
+
+# -- exporting ---------------------------------------------------------------------------------
+
+
+def export_rows(session: Session, fmt: str, min_stars: int, system_prompt: Callable[[str], str]) -> list[dict[str, Any]]:
+    """Rows in TRL's conversational formats; system_prompt(template_id) gives each prompt's system message.
+
+    "sft": the highly rated, deduplicated drafts as prompt-completion pairs.
+    "kto": every rated draft with label = (stars >= min_stars), TRL's unpaired preference format.
+    "dpo": the writers' picks between candidates: prompt, chosen, rejected (flagged drafts left out).
+    """
+    if fmt not in EXPORT_FORMATS:
+        raise StudioError(f"Unknown export format {fmt!r}; choose one of: {', '.join(EXPORT_FORMATS)}.")
+
+    def prompt(example: Example) -> list[dict[str, str]]:
+        return chat_messages(example.prompt, system_prompt(example.template_id))
+
+    def answer(example: Example) -> list[dict[str, str]]:
+        return [{"role": "assistant", "content": example.completion}]
+
+    if fmt == "dpo":
+        rows = [{"prompt": prompt(pair.chosen), "chosen": answer(pair.chosen), "rejected": answer(pair.rejected)}
+                for pair in preference_pairs(session)]
+        if not rows:
+            raise StudioError("There are no preferences to export yet: compare candidates and pick one first.")
+        return rows
+    if fmt == "sft":
+        examples, _ = rated_examples(session, min_stars)
+        examples, _ = dedupe(examples)
+    else:
+        examples = _all_rated(session)
+    if not examples:
+        # An empty file would not even load as a dataset; say what is missing instead.
+        wanted = f"drafts rated {min_stars} stars or higher" if fmt == "sft" else "rated drafts"
+        raise StudioError(f"There are no {wanted} to export yet: rate some drafts first.")
+    rows = []
+    for example in examples:
+        row: dict[str, Any] = {"prompt": prompt(example), "completion": answer(example)}
+        if fmt == "kto":
+            row["label"] = example.stars >= min_stars
+        rows.append(row)
+    return rows
+
+
+def write_jsonl(rows: Iterable[dict[str, Any]], path: Path | str) -> None:
+    """One JSON object a line, UTF-8, with non-ASCII text (Chinese drafts) kept readable."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as out:
+        for row in rows:
+            out.write(json.dumps(row, ensure_ascii=False) + "\n")

@@ -1,0 +1,176 @@
+"""The two ways a run trains a LoRA adapter on the active version's base model.
+
+- From rated drafts: supervised fine-tuning with the transformers Trainer, loss on the draft only.
+- From writers' picks: DPO with TRL's DPOTrainer, its sigmoid loss plus an SFT term on the chosen
+  drafts, so the model learns what writers pick without drifting away from writing it (plain
+  DPO can lower the likelihood of both sides, which the held-out gate would rightly reject).
+
+Both run under accelerate (CPU or GPU alike), keep the best epoch by validation loss with early
+stopping, and report progress to the run record.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from studio.learning.config import TrainingConfig
+from studio.learning.dataset import DatasetSplit, Example, PreferencePair, PreferenceSplit, tokenize_example
+
+Report = Callable[[float, str, list], None]  # (progress 0..1, message, loss curve so far)
+Figures = dict[str, float]
+
+
+class _Examples:
+    """A list of tokenized examples as the Trainer's dataset."""
+
+    def __init__(self, tokenizer, examples: list[Example], max_length: int):
+        self.items = [tokenize_example(tokenizer, e, max_length) for e in examples]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> dict[str, list[int]]:
+        return self.items[i]
+
+    @property
+    def tokens(self) -> int:
+        return sum(len(item["input_ids"]) for item in self.items)
+
+
+def _progress_callback(report: Report, curve: list[dict[str, Any]]):
+    from transformers import TrainerCallback
+
+    class Progress(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            logs = logs or {}
+            point = {"step": state.global_step, "epoch": round(state.epoch or 0, 3)}
+            if "loss" in logs:
+                curve.append({**point, "split": "train", "loss": float(logs["loss"])})
+            if "eval_loss" in logs:
+                curve.append({**point, "split": "validation", "loss": float(logs["eval_loss"])})
+            fraction = state.global_step / max(state.max_steps, 1)
+            last = next((p for p in reversed(curve) if p["split"] == "train"), None)
+            loss = f", loss {last['loss']:.3f}" if last else ""
+            # Training is 80% of a run's work; the gate is the rest.
+            report(0.05 + 0.75 * fraction, f"Training: step {state.global_step}/{state.max_steps}{loss}", curve)
+
+    return Progress()
+
+
+def _common_arguments(config: TrainingConfig, output: Path) -> dict[str, Any]:
+    """TrainingArguments shared by both trainers (DPOConfig extends TrainingArguments)."""
+    import torch
+
+    return dict(
+        output_dir=str(output),
+        num_train_epochs=config.epochs,
+        learning_rate=config.learning_rate,
+        weight_decay=config.weight_decay,
+        optim="adamw_torch",
+        per_device_train_batch_size=config.batch_size,
+        per_device_eval_batch_size=config.batch_size,
+        eval_strategy="epoch",
+        save_strategy="epoch",
+        save_total_limit=1,
+        load_best_model_at_end=True,  # early stopping keeps the best epoch, not the last
+        metric_for_best_model="eval_loss",
+        greater_is_better=False,
+        logging_steps=1,
+        report_to="none",
+        seed=config.seed,
+        data_seed=config.seed,
+        bf16=torch.cuda.is_available(),
+        use_cpu=not torch.cuda.is_available(),
+        disable_tqdm=True,
+        save_only_model=True,
+    )
+
+
+def _lora(config: TrainingConfig):
+    from peft import LoraConfig
+
+    return LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
+                      target_modules=config.target_modules, task_type="CAUSAL_LM")
+
+
+def _train(trainer, train_tokens: int, config: TrainingConfig) -> Figures:
+    from transformers import PrinterCallback
+
+    trainer.remove_callback(PrinterCallback)  # progress goes to the run record, stdout stays clean
+    started = time.perf_counter()
+    result = trainer.train()
+    seconds = time.perf_counter() - started
+    epochs_run = float(result.metrics.get("epoch", config.epochs))
+    return {
+        "train_seconds": seconds,
+        "train_tokens": train_tokens * epochs_run,
+        "train_tokens_per_second": train_tokens * epochs_run / seconds if seconds else 0.0,
+        "epochs": epochs_run,
+        "train_loss": float(result.training_loss),
+    }
+
+
+def train_adapter(model, tokenizer, split: DatasetSplit, config: TrainingConfig, output: Path,
+                  report: Report) -> tuple[Any, list[dict[str, Any]], Figures]:
+    """Fine-tune a LoRA on split.train; validation loss on split.held_out each epoch."""
+    from peft import get_peft_model
+    from transformers import DataCollatorForSeq2Seq, EarlyStoppingCallback, Trainer, TrainingArguments, set_seed
+
+    set_seed(config.seed)
+    peft_model = get_peft_model(model, _lora(config))
+    train = _Examples(tokenizer, split.train, config.max_length)
+    validation = _Examples(tokenizer, split.held_out, config.max_length)
+    curve: list[dict[str, Any]] = []
+    trainer = Trainer(
+        model=peft_model,
+        args=TrainingArguments(**_common_arguments(config, output)),
+        train_dataset=train,
+        eval_dataset=validation,
+        data_collator=DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100),
+        callbacks=[EarlyStoppingCallback(config.early_stopping_patience), _progress_callback(report, curve)],
+    )
+    return peft_model, curve, _train(trainer, train.tokens, config)
+
+
+def _preference_rows(tokenizer, pairs: list[PreferencePair]) -> list[dict[str, str]]:
+    """TRL's standard (already templated) preference format: the exact text the model was given."""
+    adds_bos = tokenizer.bos_token_id is not None and tokenizer("x").input_ids[:1] == [tokenizer.bos_token_id]
+    rows = []
+    for pair in pairs:
+        prompt = pair.chosen.context
+        if adds_bos and prompt.startswith(tokenizer.bos_token):
+            prompt = prompt[len(tokenizer.bos_token):]  # TRL's tokenizer call adds it again
+        rows.append({"prompt": prompt, "chosen": pair.chosen.completion, "rejected": pair.rejected.completion})
+    return rows
+
+
+def train_preference_adapter(model, tokenizer, split: PreferenceSplit, config: TrainingConfig, output: Path,
+                             report: Report) -> tuple[Any, list[dict[str, Any]], Figures]:
+    """DPO (sigmoid + SFT on the chosen side) of a LoRA on split.train; the reference is the base
+    itself, with the adapter switched off, so no second copy of the model is held."""
+    from datasets import Dataset, disable_progress_bars
+    from transformers import EarlyStoppingCallback, set_seed
+    from trl import DPOConfig, DPOTrainer
+
+    disable_progress_bars()  # TRL's dataset preparation would fill the run's log with bars
+    set_seed(config.seed)
+    curve: list[dict[str, Any]] = []
+    # Checkpointing off, as in the supervised run: these models are small, and it costs time.
+    args = DPOConfig(**_common_arguments(config, output), beta=config.dpo_beta, loss_type=["sigmoid", "sft"],
+                     max_length=config.max_length, gradient_checkpointing=False)
+    trainer = DPOTrainer(
+        model=model,
+        args=args,
+        train_dataset=Dataset.from_list(_preference_rows(tokenizer, split.train)),
+        eval_dataset=Dataset.from_list(_preference_rows(tokenizer, split.held_out)),
+        processing_class=tokenizer,
+        peft_config=_lora(config),
+        callbacks=[EarlyStoppingCallback(config.early_stopping_patience), _progress_callback(report, curve)],
+    )
+    # Counted on TRL's own tokenization: each pick is its prompt twice, with either draft.
+    tokens = sum(2 * len(r["prompt_ids"]) + len(r["chosen_ids"]) + len(r["rejected_ids"])
+                 for r in trainer.train_dataset)
+    figures = _train(trainer, tokens, config)
+    return trainer.model, curve, figures

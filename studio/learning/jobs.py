@@ -1,0 +1,211 @@
+"""When and where training runs: queued in the database, executed in a separate process.
+
+The page, the auto-trigger and `python -m studio train` all queue a run row. The app's runner
+thread starts `python -m studio train --run-id N` as a child process for the oldest queued run;
+the child claims the run with a conditional UPDATE, so a run never executes twice, and records
+progress, the outcome or the error. A crash of the child cannot take the studio down; a run
+whose process died is marked failed (by the runner at once, or at the next start).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import traceback
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+from storage import preferences, registry
+
+from studio.config import Settings
+from studio.errors import USER_ERRORS, StudioError
+from studio.learning.config import FROM_SETTINGS, TrainingConfig
+from studio.learning.run import run_training
+
+log = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+STALE_AFTER = timedelta(minutes=15)  # a run on another machine with no heartbeat for this long is dead
+POLL_SECONDS = 2.0
+
+
+def worker_id(pid: int | None = None) -> str:
+    return f"{socket.gethostname()}:{pid or os.getpid()}"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A killed child stays a zombie until its parent reaps it: that is not alive either.
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split()[2]
+    except (OSError, IndexError):
+        return True
+    return state != "Z"
+
+
+def train_command(settings: Settings, run_id: int) -> list[str]:
+    """The command line that carries out one queued run in a process of its own (run from REPO_ROOT)."""
+    command = [sys.executable, "-m", "studio", "train", "--run-id", str(run_id), "--model", settings.model,
+               "--data-dir", str(settings.data_path.resolve()), "--db", settings.database_url,
+               "--device", settings.device]
+    for name in FROM_SETTINGS.values():  # options given to the app, not only its environment, reach the run
+        command += ["--" + name.replace("_", "-"), str(getattr(settings, name))]
+    return command
+
+
+def _fail_run(sessions, run_id: int, error: str) -> None:
+    with sessions.begin() as session:
+        run = registry.get_run(session, run_id)
+        if run.status not in ("queued", "running"):
+            return
+        registry.finish_run(session, run_id, "failed", message="Failed.", error=error)
+        if run.version_id is not None:
+            version = registry.get_version(session, run.version_id)
+            if version.status == "training":
+                registry.update_version(session, version.id, status="failed")
+
+
+def recover(sessions, data_dir: Path) -> list[int]:
+    """Mark runs whose process is gone as failed and delete half-written adapters; return run ids."""
+    now = datetime.now(timezone.utc)
+    failed = []
+    with sessions() as session:
+        running = [(r.id, r.worker, r.heartbeat_at) for r in registry.running_runs(session)]
+    for run_id, worker, heartbeat in running:
+        host, _, pid = worker.partition(":")
+        here = host == socket.gethostname()
+        dead = (here and pid.isdigit() and not _pid_alive(int(pid))) or (
+            not here and (heartbeat is None or now - heartbeat > STALE_AFTER)
+        )
+        if dead:
+            _fail_run(sessions, run_id, "The training process stopped unexpectedly (killed, or the studio "
+                                        "restarted). The active version and all ratings are unchanged.")
+            failed.append(run_id)
+    for staging in (Path(data_dir) / "adapters").glob(".staging-*"):
+        shutil.rmtree(staging, ignore_errors=True)
+    return failed
+
+
+def execute_run(sessions, settings: Settings, config: TrainingConfig, run_id: int,
+                echo: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Claim a queued run for this process and carry it out; it always ends recorded."""
+    with sessions.begin() as session:
+        if not registry.claim_run(session, run_id, worker_id(), os.getpid()):
+            run = registry.get_run(session, run_id)
+            raise StudioError(f"Training run {run_id} is {run.status}, not queued: nothing to do.")
+
+    def report(progress: float, message: str, curve: list) -> None:
+        with sessions.begin() as session:
+            run = registry.update_run(session, run_id, progress=progress, message=message)
+            if curve and run.version_id is not None:
+                registry.update_version(session, run.version_id, loss_curve=list(curve))
+        if echo:
+            echo(f"[{progress:4.0%}] {message}")
+
+    try:
+        summary = run_training(sessions, settings, config, run_id, report)
+    except USER_ERRORS as exc:
+        _fail_run(sessions, run_id, str(exc))
+        raise
+    except BaseException as exc:
+        _fail_run(sessions, run_id, f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=5)}")
+        raise
+    message = (f"{summary['version']} {summary['decision']}: held-out perplexity "
+               f"{summary['active_perplexity']:.2f} -> {summary['candidate_perplexity']:.2f}")
+    with sessions.begin() as session:
+        registry.finish_run(session, run_id, "succeeded", message=message)
+    return summary
+
+
+class TrainingJobs:
+    """Queues runs and, in the app, runs them one at a time in child processes."""
+
+    def __init__(self, sessions, settings: Settings):
+        self.sessions = sessions
+        self.settings = settings
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._child: tuple[int, subprocess.Popen, Path] | None = None
+
+    def request(self, trigger: str) -> tuple[int, bool]:
+        """Queue a run (unless one is queued or running): (run id, whether it is new)."""
+        with self.sessions.begin() as session:
+            run, created = registry.enqueue_run(session, trigger)
+            return run.id, created
+
+    def maybe_auto_train(self) -> int | None:
+        """Queue a run when enough highly rated drafts (and picks, unless training ignores them)
+        have come in since the last one."""
+        threshold = self.settings.auto_train_after
+        if threshold <= 0:
+            return None
+        with self.sessions() as session:
+            last = registry.last_run(session)
+            since = last.created_at if last else None
+            fresh = registry.count_high_ratings_since(session, self.settings.train_min_stars, since)
+            if self.settings.train_method != "sft":
+                fresh += preferences.count_preferences_since(session, since)
+        if fresh < threshold:
+            return None
+        run_id, created = self.request("auto")
+        return run_id if created else None
+
+    # -- the runner (app only) -----------------------------------------------------------------
+
+    def start(self) -> None:
+        recovered = recover(self.sessions, self.settings.data_path)
+        if recovered:
+            log.warning("Marked interrupted training runs as failed: %s", recovered)
+        self._thread = threading.Thread(target=self._loop, name="training-runner", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(POLL_SECONDS):
+            try:
+                self._tick()
+            except Exception:  # the runner must outlive a database hiccup; the next tick retries
+                log.exception("Training runner check failed")
+
+    def _tick(self) -> None:
+        if self._child is not None:
+            run_id, process, log_path = self._child
+            if process.poll() is None:
+                return
+            self._child = None
+            if process.returncode != 0:
+                tail = log_path.read_text(encoding="utf-8", errors="replace")[-2000:] if log_path.exists() else ""
+                _fail_run(self.sessions, run_id, f"The training process exited with status {process.returncode}.\n{tail}")
+            return
+        with self.sessions() as session:
+            run = registry.open_run(session)
+            queued = run.id if run is not None and run.status == "queued" else None
+        if queued is not None:
+            self._child = (queued, *self._spawn(queued))
+
+    def _spawn(self, run_id: int) -> tuple[subprocess.Popen, Path]:
+        settings = self.settings
+        logs = settings.data_path / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        log_path = logs / f"training-run-{run_id}.log"
+        command = train_command(settings, run_id)
+        log.info("Starting training run %s in a separate process", run_id)
+        with open(log_path, "ab") as out:
+            process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=out, stderr=subprocess.STDOUT,
+                                       stdin=subprocess.DEVNULL)
+        return process, log_path

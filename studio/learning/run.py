@@ -1,0 +1,141 @@
+"""Writers' signal -> LoRA fine-tune -> held-out gate -> a new model version, promoted only if better.
+
+The signal is the writers' picks between candidates when there are enough of them (DPO), and
+their highly rated drafts otherwise (supervised fine-tuning); see finetune.py for both. The
+gate is the same either way: it scores the candidate and the active version on held-out drafts
+the writers liked (mean negative log-likelihood per target token) and promotes the candidate
+only when its perplexity beats the active version's by the configured margin. Preference runs
+also record how often each version ranks the held-out picks the way the writers did.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from storage import registry
+
+from studio.config import Settings
+from studio.errors import StudioError
+from studio.files import atomic_folder
+from studio.learning.config import TrainingConfig
+from studio.learning.dataset import (DatasetSplit, Example, PreferencePair, PreferenceSplit, build_preference_split,
+                                     build_split)
+from studio.learning.finetune import Report, train_adapter, train_preference_adapter
+from studio.learning.gate import GateResult, HeldOutScores, score_held_out
+from studio.serving.models import load_model
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainingData:
+    """What one run trains on, chosen by choose_data."""
+
+    method: str  # "sft" or "dpo"
+    split: DatasetSplit | PreferenceSplit  # what the method's trainer takes
+    gate_examples: list[Example]  # held-out drafts the writers liked: the gate scores these
+    train_draft_ids: list[int]
+    note: str = ""  # why this method, for the run's messages
+
+    @property
+    def held_out_pairs(self) -> list[PreferencePair]:
+        """The held-out picks whose ranking the gate reports (none for rated drafts)."""
+        return self.split.held_out if self.method == "dpo" else []
+
+
+def choose_data(session, config: TrainingConfig) -> TrainingData:
+    """Picks when there are enough of them (or when asked for), else rated drafts."""
+    note = ""
+    if config.method in ("auto", "dpo"):
+        try:
+            pairs = build_preference_split(
+                session, held_out_fraction=config.held_out_fraction, min_held_out=config.min_held_out,
+                min_pairs=config.min_pairs, seed=config.seed, max_per_writer=config.max_per_writer)
+        except StudioError as exc:  # too few picks, or all for one prompt
+            if config.method == "dpo":
+                raise
+            note = f"Learning from rated drafts: {exc}"
+        else:
+            trained = sorted({d for p in pairs.train for d in (p.chosen.draft_id, p.rejected.draft_id)})
+            held = list({p.chosen.draft_id: p.chosen for p in pairs.held_out}.values())
+            return TrainingData("dpo", pairs, held, trained, note=f"Learning from {len(pairs.train)} picks between candidates, "
+                                     f"{len(pairs.held_out)} held out.")
+    split = build_split(session, min_stars=config.min_stars, held_out_fraction=config.held_out_fraction,
+                        min_held_out=config.min_held_out, min_train=config.min_train, seed=config.seed,
+                        max_per_writer=config.max_per_writer)
+    dropped = f", {len(split.duplicates_dropped)} duplicates dropped" if split.duplicates_dropped else ""
+    summary = f"{len(split.train)} drafts to train on, {len(split.held_out)} held out{dropped}."
+    return TrainingData("sft", split, split.held_out, [e.draft_id for e in split.train],
+                        note=f"{note} {summary}".strip())
+
+
+def run_training(sessions, settings: Settings, config: TrainingConfig, run_id: int,
+                 report: Report) -> dict[str, Any]:
+    """One training run end to end; returns the candidate's figures. Raises on failure."""
+    with sessions.begin() as session:
+        active = registry.ensure_base_version(session, settings.model)
+        data = choose_data(session, config)
+        candidate = registry.add_version(
+            session, name=registry.next_version_name(session), parent_id=active.id, base_model=settings.model,
+            adapter_path=None, status="training", is_active=False,
+            train_draft_ids=data.train_draft_ids,
+            held_out_draft_ids=[e.draft_id for e in data.gate_examples],
+            hyperparameters=config.to_dict(), loss_curve=[], gate={},
+        )
+        registry.update_run(session, run_id, version_id=candidate.id)
+        active_info = (active.id, active.name, active.adapter_path)
+        candidate_id, candidate_name = candidate.id, candidate.name
+    report(0.02, data.note, [])
+    held_pairs = data.held_out_pairs
+    try:
+        base = load_model(settings.model, settings.data_path, settings.device)
+        def score(model, tokenizer) -> HeldOutScores:
+            return score_held_out(model, tokenizer, data.gate_examples, held_pairs, config.max_length)
+
+        active_scores = None
+        if active_info[2] is None:
+            # The active version is the base itself: score it now, on the model already loaded,
+            # before LoRA layers are added to it (rather than loading it a second time).
+            active_scores = score(base.model, base.tokenizer)
+        with tempfile.TemporaryDirectory(prefix="studio-train-") as scratch:
+            trainer = train_preference_adapter if data.method == "dpo" else train_adapter
+            peft_model, curve, stats = trainer(base.model, base.tokenizer, data.split, config, Path(scratch), report)
+        adapter = settings.data_path / "adapters" / candidate_name
+        with atomic_folder(adapter) as staging:
+            peft_model.save_pretrained(staging)
+        with sessions.begin() as session:
+            registry.update_version(session, candidate_id, adapter_path=str(adapter), loss_curve=curve)
+
+        report(0.85, "Scoring the candidate and the active version on held-out drafts…", curve)
+        candidate_scores = score(peft_model, base.tokenizer)
+        del peft_model
+        if active_scores is None:
+            active = load_model(settings.model, settings.data_path, settings.device, adapter=active_info[2])
+            active_scores = score(active.model, active.tokenizer)
+        gate = GateResult(active_scores.nll, candidate_scores.nll, candidate_scores.tokens, config.gate_margin)
+        figures = {**gate.to_dict(), "against": active_info[1], "method": data.method}
+        if held_pairs:
+            figures.update(held_out_pairs=len(held_pairs),
+                           active_pair_accuracy=active_scores.pair_accuracy, active_pair_margin=active_scores.pair_margin,
+                           candidate_pair_accuracy=candidate_scores.pair_accuracy,
+                           candidate_pair_margin=candidate_scores.pair_margin)
+        with sessions.begin() as session:
+            registry.update_version(session, candidate_id, gate=figures,
+                                    hyperparameters={**config.to_dict(), **stats, "method": data.method,
+                                                     "train_pairs": len(data.split.train) if data.method == "dpo" else 0},
+                                    status="rejected")
+            if gate.promote:
+                registry.activate(session, candidate_id)
+    except BaseException:
+        with sessions.begin() as session:
+            registry.update_version(session, candidate_id, status="failed")
+        raise
+    summary = {"version": candidate_name, **figures, **stats, "train_drafts": len(data.train_draft_ids),
+               "held_out_drafts": len(data.gate_examples)}
+    log.info("Run %s: %s %s by %s (held-out perplexity %.2f -> %.2f)", run_id, candidate_name,
+             figures["decision"], data.method, gate.active_perplexity, gate.candidate_perplexity)
+    return summary

@@ -1,0 +1,1 @@
+"""Model loading, the model pool, generation, streaming and batching."""

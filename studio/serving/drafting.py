@@ -1,0 +1,43 @@
+"""A draft being written: the stream a writer iterates, saved however the stream ends."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Callable, Iterator
+
+from studio.serving.generation import ActiveStreams, DraftStream, StreamResult
+
+
+class Drafting:
+    """A draft being written: iterate for text chunks; draft_id is set once the stream has ended.
+
+    However iteration ends (the last token, stop(), or the iterator closed or dropped because a
+    tab closed or a request was cancelled), the worker is joined and the draft is saved.
+    """
+
+    def __init__(self, stream: DraftStream, save: Callable[[StreamResult], int], active: ActiveStreams,
+                 key: str | None = None, draft_id: int | None = None, text: str = ""):
+        self.stream = stream
+        self.draft_id = draft_id
+        self.text = text  # the whole draft so far (for Continue, the earlier text too)
+        self._save = save
+        self._active = active
+        self._key = key or uuid.uuid4().hex
+
+    def __iter__(self) -> Iterator[str]:
+        # A generator method: the iterator refers to the Drafting, not the other way round, so
+        # dropping the iterator finalizes it at once (no reference cycle waiting for the GC).
+        self._active.add(self._key, self.stream)
+        chunks = iter(self.stream)
+        try:
+            for chunk in chunks:
+                self.text += chunk
+                yield chunk
+        finally:
+            chunks.close()  # ends the worker and fills stream.result before saving
+            self._active.remove(self._key, self.stream)
+            if self.stream.result.text:
+                self.draft_id = self._save(self.stream.result)
+
+    def stop(self) -> None:
+        self.stream.stop()

@@ -1,0 +1,1 @@
+"""Accounts, moderation, limits and the template sandbox."""

@@ -1,0 +1,1 @@
+"""The Gradio page: one module per tab, who a request's writer is, the API endpoints."""

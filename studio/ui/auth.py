@@ -1,0 +1,77 @@
+"""Who is behind a request: the writer signed in with Hugging Face, the account logged in with a
+password, or the one local writer. The page, its API and the tabs all ask through `Identity`.
+
+Hugging Face sign-in is Gradio's own OAuth: `gr.LoginButton` sends the visitor to huggingface.co,
+and Gradio's callback keeps what it learnt (`oauth_info`, with `userinfo.preferred_username`) in a
+session cookie signed by Starlette's SessionMiddleware. That cookie is the only thing read here:
+a visitor cannot name themselves, and one who is not signed in is told to sign in.
+"""
+
+from __future__ import annotations
+
+import time
+
+import gradio as gr
+
+from studio.trust.accounts import Accounts
+from studio.errors import StudioError, first_line
+
+SIGN_IN = ("Sign in with Hugging Face to write: use the “Sign in with Hugging Face” button at the top of "
+           "the page. Your drafts, ratings and templates are then yours alone.")
+SIGN_IN_NOTE = ("*Writers sign in with Hugging Face: each sees, rates and exports only their own drafts, "
+                "and highly rated drafts from everyone train the shared model.*")
+SINGLE_USER_NOTE = ("*Single-user mode: everyone who can open this page shares one set of drafts. Start the "
+                    "studio with `--auth` (or on a Space with `hf_oauth: true`) to give writers their own.*")
+
+
+def hf_username(request: gr.Request | None) -> str | None:
+    """The Hugging Face username a request's session cookie was signed in as, or None."""
+    raw = getattr(request, "request", None)  # the Starlette request under gr.Request
+    scope = getattr(raw, "scope", None)
+    if not isinstance(scope, dict) or "session" not in scope:  # no session middleware: nobody signed in
+        return None
+    info = scope["session"].get("oauth_info")
+    if not isinstance(info, dict):
+        return None
+    expires_at = info.get("expires_at")
+    if expires_at is not None and expires_at < time.time():  # as Gradio does: an expired sign-in is none
+        return None
+    username = (info.get("userinfo") or {}).get("preferred_username")
+    return username if isinstance(username, str) and username else None
+
+
+class Identity:
+    """`who(request)`: the writer's name, or a gr.Error saying how to sign in."""
+
+    def __init__(self, accounts: Accounts, local_user: str):
+        self.accounts = accounts
+        self.local_user = local_user
+
+    def signed_in(self, request: gr.Request | None) -> str | None:
+        """The writer, or None for a visitor who has not signed in (they may browse, not write)."""
+        if self.accounts.hf:
+            return hf_username(request)
+        if self.accounts.passwords:
+            return getattr(request, "username", None) or None
+        return self.local_user
+
+    def __call__(self, request: gr.Request | None) -> str:
+        user = self.signed_in(request)
+        if user is None:
+            raise gr.Error(SIGN_IN if self.accounts.hf else "Log in with your writer account first.")
+        return user
+
+
+def check_local_sign_in() -> None:
+    """Off a Space, Gradio's sign-in is a mock: everyone is this machine's `hf auth login`, which
+    Gradio looks up on the hub when the app starts. Say so clearly instead of failing in Gradio."""
+    from huggingface_hub import get_token, whoami
+
+    hint = ("--auth-mode hf off a Space signs everyone in as this machine's Hugging Face login (Gradio's "
+            "local stand-in for the Space's sign-in), which needs `hf auth login` and the hub")
+    if get_token() is None:
+        raise StudioError(f"{hint}, and no login was found. Log in, or use --auth-mode accounts with --auth.")
+    try:
+        whoami()
+    except Exception as exc:  # any failure of the hub call (offline, refused token): one readable line
+        raise StudioError(f"{hint}, and asking the hub failed: {first_line(exc)}") from exc

@@ -1,0 +1,133 @@
+"""The "My templates" tab: writers write their own genre templates, private until an admin
+publishes them. Thin: storage and the sandboxed rendering live in the core.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import gradio as gr
+
+from studio.trust.accounts import Accounts
+from studio.errors import USER_ERRORS
+from studio.core.studio import Studio
+from studio.core.templates import parse_template
+
+NEW = ""
+EXAMPLE = '''name = "Bedtime story"
+description = "A gentle story for a child, with a name and a favourite thing."
+language = "en"
+category = "fiction"
+system = "You write warm, simple stories for young children."
+template = """
+Write a calm bedtime story of about 150 words for a child called {{ child }},
+about {{ thing }}{% if place %}, set in {{ place }}{% endif %}. End with the child falling asleep.
+"""
+
+[sampler]
+temperature = 0.8
+top_p = 0.95
+top_k = 50
+repetition_penalty = 1.15
+max_new_tokens = 300
+
+[[fields]]
+name = "child"
+label = "Child's name"
+default = "Mila"
+required = true
+max_length = 40
+
+[[fields]]
+name = "thing"
+label = "Favourite thing"
+default = "a small red kite"
+required = true
+max_length = 80
+
+[[fields]]
+name = "place"
+label = "Place"
+default = ""
+required = false
+max_length = 80
+'''
+
+
+def template_choices(studio: Studio, user: str) -> list[tuple[str, str]]:
+    """Dropdown choices: shipped templates, then the writer's own and published ones (marked)."""
+    return [(t.name + (" ✎" if t.untrusted else ""), t.id) for t in studio.templates.for_writer(user=user)]
+
+
+def build_templates_tab(studio: Studio, accounts: Accounts, who: Callable[[gr.Request], str],
+                        write_dropdown: gr.Dropdown) -> gr.Tab:
+    with gr.Tab("My templates") as tab:
+        gr.Markdown("Write your own genre template in the same TOML format as the shipped ones. It is "
+                    "private to you until an admin publishes it; it renders in a sandbox with limits on "
+                    "time and size. Saved templates appear in the Write tab marked ✎.")
+        with gr.Row():
+            mine = gr.Dropdown([("New template", NEW)], value=NEW, label="Template", scale=3)
+            publish_btn = gr.Button("Publish / unpublish (admins)", scale=1)
+        source = gr.Textbox(EXAMPLE, lines=24, max_lines=40, max_length=20_000, label="Template (TOML)")
+        with gr.Row():
+            preview_btn = gr.Button("Preview prompt")
+            save_btn = gr.Button("Save", variant="primary")
+            delete_btn = gr.Button("Delete", variant="stop")
+        preview = gr.Textbox(label="The prompt with the default values", lines=6, interactive=False)
+
+    def listing(request: gr.Request, selected: str = NEW):
+        rows = studio.templates.mine(user=who(request))
+        labels = [(f"{r['name']} — {r['owner']}{', published' if r['published'] else ''}", r["id"]) for r in rows]
+        return gr.update(choices=[("New template", NEW), *labels], value=selected)
+
+    def on_select(template_id: str, request: gr.Request):
+        if template_id == NEW:
+            return EXAMPLE, ""
+        found = next((r for r in studio.templates.mine(user=who(request)) if r["id"] == template_id), None)
+        return (found["source"] if found else EXAMPLE), ""
+
+    def on_preview(text: str):
+        try:
+            return parse_template("preview", text, untrusted=True).render()
+        except USER_ERRORS as exc:
+            raise gr.Error(str(exc)) from exc
+
+    def on_save(template_id: str, text: str, request: gr.Request):
+        try:
+            saved = studio.templates.save(text, template_id or None, user=who(request))
+        except USER_ERRORS as exc:
+            raise gr.Error(str(exc)) from exc
+        gr.Info("Template saved: it is in the Write tab's list now.")
+        return listing(request, saved), gr.update(choices=template_choices(studio, who(request)))
+
+    def on_delete(template_id: str, request: gr.Request):
+        if template_id == NEW:
+            raise gr.Error("Choose one of your templates to delete.")
+        try:
+            studio.templates.delete(template_id, user=who(request))
+        except USER_ERRORS as exc:
+            raise gr.Error(str(exc)) from exc
+        gr.Info("Template deleted.")
+        return listing(request), EXAMPLE, gr.update(choices=template_choices(studio, who(request)))
+
+    def on_publish(template_id: str, request: gr.Request):
+        if not accounts.is_admin(who(request)):
+            raise gr.Error("Only an admin can publish templates.")
+        found = next((r for r in studio.templates.mine(user=who(request)) if r["id"] == template_id), None)
+        if found is None:
+            raise gr.Error("Choose a saved template to publish.")
+        studio.templates.publish(template_id, not found["published"])
+        gr.Info(f"{found['name']} is now {'private' if found['published'] else 'published'}.")
+        return listing(request, template_id)
+
+    quiet = dict(api_visibility="private")
+    def on_open(request: gr.Request):
+        return listing(request)
+
+    tab.select(on_open, None, mine, **quiet)
+    mine.change(on_select, mine, [source, preview], **quiet)
+    preview_btn.click(on_preview, source, preview, **quiet)
+    save_btn.click(on_save, [mine, source], [mine, write_dropdown], **quiet)
+    delete_btn.click(on_delete, mine, [mine, source, write_dropdown], **quiet)
+    publish_btn.click(on_publish, mine, mine, **quiet)
+    return tab

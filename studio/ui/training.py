@@ -1,0 +1,156 @@
+"""The Training tab: runs with live progress, loss curves, versions with their gate figures,
+and the buttons to train now, promote a version by hand, or roll back. Thin, like ui.py.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import gradio as gr
+import pandas as pd
+
+from studio.trust.accounts import Accounts
+from studio.errors import USER_ERRORS
+from studio.core.studio import Studio
+
+RUN_COLUMNS = ["Run", "Status", "Started by", "Progress", "Message", "Started", "Finished"]
+VERSION_COLUMNS = ["Version", "Status", "Serving", "Learned from", "Held out",
+                   "Held-out perplexity (before → after)", "Held-out picks ranked as writers did",
+                   "Train tokens/s", "Created"]
+BLIND_COLUMNS = ["Version", "Against", "Blind picks", "Win rate", "95% interval"]
+REFRESH_SECONDS = 2.0
+
+
+def _time(iso: str | None) -> str:
+    return iso[:19].replace("T", " ") if iso else ""
+
+
+def _runs_table(runs: list[dict]) -> list[list]:
+    rows = []
+    for r in runs:
+        detail = r["message"] if r["status"] != "failed" else (r["error"].splitlines() or ["Failed."])[0]
+        rows.append([r["id"], r["status"], r["trigger"], f"{r['progress']:.0%}", detail,
+                     _time(r["started_at"] or r["created_at"]), _time(r["finished_at"])])
+    return rows
+
+
+def _versions_table(versions: list[dict]) -> list[list]:
+    rows = []
+    for v in versions:
+        gate = v["gate"]
+        figures = (f"{gate['active_perplexity']:.2f} → {gate['candidate_perplexity']:.2f} ({gate['decision']})"
+                   if gate else "")
+        speed = v["hyperparameters"].get("train_tokens_per_second")
+        learned = ""
+        if gate.get("method") == "dpo":
+            pairs = v["hyperparameters"].get("train_pairs", 0)
+            learned = f"{pairs} pick{'s' * (pairs != 1)} ({v['train_drafts']} drafts)"
+        elif v["train_drafts"]:
+            learned = f"{v['train_drafts']} rated drafts"
+        ranked = (f"{gate['active_pair_accuracy']:.0%} → {gate['candidate_pair_accuracy']:.0%} "
+                  f"of {gate['held_out_pairs']}" if "held_out_pairs" in gate else "")
+        rows.append([v["name"], v["status"], "✓" if v["active"] else "", learned, v["held_out_drafts"] or "",
+                     figures, ranked, f"{speed:.0f}" if speed else "", _time(v["created_at"])])
+    return rows
+
+
+def _blind_table(rates: list[dict]) -> list[list]:
+    return [[r["version"], r["against"], r["picks"], f"{r['win_rate']:.0%} ({r['wins']} of {r['picks']})",
+             f"{r['low']:.0%} – {r['high']:.0%}"] for r in rates]
+
+
+def _loss_frame(versions: list[dict]) -> pd.DataFrame:
+    """The loss curve of the newest fine-tune (the one training, or the last one trained)."""
+    tuned = [v for v in versions if v["loss_curve"]]
+    if not tuned:
+        return pd.DataFrame({"step": [], "loss": [], "split": []})
+    points = tuned[0]["loss_curve"]
+    return pd.DataFrame({"step": [p["step"] for p in points], "loss": [p["loss"] for p in points],
+                         "split": [p["split"] for p in points]})
+
+
+def _learns_from(studio: Studio) -> str:
+    s = studio.settings
+    rated = f"drafts you rate {s.train_min_stars} stars or more"
+    if s.train_method == "sft":
+        return f"Training learns from {rated}."
+    if s.train_method == "dpo":
+        return "Training learns from your picks between candidates."
+    return (f"Training learns from your picks between candidates once there are {s.train_min_pairs} of them, "
+            f"and from {rated} until then.")
+
+
+def _serving(versions: list[dict]) -> str:
+    active = next((v for v in versions if v["active"]), None)
+    if active is None:
+        return "No version is active."
+    gate = active["gate"]
+    since = f" — held-out perplexity {gate['candidate_perplexity']:.2f}" if gate else ""
+    return f"Serving **{active['name']}**{since}. New drafts are written by this version."
+
+
+def build_training_tab(studio: Studio, accounts: Accounts, who: Callable[[gr.Request], str]) -> gr.Tab:
+    """The tab and its events; call inside the Blocks context. Only admins may change versions."""
+
+    def require_admin(request: gr.Request, action: str) -> None:
+        if not accounts.is_admin(who(request)):
+            raise gr.Error(f"Only an admin can {action}.")
+
+    with gr.Tab("Training") as tab:
+        serving = gr.Markdown()
+        with gr.Row():
+            train_btn = gr.Button("Train now", variant="primary")
+            rollback_btn = gr.Button("Roll back to the previous version")
+        gr.Markdown(f"{_learns_from(studio)} A fine-tune is promoted only if it beats the serving version "
+                    "on held-out drafts.")
+        runs = gr.Dataframe(headers=RUN_COLUMNS, interactive=False, wrap=True, label="Training runs")
+        loss = gr.LinePlot(x="step", y="loss", color="split", label="Loss of the newest fine-tune",
+                           x_title="step", y_title="loss (nats per token)")
+        versions = gr.Dataframe(headers=VERSION_COLUMNS, interactive=False, wrap=True, label="Versions")
+        blind = gr.Dataframe(headers=BLIND_COLUMNS, interactive=False, wrap=True, elem_id="blind-win-rates",
+                             label="Blind A/B: how often writers picked the newer version (Write tab → Blind A/B)")
+        with gr.Row():
+            chosen = gr.Dropdown([], label="Version to serve", scale=3)
+            promote_btn = gr.Button("Serve this version", scale=1)
+        timer = gr.Timer(REFRESH_SECONDS, active=False)
+
+    def refresh(current):
+        version_list = studio.versions.list()
+        names = [v["name"] for v in version_list if v["status"] in ("promoted", "rejected", "retired")]
+        return (_serving(version_list), _runs_table(studio.versions.runs()), _loss_frame(version_list),
+                _versions_table(version_list), _blind_table(studio.blind.win_rates()),
+                gr.update(choices=names, value=current if current in names else None))
+
+    outputs = [serving, runs, loss, versions, blind, chosen]
+    quiet = dict(api_visibility="private", show_progress="hidden")
+    # Poll only while the tab is open: runs change in another process.
+    tab.select(refresh, chosen, outputs, **quiet).then(lambda: gr.Timer(active=True), None, timer, **quiet)
+    timer.tick(refresh, chosen, outputs, **quiet)
+
+    def on_train(request: gr.Request):
+        require_admin(request, "start training")
+        run_id, created = studio.versions.train("button")
+        gr.Info(f"Training run {run_id} queued." if created else f"Run {run_id} is already queued or running.")
+
+    def on_promote(name, request: gr.Request):
+        require_admin(request, "change the serving version")
+        if not name:
+            raise gr.Error("Choose a version to serve first.")
+        try:
+            version_id = next(v["id"] for v in studio.versions.list() if v["name"] == name)
+            gr.Info(f"Now serving {studio.versions.promote(version_id)}.")
+        except USER_ERRORS as exc:
+            raise gr.Error(str(exc)) from exc
+
+    def on_rollback(request: gr.Request):
+        require_admin(request, "roll back")
+        try:
+            gr.Info(f"Rolled back: now serving {studio.versions.rollback()}.")
+        except USER_ERRORS as exc:
+            raise gr.Error(str(exc)) from exc
+
+    train_btn.click(on_train, None, None, api_visibility="private").then(refresh, chosen, outputs, **quiet)
+    promote_btn.click(on_promote, chosen, None, api_visibility="private").then(refresh, chosen, outputs, **quiet)
+    rollback_btn.click(on_rollback, None, None, api_visibility="private").then(refresh, chosen, outputs, **quiet)
+    return tab
+
