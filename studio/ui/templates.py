@@ -4,6 +4,7 @@ publishes them. Thin: storage and the sandboxed rendering live in the core.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 import gradio as gr
@@ -59,8 +60,19 @@ def template_choices(studio: Studio, user: str) -> list[tuple[str, str]]:
     return [(t.name + (" ✎" if t.untrusted else ""), t.id) for t in studio.templates.for_writer(user=user)]
 
 
-def build_templates_tab(studio: Studio, accounts: Accounts, who: Callable[[gr.Request], str],
-                        write_dropdown: gr.Dropdown) -> gr.Tab:
+@dataclass
+class _Editor:
+    tab: gr.Tab
+    mine: gr.Dropdown  # the writer's templates (an admin sees everyone's)
+    publish_btn: gr.Button
+    source: gr.Textbox
+    preview_btn: gr.Button
+    save_btn: gr.Button
+    delete_btn: gr.Button
+    preview: gr.Textbox
+
+
+def _layout() -> _Editor:
     with gr.Tab("My templates") as tab:
         gr.Markdown("Write your own genre template in the same TOML format as the shipped ones. It is "
                     "private to you until an admin publishes it; it renders in a sandbox with limits on "
@@ -74,16 +86,28 @@ def build_templates_tab(studio: Studio, accounts: Accounts, who: Callable[[gr.Re
             save_btn = gr.Button("Save", variant="primary")
             delete_btn = gr.Button("Delete", variant="stop")
         preview = gr.Textbox(label="The prompt with the default values", lines=6, interactive=False)
+    return _Editor(tab, mine, publish_btn, source, preview_btn, save_btn, delete_btn, preview)
 
-    def listing(request: gr.Request, selected: str = NEW):
-        rows = studio.templates.mine(user=who(request))
-        labels = [(f"{r['name']} — {r['owner']}{', published' if r['published'] else ''}", r["id"]) for r in rows]
-        return gr.update(choices=[("New template", NEW), *labels], value=selected)
+
+def _listing(studio: Studio, user: str, selected: str = NEW):
+    rows = studio.templates.mine(user=user)
+    labels = [(f"{r['name']} — {r['owner']}{', published' if r['published'] else ''}", r["id"]) for r in rows]
+    return gr.update(choices=[("New template", NEW), *labels], value=selected)
+
+
+def _own(studio: Studio, user: str, template_id: str) -> dict | None:
+    """One of the templates the writer may edit, or None."""
+    return next((r for r in studio.templates.mine(user=user) if r["id"] == template_id), None)
+
+
+def build_templates_tab(studio: Studio, accounts: Accounts, who: Callable[[gr.Request], str],
+                        write_dropdown: gr.Dropdown) -> gr.Tab:
+    ui = _layout()
 
     def on_select(template_id: str, request: gr.Request):
         if template_id == NEW:
             return EXAMPLE, ""
-        found = next((r for r in studio.templates.mine(user=who(request)) if r["id"] == template_id), None)
+        found = _own(studio, who(request), template_id)
         return (found["source"] if found else EXAMPLE), ""
 
     def on_preview(text: str):
@@ -98,7 +122,7 @@ def build_templates_tab(studio: Studio, accounts: Accounts, who: Callable[[gr.Re
         except USER_ERRORS as exc:
             raise gr.Error(str(exc)) from exc
         gr.Info("Template saved: it is in the Write tab's list now.")
-        return listing(request, saved), gr.update(choices=template_choices(studio, who(request)))
+        return _listing(studio, who(request), saved), gr.update(choices=template_choices(studio, who(request)))
 
     def on_delete(template_id: str, request: gr.Request):
         if template_id == NEW:
@@ -108,26 +132,26 @@ def build_templates_tab(studio: Studio, accounts: Accounts, who: Callable[[gr.Re
         except USER_ERRORS as exc:
             raise gr.Error(str(exc)) from exc
         gr.Info("Template deleted.")
-        return listing(request), EXAMPLE, gr.update(choices=template_choices(studio, who(request)))
+        return _listing(studio, who(request)), EXAMPLE, gr.update(choices=template_choices(studio, who(request)))
 
     def on_publish(template_id: str, request: gr.Request):
         if not accounts.is_admin(who(request)):
             raise gr.Error("Only an admin can publish templates.")
-        found = next((r for r in studio.templates.mine(user=who(request)) if r["id"] == template_id), None)
+        found = _own(studio, who(request), template_id)
         if found is None:
             raise gr.Error("Choose a saved template to publish.")
         studio.templates.publish(template_id, not found["published"])
         gr.Info(f"{found['name']} is now {'private' if found['published'] else 'published'}.")
-        return listing(request, template_id)
+        return _listing(studio, who(request), template_id)
 
     quiet = dict(api_visibility="private")
     def on_open(request: gr.Request):
-        return listing(request)
+        return _listing(studio, who(request))
 
-    tab.select(on_open, None, mine, **quiet)
-    mine.change(on_select, mine, [source, preview], **quiet)
-    preview_btn.click(on_preview, source, preview, **quiet)
-    save_btn.click(on_save, [mine, source], [mine, write_dropdown], **quiet)
-    delete_btn.click(on_delete, mine, [mine, source, write_dropdown], **quiet)
-    publish_btn.click(on_publish, mine, mine, **quiet)
-    return tab
+    ui.tab.select(on_open, None, ui.mine, **quiet)
+    ui.mine.change(on_select, ui.mine, [ui.source, ui.preview], **quiet)
+    ui.preview_btn.click(on_preview, ui.source, ui.preview, **quiet)
+    ui.save_btn.click(on_save, [ui.mine, ui.source], [ui.mine, write_dropdown], **quiet)
+    ui.delete_btn.click(on_delete, ui.mine, [ui.mine, ui.source, write_dropdown], **quiet)
+    ui.publish_btn.click(on_publish, ui.mine, ui.mine, **quiet)
+    return ui.tab

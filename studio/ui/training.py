@@ -4,6 +4,7 @@ and the buttons to train now, promote a version by hand, or roll back. Thin, lik
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 import gradio as gr
@@ -89,13 +90,22 @@ def _serving(versions: list[dict]) -> str:
     return f"Serving **{active['name']}**{since}. New drafts are written by this version."
 
 
-def build_training_tab(studio: Studio, accounts: Accounts, who: Callable[[gr.Request], str]) -> gr.Tab:
-    """The tab and its events; call inside the Blocks context. Only admins may change versions."""
+@dataclass
+class _Panel:
+    tab: gr.Tab
+    serving: gr.Markdown
+    train_btn: gr.Button
+    rollback_btn: gr.Button
+    runs: gr.Dataframe
+    loss: gr.LinePlot
+    versions: gr.Dataframe
+    blind: gr.Dataframe
+    chosen: gr.Dropdown  # the version to serve
+    promote_btn: gr.Button
+    timer: gr.Timer
 
-    def require_admin(request: gr.Request, action: str) -> None:
-        if not accounts.is_admin(who(request)):
-            raise gr.Error(f"Only an admin can {action}.")
 
+def _layout(studio: Studio) -> _Panel:
     with gr.Tab("Training") as tab:
         serving = gr.Markdown()
         with gr.Row():
@@ -113,6 +123,18 @@ def build_training_tab(studio: Studio, accounts: Accounts, who: Callable[[gr.Req
             chosen = gr.Dropdown([], label="Version to serve", scale=3)
             promote_btn = gr.Button("Serve this version", scale=1)
         timer = gr.Timer(REFRESH_SECONDS, active=False)
+    return _Panel(tab, serving, train_btn, rollback_btn, runs, loss, versions, blind, chosen, promote_btn, timer)
+
+
+def build_training_tab(studio: Studio, accounts: Accounts, who: Callable[[gr.Request], str]) -> gr.Tab:
+    """The tab and its events; call inside the Blocks context. Only admins may change versions."""
+
+    def require_admin(request: gr.Request, action: str) -> None:
+        if not accounts.is_admin(who(request)):
+            raise gr.Error(f"Only an admin can {action}.")
+
+    ui = _layout(studio)
+    chosen = ui.chosen
 
     def refresh(current):
         version_list = studio.versions.list()
@@ -121,11 +143,11 @@ def build_training_tab(studio: Studio, accounts: Accounts, who: Callable[[gr.Req
                 _versions_table(version_list), _blind_table(studio.blind.win_rates()),
                 gr.update(choices=names, value=current if current in names else None))
 
-    outputs = [serving, runs, loss, versions, blind, chosen]
+    outputs = [ui.serving, ui.runs, ui.loss, ui.versions, ui.blind, chosen]
     quiet = dict(api_visibility="private", show_progress="hidden")
     # Poll only while the tab is open: runs change in another process.
-    tab.select(refresh, chosen, outputs, **quiet).then(lambda: gr.Timer(active=True), None, timer, **quiet)
-    timer.tick(refresh, chosen, outputs, **quiet)
+    ui.tab.select(refresh, chosen, outputs, **quiet).then(lambda: gr.Timer(active=True), None, ui.timer, **quiet)
+    ui.timer.tick(refresh, chosen, outputs, **quiet)
 
     def on_train(request: gr.Request):
         require_admin(request, "start training")
@@ -149,8 +171,8 @@ def build_training_tab(studio: Studio, accounts: Accounts, who: Callable[[gr.Req
         except USER_ERRORS as exc:
             raise gr.Error(str(exc)) from exc
 
-    train_btn.click(on_train, None, None, api_visibility="private").then(refresh, chosen, outputs, **quiet)
-    promote_btn.click(on_promote, chosen, None, api_visibility="private").then(refresh, chosen, outputs, **quiet)
-    rollback_btn.click(on_rollback, None, None, api_visibility="private").then(refresh, chosen, outputs, **quiet)
-    return tab
+    ui.train_btn.click(on_train, None, None, api_visibility="private").then(refresh, chosen, outputs, **quiet)
+    ui.promote_btn.click(on_promote, chosen, None, api_visibility="private").then(refresh, chosen, outputs, **quiet)
+    ui.rollback_btn.click(on_rollback, None, None, api_visibility="private").then(refresh, chosen, outputs, **quiet)
+    return ui.tab
 
