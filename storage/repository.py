@@ -169,11 +169,10 @@ def list_drafts(
     min_stars: int | None = None,
     unrated_only: bool = False,
     limit: int = 200,
-    offset: int = 0,
 ) -> list[DraftSummary]:
     """Drafts newest first, each with the stars its own author gave it."""
-    if limit < 1 or offset < 0:
-        raise StorageError("The drafts list needs a positive limit and an offset of 0 or more.")
+    if limit < 1:
+        raise StorageError("The drafts list needs a positive limit.")
 
     stmt = (
         select(
@@ -195,7 +194,6 @@ def list_drafts(
         # id breaks ties between drafts created in the same instant.
         .order_by(Draft.created_at.desc(), Draft.id.desc())
         .limit(limit)
-        .offset(offset)
     )
     if user is not None:
         stmt = stmt.where(Draft.user == user)
@@ -226,10 +224,6 @@ def list_drafts(
 
 def _one_line(text: str) -> str:
     return text.replace("\r\n", " ").replace("\r", " ").replace("\n", " ")
-
-
-def count_drafts(session: Session) -> int:
-    return session.scalar(select(func.count()).select_from(Draft)) or 0
 
 
 def list_rated_drafts(session: Session, *, user: str | None = None) -> list[tuple[Draft, Rating]]:

@@ -78,12 +78,12 @@ def test_only_drafts_rated_at_or_above_the_threshold_are_examples(studio):
         rate_draft(s, someone_else, 5, user="visitor")  # only the author's rating counts
 
     with studio.sessions() as s:
-        chosen, below = rated_examples(s)
-        assert [e.draft_id for e in chosen] == [four, five] and below == 1
+        chosen = rated_examples(s)
+        assert [e.draft_id for e in chosen] == [four, five]
         assert [(e.stars, e.user, e.template_id) for e in chosen] == [(4, "local", "poetry"), (5, "local", "poetry")]
         assert chosen[0].context.startswith("<|im_start|>user") and chosen[0].prompt.startswith("Write")
-        chosen, below = rated_examples(s, min_stars=5)
-        assert [e.draft_id for e in chosen] == [five] and below == 2
+        chosen = rated_examples(s, min_stars=5)
+        assert [e.draft_id for e in chosen] == [five]
         assert [d.id for d, _ in list_rated_drafts(s)] == [three, four, five, empty]
 
 
@@ -161,7 +161,7 @@ def test_build_split_selects_dedupes_and_splits(studio):
     with studio.sessions() as s:
         result = build_split(s, seed=1)
 
-    assert result.duplicates_dropped == [copy] and result.below_threshold == 2
+    assert result.duplicates_dropped == [copy]
     assert len(result.held_out) == 2 and len(result.train) == 6
     assert sorted(e.draft_id for e in result.train + result.held_out) == good
 

@@ -47,4 +47,4 @@ def test_one_writer_cannot_fill_a_training_run(studio):
         users = [e.user for e in split.train + split.held_out]
         assert users.count("prolific") == 6 and users.count("quiet") == 5
         assert len(build_split(session).train + build_split(session).held_out) == 25  # no cap: all
-        assert repository.count_drafts(session) == 25
+        assert len(repository.list_drafts(session)) == 25

@@ -22,7 +22,6 @@ from storage import (
     Rating,
     StorageError,
     add_draft,
-    count_drafts,
     current_revision,
     get_draft,
     get_rating,
@@ -310,15 +309,6 @@ def test_update_draft_for_continue(factory):
             update_draft(s, draft_id, txet="typo")
 
 
-def test_count_drafts(factory):
-    with factory() as s:
-        assert count_drafts(s) == 0
-    new_draft(factory)
-    new_draft(factory)
-    with factory() as s:
-        assert count_drafts(s) == 2
-
-
 # --- ratings ------------------------------------------------------------------
 
 
@@ -524,11 +514,10 @@ def test_list_drafts_filters(listed):
         assert names(list_drafts(s, user="nobody"), ids) == []
 
 
-def test_list_drafts_limit_and_offset(listed):
+def test_list_drafts_limit(listed):
     factory, ids = listed
     with factory() as s:
         assert names(list_drafts(s, limit=2), ids) == ["e", "d"]
-        assert names(list_drafts(s, limit=2, offset=2), ids) == ["c", "b"]
         with pytest.raises(StorageError):
             list_drafts(s, limit=0)
 

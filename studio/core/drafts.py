@@ -7,7 +7,7 @@ training run once they are committed. The writer is always given by the caller.
 from __future__ import annotations
 
 import uuid
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 from storage import preferences, repository, revisions
 

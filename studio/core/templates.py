@@ -49,12 +49,6 @@ class GenreTemplate:
     untrusted: bool = False  # a writer's own template: rendered in a limited child process
     _compiled: Any = field(default=None, repr=False, compare=False)
 
-    def field(self, name: str) -> TemplateField:
-        for f in self.fields:
-            if f.name == name:
-                return f
-        raise TemplateError(f"Template '{self.id}' has no field '{name}'.")
-
     def resolve_values(self, values: Mapping[str, Any] | None) -> dict[str, str]:
         """Fill in defaults and check every value; raise TemplateError naming the bad field."""
         values = dict(values or {})

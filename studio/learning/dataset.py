@@ -56,7 +56,6 @@ class DatasetSplit:
     train: list[Example]
     held_out: list[Example]
     duplicates_dropped: list[int]  # draft ids dropped as exact or near duplicates
-    below_threshold: int  # how many rated drafts were under min_stars
 
 
 @dataclass(frozen=True)
@@ -118,11 +117,9 @@ def preference_pairs(session: Session) -> list[PreferencePair]:
             for chosen, rejected in list_preferences(session) if _usable(chosen) and _usable(rejected)]
 
 
-def rated_examples(session: Session, min_stars: int = 4) -> tuple[list[Example], int]:
-    """The drafts rated min_stars or more, and how many rated drafts fell below that."""
-    rated = _all_rated(session)
-    chosen = [e for e in rated if e.stars >= min_stars]
-    return chosen, len(rated) - len(chosen)
+def rated_examples(session: Session, min_stars: int = 4) -> list[Example]:
+    """The usable drafts rated min_stars or more, oldest first."""
+    return [e for e in _all_rated(session) if e.stars >= min_stars]
 
 
 # -- deduplicating -----------------------------------------------------------------------------
@@ -209,7 +206,7 @@ def build_split(
     max_per_writer (0 = no cap) keeps any one writer from steering the model: beyond it, a
     writer's best-rated, then newest, drafts are kept.
     """
-    examples, below = rated_examples(session, min_stars)
+    examples = rated_examples(session, min_stars)
     kept, dropped = dedupe(examples, near_threshold)
     if max_per_writer:
         kept = cap_per_writer(kept, max_per_writer, lambda e: e.user, lambda e: (e.stars, e.draft_id))
@@ -218,7 +215,7 @@ def build_split(
     except NotEnoughDrafts as exc:
         # Re-raised with what only this level knows: the star threshold and the duplicates.
         raise NotEnoughDrafts(exc.have, exc.needed, min_stars=min_stars, duplicates=len(dropped)) from None
-    return DatasetSplit(train=train, held_out=held_out, duplicates_dropped=dropped, below_threshold=below)
+    return DatasetSplit(train=train, held_out=held_out, duplicates_dropped=dropped)
 
 
 def cap_per_writer(items: list, cap: int, writer: Callable[[Any], str], rank: Callable[[Any], Any]) -> list:
@@ -324,7 +321,7 @@ def export_rows(session: Session, fmt: str, min_stars: int, system_prompt: Calla
             raise StudioError("There are no preferences to export yet: compare candidates and pick one first.")
         return rows
     if fmt == "sft":
-        examples, _ = rated_examples(session, min_stars)
+        examples = rated_examples(session, min_stars)
         examples, _ = dedupe(examples)
     else:
         examples = _all_rated(session)

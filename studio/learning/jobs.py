@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from storage import preferences, registry
+from storage.models import RunStatus, VersionStatus
 
 from studio.config import Settings
 from studio.errors import USER_ERRORS, StudioError
@@ -67,13 +68,13 @@ def train_command(settings: Settings, run_id: int) -> list[str]:
 def _fail_run(sessions, run_id: int, error: str) -> None:
     with sessions.begin() as session:
         run = registry.get_run(session, run_id)
-        if run.status not in ("queued", "running"):
+        if run.status not in (RunStatus.QUEUED, RunStatus.RUNNING):
             return
-        registry.finish_run(session, run_id, "failed", message="Failed.", error=error)
+        registry.finish_run(session, run_id, RunStatus.FAILED, message="Failed.", error=error)
         if run.version_id is not None:
             version = registry.get_version(session, run.version_id)
-            if version.status == "training":
-                registry.update_version(session, version.id, status="failed")
+            if version.status == VersionStatus.TRAINING:
+                registry.update_version(session, version.id, status=VersionStatus.FAILED)
 
 
 def recover(sessions, data_dir: Path) -> list[int]:
@@ -124,7 +125,7 @@ def execute_run(sessions, settings: Settings, config: TrainingConfig, run_id: in
     message = (f"{summary['version']} {summary['decision']}: held-out perplexity "
                f"{summary['active_perplexity']:.2f} -> {summary['candidate_perplexity']:.2f}")
     with sessions.begin() as session:
-        registry.finish_run(session, run_id, "succeeded", message=message)
+        registry.finish_run(session, run_id, RunStatus.SUCCEEDED, message=message)
     return summary
 
 
@@ -194,7 +195,7 @@ class TrainingJobs:
             return
         with self.sessions() as session:
             run = registry.open_run(session)
-            queued = run.id if run is not None and run.status == "queued" else None
+            queued = run.id if run is not None and run.status == RunStatus.QUEUED else None
         if queued is not None:
             self._child = (queued, *self._spawn(queued))
 

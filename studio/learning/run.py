@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from storage import registry
+from storage.models import VersionStatus
 
 from studio.config import Settings
 from studio.errors import StudioError
@@ -73,6 +74,17 @@ def choose_data(session, config: TrainingConfig) -> TrainingData:
                         note=f"{note} {summary}".strip())
 
 
+def _gate_figures(gate: GateResult, active: HeldOutScores, candidate: HeldOutScores, held_pairs: list,
+                  against: str, method: str) -> dict[str, Any]:
+    """What the version row keeps of the gate: its decision, and how each version ranks held-out picks."""
+    figures = {**gate.to_dict(), "against": against, "method": method}
+    if held_pairs:
+        figures.update(held_out_pairs=len(held_pairs),
+                       active_pair_accuracy=active.pair_accuracy, active_pair_margin=active.pair_margin,
+                       candidate_pair_accuracy=candidate.pair_accuracy, candidate_pair_margin=candidate.pair_margin)
+    return figures
+
+
 def run_training(sessions, settings: Settings, config: TrainingConfig, run_id: int,
                  report: Report) -> dict[str, Any]:
     """One training run end to end; returns the candidate's figures. Raises on failure."""
@@ -81,11 +93,9 @@ def run_training(sessions, settings: Settings, config: TrainingConfig, run_id: i
         data = choose_data(session, config)
         candidate = registry.add_version(
             session, name=registry.next_version_name(session), parent_id=active.id, base_model=settings.model,
-            adapter_path=None, status="training", is_active=False,
-            train_draft_ids=data.train_draft_ids,
+            adapter_path=None, status=VersionStatus.TRAINING, is_active=False, train_draft_ids=data.train_draft_ids,
             held_out_draft_ids=[e.draft_id for e in data.gate_examples],
-            hyperparameters=config.to_dict(), loss_curve=[], gate={},
-        )
+            hyperparameters=config.to_dict(), loss_curve=[], gate={})
         registry.update_run(session, run_id, version_id=candidate.id)
         active_info = (active.id, active.name, active.adapter_path)
         candidate_id, candidate_name = candidate.id, candidate.name
@@ -93,6 +103,7 @@ def run_training(sessions, settings: Settings, config: TrainingConfig, run_id: i
     held_pairs = data.held_out_pairs
     try:
         base = load_model(settings.model, settings.data_path, settings.device)
+
         def score(model, tokenizer) -> HeldOutScores:
             return score_held_out(model, tokenizer, data.gate_examples, held_pairs, config.max_length)
 
@@ -117,22 +128,17 @@ def run_training(sessions, settings: Settings, config: TrainingConfig, run_id: i
             active = load_model(settings.model, settings.data_path, settings.device, adapter=active_info[2])
             active_scores = score(active.model, active.tokenizer)
         gate = GateResult(active_scores.nll, candidate_scores.nll, candidate_scores.tokens, config.gate_margin)
-        figures = {**gate.to_dict(), "against": active_info[1], "method": data.method}
-        if held_pairs:
-            figures.update(held_out_pairs=len(held_pairs),
-                           active_pair_accuracy=active_scores.pair_accuracy, active_pair_margin=active_scores.pair_margin,
-                           candidate_pair_accuracy=candidate_scores.pair_accuracy,
-                           candidate_pair_margin=candidate_scores.pair_margin)
+        figures = _gate_figures(gate, active_scores, candidate_scores, held_pairs, active_info[1], data.method)
         with sessions.begin() as session:
             registry.update_version(session, candidate_id, gate=figures,
                                     hyperparameters={**config.to_dict(), **stats, "method": data.method,
                                                      "train_pairs": len(data.split.train) if data.method == "dpo" else 0},
-                                    status="rejected")
+                                    status=VersionStatus.REJECTED)
             if gate.promote:
                 registry.activate(session, candidate_id)
     except BaseException:
         with sessions.begin() as session:
-            registry.update_version(session, candidate_id, status="failed")
+            registry.update_version(session, candidate_id, status=VersionStatus.FAILED)
         raise
     summary = {"version": candidate_name, **figures, **stats, "train_drafts": len(data.train_draft_ids),
                "held_out_drafts": len(data.gate_examples)}

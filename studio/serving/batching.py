@@ -50,11 +50,6 @@ _BATCHABLE_GENERATION_CONFIG = {
 }
 
 
-def supports_batching(model: Any) -> bool:
-    """True for decoder-only models whose cache is plain full attention (Llama, Qwen2, SmolLM...)."""
-    return batching_obstacle(model) is None
-
-
 def batching_obstacle(model: Any) -> str | None:
     """Why drafts on this model cannot be batched, or None when they can.
 

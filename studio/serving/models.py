@@ -36,7 +36,6 @@ class LoadedModel:
     name: str  # what the writer asked for: 'embedded', a hub id or a folder
     version: str  # the model version that writes drafts ('base' until fine-tunes exist)
     device: str
-    load_seconds: float
     version_id: int | None = None  # the registry row of that version
     config: Any = None  # the model's config (also there when only the tokenizer was loaded)
     engine: Any = None  # its batching.BatchEngine, when the studio batches drafts on this model
@@ -158,7 +157,6 @@ def load_model(
         model.eval()
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    seconds = time.perf_counter() - started
-    progress(f"Model {name} (version {version}) ready in {seconds:.1f} s.")
-    return LoadedModel(model, tokenizer, name=name, version=version, device=device_name, load_seconds=seconds,
+    progress(f"Model {name} (version {version}) ready in {time.perf_counter() - started:.1f} s.")
+    return LoadedModel(model, tokenizer, name=name, version=version, device=device_name,
                        version_id=version_id, config=config)
