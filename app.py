@@ -19,11 +19,11 @@ log = logging.getLogger("studio")
 
 def create_app(settings: Settings, load_model: bool = True):
     """The Studio, its Gradio page and the writers' accounts; with load_model, the model is ready."""
-    from studio.trust.accounts import Accounts
     from studio.core.backups import start_backups
     from studio.core.studio import Studio
-    from studio.ui.page import build_ui, exports_dir
+    from studio.trust.accounts import Accounts
     from studio.ui.auth import check_local_sign_in
+    from studio.ui.page import build_ui, exports_dir
 
     accounts = Accounts.from_settings(settings)
     if accounts.hf and not hf_sign_in_available():

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 from storage.backup import backup_sqlite, timestamped_backup
-
 from studio.config import add_arguments, settings_from
 from studio.errors import USER_ERRORS
 from studio.learning.config import FROM_SETTINGS, TrainingConfig
@@ -26,7 +25,6 @@ from studio.learning.dataset import EXPORT_FORMATS, write_jsonl
 from studio.learning.jobs import execute_run
 from studio.serving.sampling import SAMPLER_NAMES, SamplerSettings
 from studio.trust.accounts import add_user
-
 
 # -- the commands: each takes (args, studio) and returns the exit status ---------------------------
 

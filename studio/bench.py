@@ -28,8 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from studio.config import Settings, add_arguments, settings_from
-from studio.serving.generation import model_input
 from studio.learning.jobs import REPO_ROOT, train_command
+from studio.serving.generation import model_input
 
 PROMPT_TEMPLATE = "fantasy"
 # Rated drafts the benchmark's training run learns from: enough for a split and a few dozen

@@ -6,9 +6,9 @@ import pytest
 from gradio_client import Client
 
 from storage import NotFoundError
-from studio.trust.accounts import Accounts, add_user, hash_password, read_auth_file, verify_password
 from studio.config import Settings
 from studio.errors import StudioError
+from studio.trust.accounts import Accounts, add_user, hash_password, read_auth_file, verify_password
 from studio.ui.page import build_ui
 from tests.conftest import _free_port
 

@@ -120,8 +120,9 @@ def test_many_writers_rating_at_once_through_the_api_lose_and_duplicate_nothing(
         t.join()
     assert errors == []
     with studio.sessions() as session:
-        from storage.models import Rating
         from sqlalchemy import func, select
+
+        from storage.models import Rating
 
         assert session.scalar(select(func.count()).select_from(Rating)) == len(ids)  # one per draft
     assert all(studio.drafts.get(i, user="local")["stars"] in range(1, 6) for i in ids)

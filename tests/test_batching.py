@@ -9,8 +9,8 @@ import threading
 import pytest
 
 from storage import registry
-from studio.serving.batching import BatchEngine, batching_obstacle
 from studio.errors import GenerationError
+from studio.serving.batching import BatchEngine, batching_obstacle
 from studio.serving.generation import DraftStream, model_input
 from studio.serving.models import load_model
 from studio.serving.sampling import SamplerSettings
@@ -248,9 +248,9 @@ def test_a_model_whose_generation_config_needs_generate_is_not_batched_and_runs_
 
     from transformers import GenerationConfig
 
-    from studio.serving.batching import batching_obstacle
     from studio.config import Settings
     from studio.core.studio import Studio
+    from studio.serving.batching import batching_obstacle
 
     folder = shutil.copytree(tiny_model_dir, tmp_path / "no-repeat-model")
     config = GenerationConfig.from_pretrained(folder)

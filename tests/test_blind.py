@@ -8,9 +8,9 @@ import random
 import pytest
 
 from storage import registry
+from storage.repository import NotFoundError, StorageError
 from studio.core.blind import BlindComparisons, wilson_interval
 from studio.errors import StudioError
-from storage.repository import NotFoundError, StorageError
 
 
 def add_version(studio, name: str = "v1") -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from storage.repository import add_draft, list_rated_drafts, rate_draft
+from studio.errors import StudioError
 from studio.learning.dataset import (
     Example,
     NotEnoughDrafts,
@@ -17,7 +18,6 @@ from studio.learning.dataset import (
     tokenize_example,
     write_jsonl,
 )
-from studio.errors import StudioError
 
 EN = (
     "The old lighthouse keeper climbed the spiral stairs every evening to light the lamp. "

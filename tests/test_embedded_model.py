@@ -7,8 +7,8 @@ import time
 import pytest
 
 from studio.config import Settings
-from studio.serving.models import EMBEDDED_NAME, load_model
 from studio.core.studio import Studio
+from studio.serving.models import EMBEDDED_NAME, load_model
 
 pytestmark = pytest.mark.slow
 

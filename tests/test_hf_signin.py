@@ -16,9 +16,9 @@ import pytest
 from gradio_client import Client
 
 from app import main
-from studio.trust.accounts import Accounts
 from studio.config import Settings, settings_from
 from studio.errors import StudioError
+from studio.trust.accounts import Accounts
 from studio.ui.page import build_ui, exports_dir
 from tests.conftest import _free_port
 from tests.hf_space import signed_in_as

@@ -10,12 +10,12 @@ from __future__ import annotations
 import pytest
 
 from app import main
-from studio.trust.classifier import Classifier
 from studio.config import Settings, settings_from
-from studio.learning.dataset import build_split
-from studio.errors import ModelError
-from studio.trust.moderation import ContentFilter
 from studio.core.studio import Studio
+from studio.errors import ModelError
+from studio.learning.dataset import build_split
+from studio.trust.classifier import Classifier
+from studio.trust.moderation import ContentFilter
 from tests.classifiers import build_tiny_classifier
 from tests.drafts import seed_rated_drafts
 

@@ -7,8 +7,8 @@ import json
 import pytest
 
 from storage import NotFoundError, StorageError
-from studio.learning.dataset import write_jsonl
 from studio.errors import GenerationError
+from studio.learning.dataset import write_jsonl
 from studio.ui.together import stream_together
 
 

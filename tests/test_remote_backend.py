@@ -10,8 +10,8 @@ import urllib.request
 import pytest
 
 from studio.config import Settings
-from studio.errors import GenerationError
 from studio.core.studio import Studio
+from studio.errors import GenerationError
 from tests.conftest import _free_port
 
 SERVE = "import sys; from transformers.cli.transformers import main; sys.argv[0] = 'transformers'; main()"

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from storage import InvalidRatingError, NotFoundError, repository
-from studio.errors import GenerationError, TemplateError
 from studio.core.studio import Studio
+from studio.errors import GenerationError, TemplateError
 
 
 def _write(studio: Studio, template="fantasy", fields=None, **sampler):

@@ -30,9 +30,9 @@ from storage import (
     migrate,
     open_database,
     rate_draft,
+    registry,
     update_draft,
 )
-from storage import registry
 from storage.models import ModelVersion, RunStatus, TrainingRun, VersionStatus
 
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from studio.core.templates import TemplateCatalog, parse_template
 from studio.errors import TemplateError
 from studio.serving.generation import model_input
 from studio.serving.models import load_model
-from studio.core.templates import TemplateCatalog, parse_template
 
 GOOD = '''
 name = "Test"

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from storage import registry, repository
+from studio.errors import StudioError
 from studio.learning.dataset import NotEnoughDrafts
 from studio.learning.jobs import execute_run, recover
-from studio.errors import StudioError
 from tests.drafts import seed_picks, seed_rated_drafts
 
 REPO = Path(__file__).resolve().parent.parent

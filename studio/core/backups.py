@@ -11,7 +11,6 @@ import threading
 
 from storage import StorageError
 from storage.backup import sqlite_path, timestamped_backup
-
 from studio.config import Settings
 
 log = logging.getLogger(__name__)

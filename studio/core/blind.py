@@ -17,9 +17,8 @@ from typing import Any, Mapping
 
 from storage import comparisons, registry
 from storage.models import WRITABLE_VERSION_STATUSES
-
-from studio.errors import GenerationError, StudioError
 from studio.core.drafts import Drafts
+from studio.errors import GenerationError, StudioError
 from studio.learning.jobs import TrainingJobs
 from studio.serving.drafting import Drafting
 from studio.serving.pool import ModelPool

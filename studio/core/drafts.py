@@ -10,13 +10,12 @@ import uuid
 from typing import Any, Mapping
 
 from storage import preferences, repository, revisions
-
 from studio.config import Settings
-from studio.errors import GenerationError
 from studio.core.export import draft_markdown
 from studio.core.records import draft_record
 from studio.core.templates import GenreTemplate
 from studio.core.writer_templates import WriterTemplates
+from studio.errors import GenerationError
 from studio.learning.dataset import export_rows
 from studio.learning.jobs import TrainingJobs
 from studio.serving.drafting import Drafting

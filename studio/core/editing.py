@@ -9,7 +9,6 @@ from __future__ import annotations
 from typing import Any
 
 from storage import repository, revisions
-
 from studio.errors import StudioError
 from studio.text import word_count
 from studio.trust.moderation import ContentFilter

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import storage
 from storage import registry
-
 from studio.config import Settings
 from studio.core.blind import BlindComparisons
 from studio.core.drafts import Drafts

@@ -13,7 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from jinja2 import StrictUndefined, TemplateError as JinjaError, nodes
+from jinja2 import StrictUndefined
+from jinja2 import TemplateError as JinjaError
+from jinja2 import nodes
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from studio.errors import TemplateError

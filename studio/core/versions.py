@@ -5,10 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from storage import registry
-
 from studio.config import Settings
-from studio.errors import StudioError
 from studio.core.records import run_record, version_record
+from studio.errors import StudioError
 from studio.learning.config import TrainingConfig
 from studio.learning.jobs import TrainingJobs
 

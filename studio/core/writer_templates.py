@@ -9,9 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 from storage import user_templates
-
-from studio.errors import TemplateError
 from studio.core.templates import GenreTemplate, TemplateCatalog, parse_template
+from studio.errors import TemplateError
 
 CUSTOM_PREFIX = "custom-"  # template ids of writers' own templates: custom-<row id>
 MAX_CUSTOM_FIELDS = 6  # as many as the page shows

@@ -21,7 +21,6 @@ from sqlalchemy.orm import Session
 from storage.models import Draft
 from storage.preferences import list_preferences
 from storage.repository import list_rated_drafts
-
 from studio.errors import StudioError
 from studio.serving.generation import chat_messages
 from studio.text import unspaced

@@ -23,7 +23,6 @@ from typing import Any, Callable
 
 from storage import preferences, registry
 from storage.models import RunStatus, VersionStatus
-
 from studio.config import Settings
 from studio.errors import USER_ERRORS, StudioError
 from studio.learning.config import FROM_SETTINGS, TrainingConfig

@@ -18,13 +18,18 @@ from typing import Any
 
 from storage import registry
 from storage.models import VersionStatus
-
 from studio.config import Settings
 from studio.errors import StudioError
 from studio.files import atomic_folder
 from studio.learning.config import TrainingConfig
-from studio.learning.dataset import (DatasetSplit, Example, PreferencePair, PreferenceSplit, build_preference_split,
-                                     build_split)
+from studio.learning.dataset import (
+    DatasetSplit,
+    Example,
+    PreferencePair,
+    PreferenceSplit,
+    build_preference_split,
+    build_split,
+)
 from studio.learning.finetune import Report, train_adapter, train_preference_adapter
 from studio.learning.gate import GateResult, HeldOutScores, score_held_out
 from studio.serving.models import load_model

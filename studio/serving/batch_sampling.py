@@ -17,8 +17,13 @@ from studio.serving.sampling import SamplerSettings
 class RowSampler:
     def __init__(self, settings: SamplerSettings, device: Any):
         import torch
-        from transformers import (LogitsProcessorList, RepetitionPenaltyLogitsProcessor, TemperatureLogitsWarper,
-                                  TopKLogitsWarper, TopPLogitsWarper)
+        from transformers import (
+            LogitsProcessorList,
+            RepetitionPenaltyLogitsProcessor,
+            TemperatureLogitsWarper,
+            TopKLogitsWarper,
+            TopPLogitsWarper,
+        )
 
         self.generator = torch.Generator(device=device).manual_seed(settings.seed)
         self.penalty = (RepetitionPenaltyLogitsProcessor(settings.repetition_penalty)

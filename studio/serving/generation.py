@@ -15,8 +15,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Iterator
 
-from studio.serving.batching import BatchEngine, Request
 from studio.errors import GenerationError
+from studio.serving.batching import BatchEngine, Request
 from studio.serving.models import LoadedModel
 from studio.serving.sampling import SamplerSettings
 

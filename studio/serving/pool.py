@@ -9,7 +9,6 @@ from dataclasses import dataclass
 
 from storage import registry
 from storage.models import WRITABLE_VERSION_STATUSES
-
 from studio.config import Settings
 from studio.errors import GenerationError, StudioError
 from studio.serving.batching import BatchEngine, batching_obstacle

@@ -13,8 +13,8 @@ import time
 
 import gradio as gr
 
-from studio.trust.accounts import Accounts
 from studio.errors import StudioError, first_line
+from studio.trust.accounts import Accounts
 
 SIGN_IN = ("Sign in with Hugging Face to write: use the “Sign in with Hugging Face” button at the top of "
            "the page. Your drafts, ratings and templates are then yours alone.")

@@ -8,8 +8,8 @@ from typing import Callable
 
 import gradio as gr
 
-from studio.errors import USER_ERRORS
 from studio.core.studio import Studio
+from studio.errors import USER_ERRORS
 from studio.ui.together import stream_together
 
 CANDIDATES = 3

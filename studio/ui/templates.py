@@ -9,10 +9,10 @@ from typing import Callable
 
 import gradio as gr
 
-from studio.trust.accounts import Accounts
-from studio.errors import USER_ERRORS
 from studio.core.studio import Studio
 from studio.core.templates import parse_template
+from studio.errors import USER_ERRORS
+from studio.trust.accounts import Accounts
 
 NEW = ""
 EXAMPLE = '''name = "Bedtime story"

@@ -1,5 +1,5 @@
 """The Training tab: runs with live progress, loss curves, versions with their gate figures,
-and the buttons to train now, promote a version by hand, or roll back. Thin, like ui.py.
+and the buttons to train now, promote a version by hand, or roll back. Thin, like the other tabs.
 """
 
 from __future__ import annotations
@@ -10,9 +10,10 @@ from typing import Callable
 import gradio as gr
 import pandas as pd
 
-from studio.trust.accounts import Accounts
-from studio.errors import USER_ERRORS
+from storage.models import WRITABLE_VERSION_STATUSES, RunStatus
 from studio.core.studio import Studio
+from studio.errors import USER_ERRORS
+from studio.trust.accounts import Accounts
 
 RUN_COLUMNS = ["Run", "Status", "Started by", "Progress", "Message", "Started", "Finished"]
 VERSION_COLUMNS = ["Version", "Status", "Serving", "Learned from", "Held out",
@@ -29,7 +30,7 @@ def _time(iso: str | None) -> str:
 def _runs_table(runs: list[dict]) -> list[list]:
     rows = []
     for r in runs:
-        detail = r["message"] if r["status"] != "failed" else (r["error"].splitlines() or ["Failed."])[0]
+        detail = r["message"] if r["status"] != RunStatus.FAILED else (r["error"].splitlines() or ["Failed."])[0]
         rows.append([r["id"], r["status"], r["trigger"], f"{r['progress']:.0%}", detail,
                      _time(r["started_at"] or r["created_at"]), _time(r["finished_at"])])
     return rows
@@ -138,7 +139,7 @@ def build_training_tab(studio: Studio, accounts: Accounts, who: Callable[[gr.Req
 
     def refresh(current):
         version_list = studio.versions.list()
-        names = [v["name"] for v in version_list if v["status"] in ("promoted", "rejected", "retired")]
+        names = [v["name"] for v in version_list if v["status"] in WRITABLE_VERSION_STATUSES]
         return (_serving(version_list), _runs_table(studio.versions.runs()), _loss_frame(version_list),
                 _versions_table(version_list), _blind_table(studio.blind.win_rates()),
                 gr.update(choices=names, value=current if current in names else None))
