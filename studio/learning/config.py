@@ -66,7 +66,14 @@ class TrainingConfig:
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: Any) -> "TrainingConfig":
         """The run the app's options ask for, with overrides (e.g. --epochs on the command line)."""
-        return cls(**{**{name: getattr(settings, option) for name, option in FROM_SETTINGS.items()}, **overrides})
+        try:
+            return cls(**{**{name: getattr(settings, option) for name, option in FROM_SETTINGS.items()}, **overrides})
+        except StudioError as exc:  # name the option the operator gave, not the field
+            message = str(exc)
+            for name, option in FROM_SETTINGS.items():
+                if message.startswith(f"{name} ") and name not in overrides:
+                    message = f"--{option.replace('_', '-')}{message[len(name):]}"
+            raise StudioError(message) from None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
