@@ -39,3 +39,31 @@ def test_bench_refuses_too_few_training_drafts(tmp_path, capsys):
     except SystemExit as exit:
         assert exit.code == 2
     assert "--training-drafts must be 0 or at least 8" in capsys.readouterr().err
+
+
+def test_the_loop_benchmark_runs_rounds_with_a_shuffled_control_and_reports_its_figures(tiny_model_dir, tmp_path,
+                                                                                        capsys):
+    out = tmp_path / "loop.json"
+    assert bench.main(["loop", "--model", str(tiny_model_dir), "--trait", "(?i)[aeiou]", "--rounds", "1",
+                       "--drafts", "12", "--fresh", "4", "--tokens", "8", "--json", str(out)]) == 0
+
+    report = json.loads(out.read_text())
+    assert report["before"]["version"] == "base" and report["before"]["drafts"] == 4
+    (only,) = report["rounds"]
+    assert only["rated"] == 12 and 0 <= only["liked"] <= 12
+    assert only["run"]["decision"] in ("promoted", "rejected", "failed")
+    assert only["control"]["decision"] in ("promoted", "rejected", "failed")
+    for figures in (report["before"], only["after"]):
+        assert 0 <= figures["trait_frequency"] <= 1 and 0 < figures["distinct_2"] <= 1
+    assert report["summary"]["controls"] == 1 and report["minutes"] > 0
+
+    printed = capsys.readouterr().out
+    assert "round 1:" in printed and "shuffled controls promoted" in printed and "distinct-2" in printed
+
+
+def test_the_loop_benchmark_refuses_a_bad_trait(tmp_path, capsys):
+    try:
+        bench.main(["loop", "--trait", "(unclosed", "--json", str(tmp_path / "x.json")])
+    except SystemExit as exit:
+        assert exit.code == 2
+    assert "--trait is not a regular expression" in capsys.readouterr().err

@@ -1,4 +1,4 @@
-"""Benchmark: `python -m studio.bench [--model M] [--tokens N] [--writers 1,4,8,16] [--json FILE]`
+"""Speed benchmark: `python -m studio.bench [--model M] [--tokens N] [--writers 1,4,8,16] [--json FILE]`
 
 Every figure is measured in one run, on the same model and settings, side by side, so the
 ratios hold on a noisy machine even when the absolute numbers move:
@@ -27,6 +27,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from studio.bench.scratch import scratch_settings
 from studio.config import Settings, add_arguments, settings_from
 from studio.learning.jobs import REPO_ROOT, train_command
 from studio.serving.generation import model_input
@@ -301,14 +302,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.training_drafts and args.training_drafts < 8:  # the split needs 4 to train on and 2 held out
         parser.error("--training-drafts must be 0 or at least 8.")
     with tempfile.TemporaryDirectory(prefix="studio-bench-") as scratch:
-        settings = settings_from(args)
-        settings.data_dir = scratch  # a scratch database; the converted model is shared below
-        settings.auto_train_after = 0
-        settings.rate_limit = 0  # the benchmark is one "writer" starting many drafts
+        settings = scratch_settings(settings_from(args), Path(scratch))
         settings.gate_margin = 0.0
-        models = Path(settings_from().data_dir) / "models"
-        if models.is_dir():
-            (Path(scratch) / "models").symlink_to(models.resolve())
         report = run(settings, args.tokens, writers, args.repeats, 0 if args.no_training else args.training_drafts)
     print_table(report)
     args.json.write_text(json.dumps(report, indent=2))

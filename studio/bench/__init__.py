@@ -1,0 +1,18 @@
+"""The benchmarks: `python -m studio.bench` (speed: streaming, many writers, training beside
+serving) and `python -m studio.bench loop --trait REGEX` (does the studio learn what writers rate?).
+Each prints its figures and writes one JSON file."""
+
+from __future__ import annotations
+
+
+def main(argv: list[str] | None = None) -> int:
+    import sys
+
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["loop"]:
+        from studio.bench.loop import main as loop
+
+        return loop(argv[1:])
+    from studio.bench.speed import main as speed
+
+    return speed(argv)

@@ -1,0 +1,5 @@
+import sys
+
+from studio.bench import main
+
+sys.exit(main())

@@ -1,0 +1,213 @@
+"""Loop benchmark: does the studio learn what its writers rate?
+
+`python -m studio.bench loop --trait REGEX [--template fantasy] [--field NAME=VALUE] [--rounds 3]
+[--drafts 48] [--fresh 48] [--tokens 96] [--json loop-results.json]`
+
+A synthetic writer gives 5 stars to the drafts whose text matches --trait and 1 star to the rest.
+Each round writes --drafts drafts through the page's own code (the template, batched streaming,
+storage), rates them, and runs the training job in a child process, as the app's runner does.
+After each round the serving version writes --fresh drafts with seeds no round ever uses; the
+trait's frequency there, against the base model's on the same seeds before any training, is what
+a writer would notice. Beside each round runs a shuffled control: a copy of the database with the
+same ratings shuffled among the drafts (no signal left), trained against the base. An honest gate
+promotes no such candidate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import random
+import re
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from storage import registry, repository
+from storage.backup import backup_sqlite
+from studio.bench.scratch import scratch_settings, write_at_once
+from studio.config import Settings, add_arguments, settings_from
+from studio.learning.jobs import REPO_ROOT, train_command
+from studio.text import unspaced
+
+FRESH_SEED = 1_000_000  # fresh drafts use seeds from here; round r writes from 10_000 * (r + 1)
+LIKED, DISLIKED = 5, 1
+
+
+def distinct_2(texts: list[str]) -> float:
+    """Distinct bigrams over all bigrams (of words, or of characters for unspaced scripts): 1.0 = no
+    phrase repeats across drafts; a model collapsing into one text heads towards 0."""
+    grams = []
+    for text in texts:
+        units = list("".join(text.split())) if unspaced(text) else text.lower().split()
+        grams += list(zip(units, units[1:]))
+    return len(set(grams)) / len(grams) if grams else 0.0
+
+
+def trait_frequency(trait: re.Pattern, texts: list[str]) -> float:
+    return sum(bool(trait.search(t)) for t in texts) / len(texts) if texts else 0.0
+
+
+@dataclasses.dataclass
+class Loop:
+    """One benchmark's settings; `studio` is the scratch studio the synthetic writer uses."""
+
+    studio: Any
+    trait: re.Pattern
+    template: str
+    fields: dict[str, str]
+    tokens: int
+
+    def write(self, seeds: range) -> list:
+        samplers = [{"max_new_tokens": self.tokens, "seed": seed} for seed in seeds]
+        return write_at_once(self.studio, self.template, self.fields, samplers)
+
+    def fresh(self, count: int) -> dict[str, Any]:
+        """The serving version's fresh drafts: the trait's frequency and their diversity."""
+        version = self.studio.pool.load().version
+        texts = [d.text for d in self.write(range(FRESH_SEED, FRESH_SEED + count))]
+        return {"version": version, "trait_frequency": trait_frequency(self.trait, texts),
+                "distinct_2": distinct_2(texts), "drafts": count}
+
+    def rate(self, draftings: list) -> dict[str, int]:
+        """The synthetic writer: 5 stars when the draft shows the trait, 1 star otherwise."""
+        liked = 0
+        for drafting in draftings:
+            if drafting.draft_id is None:
+                continue  # nothing was written, so there is nothing to rate
+            stars = LIKED if self.trait.search(drafting.text) else DISLIKED
+            liked += stars == LIKED
+            self.studio.drafts.rate(drafting.draft_id, stars, user=self.studio.settings.user)
+        return {"rated": sum(d.draft_id is not None for d in draftings), "liked": liked}
+
+
+def train(studio) -> dict[str, Any]:
+    """Queue a run and carry it out in a child process, as the app's runner does: its figures."""
+    run_id, _ = studio.versions.train("bench")
+    started = time.perf_counter()
+    process = subprocess.run([*train_command(studio.settings, run_id), "--json"], capture_output=True, text=True,
+                             cwd=REPO_ROOT)
+    seconds = time.perf_counter() - started
+    if process.returncode != 0:
+        error = next((line for line in process.stderr.splitlines() if line.startswith("error: ")), "")
+        return {"decision": "failed", "error": error.removeprefix("error: ") or process.stderr[-500:],
+                "seconds": seconds}
+    summary = json.loads(process.stdout)
+    return {**summary, "seconds": seconds}
+
+
+def shuffled_control(studio, seed: int) -> dict[str, Any]:
+    """The same ratings shuffled among the same drafts, trained against the base in a copy of the database."""
+    with tempfile.TemporaryDirectory(prefix="studio-control-") as folder:
+        settings = scratch_settings(dataclasses.replace(studio.settings), Path(folder))
+        backup_sqlite(studio.settings.database_url, settings.data_path / "studio.db")
+        from studio.core.studio import Studio
+
+        control = Studio(settings)
+        with control.sessions.begin() as session:
+            ratings = [rating for _, rating in repository.list_rated_drafts(session)]
+            stars = [rating.stars for rating in ratings]
+            random.Random(seed).shuffle(stars)
+            for rating, shuffled in zip(ratings, stars):
+                rating.stars = shuffled
+            base = next(v for v in registry.list_versions(session) if v.parent_id is None)
+            registry.activate(session, base.id)
+        return train(control)
+
+
+def run(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
+    from studio.core.studio import Studio
+
+    started = time.perf_counter()
+    loop = Loop(Studio(settings), re.compile(args.trait), args.template, _fields(args.field), args.tokens)
+    report: dict[str, Any] = {"trait": args.trait, "template": args.template, "fields": loop.fields,
+                              "model": settings.model, "tokens": args.tokens, "rounds": []}
+    report["before"] = loop.fresh(args.fresh)
+    for r in range(args.rounds):
+        round_seed = 10_000 * (r + 1)
+        figures: dict[str, Any] = loop.rate(loop.write(range(round_seed, round_seed + args.drafts)))
+        figures["run"] = train(loop.studio)
+        figures["control"] = shuffled_control(loop.studio, seed=r) if args.control else None
+        figures["after"] = loop.fresh(args.fresh)
+        report["rounds"].append(figures)
+        print_round(r + 1, figures, report["before"], flush=True)
+    report["minutes"] = (time.perf_counter() - started) / 60
+    return report
+
+
+def _fields(pairs: list[str]) -> dict[str, str]:
+    fields = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep:
+            raise SystemExit(f"error: --field takes NAME=VALUE, not {pair!r}.")
+        fields[name.strip()] = value
+    return fields
+
+
+def _gate_words(run: dict[str, Any]) -> str:
+    if run.get("decision") == "failed":
+        return f"failed: {run.get('error', '')[:80]}"
+    if "active_perplexity" in run:
+        return (f"{run['decision']} (held-out perplexity {run['active_perplexity']:.2f} -> "
+                f"{run['candidate_perplexity']:.2f})")
+    return str(run.get("decision"))
+
+
+def print_round(number: int, figures: dict[str, Any], before: dict[str, Any], flush: bool = False) -> None:
+    after = figures["after"]
+    ratio = after["trait_frequency"] / before["trait_frequency"] if before["trait_frequency"] else float("nan")
+    control = _gate_words(figures["control"]) if figures["control"] else "not run"
+    print(f"round {number}: {figures['liked']}/{figures['rated']} drafts liked; run: {_gate_words(figures['run'])}; "
+          f"shuffled control: {control}; serving {after['version']}: trait in {after['trait_frequency']:.1%} of fresh "
+          f"drafts (x{ratio:.2f} base), distinct-2 {after['distinct_2']:.3f}", flush=flush)
+
+
+def print_summary(report: dict[str, Any]) -> None:
+    before, rounds = report["before"], report["rounds"]
+    last = rounds[-1]["after"] if rounds else before
+    ratio = last["trait_frequency"] / before["trait_frequency"] if before["trait_frequency"] else float("nan")
+    diversity = last["distinct_2"] / before["distinct_2"] if before["distinct_2"] else float("nan")
+    controls = [r["control"]["decision"] for r in rounds if r["control"]]
+    print(f"\ntrait {report['trait']!r} on template {report['template']}: base {before['trait_frequency']:.1%} of "
+          f"{before['drafts']} fresh drafts, after {len(rounds)} rounds {last['trait_frequency']:.1%} = x{ratio:.2f} "
+          "(target >= 2)")
+    print(f"shuffled controls promoted: {controls.count('promoted')} of {len(controls)} (target 0)")
+    print(f"distinct-2 {before['distinct_2']:.3f} -> {last['distinct_2']:.3f} = {diversity:.2f} of base "
+          "(target >= 0.90)")
+    print(f"whole benchmark: {report['minutes']:.1f} minutes (target <= 30 on a 2-core CPU)")
+    report["summary"] = {"trait_ratio": ratio, "controls_promoted": controls.count("promoted"),
+                         "controls": len(controls), "distinct_2_ratio": diversity}
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING)
+    parser = argparse.ArgumentParser(prog="python -m studio.bench loop", description=__doc__.splitlines()[0])
+    add_arguments(parser, only=("model", "device", "max_batch"))
+    parser.add_argument("--trait", required=True, help="A regular expression: drafts it matches get 5 stars, others "
+                                                       "1 star. Prefix (?i) to ignore case.")
+    parser.add_argument("--template", default="fantasy", help="The template the synthetic writer uses.")
+    parser.add_argument("--field", action="append", default=[], metavar="NAME=VALUE", help="A field value; repeat.")
+    parser.add_argument("--rounds", type=int, default=3, help="Rounds of writing, rating and training.")
+    parser.add_argument("--drafts", type=int, default=48, help="Drafts written and rated per round.")
+    parser.add_argument("--fresh", type=int, default=48, help="Fresh drafts (unseen seeds) measured per round.")
+    parser.add_argument("--tokens", type=int, default=96, help="New tokens per draft.")
+    parser.add_argument("--no-control", dest="control", action="store_false", help="Skip the shuffled controls.")
+    parser.add_argument("--json", type=Path, default=Path("loop-results.json"), help="Where to write the figures.")
+    args = parser.parse_args(argv)
+    try:
+        re.compile(args.trait)
+    except re.error as exc:
+        parser.error(f"--trait is not a regular expression: {exc}")
+    if args.rounds < 1 or args.drafts < 2 or args.fresh < 1 or args.tokens < 1:
+        parser.error("--rounds and --fresh must be at least 1, --drafts at least 2, --tokens at least 1.")
+    with tempfile.TemporaryDirectory(prefix="studio-loop-") as scratch:
+        report = run(scratch_settings(settings_from(args), Path(scratch)), args)
+    print_summary(report)
+    args.json.write_text(json.dumps(report, indent=2, ensure_ascii=False))
+    print(f"figures written to {args.json}")
+    return 0
