@@ -21,8 +21,8 @@ from storage.backup import backup_sqlite, timestamped_backup
 from studio.config import add_arguments, settings_from
 from studio.errors import USER_ERRORS
 from studio.learning.config import FROM_SETTINGS, TrainingConfig
-from studio.learning.dataset import EXPORT_FORMATS, write_jsonl
-from studio.learning.jobs import execute_run
+from studio.learning.exports import EXPORT_FORMATS, write_jsonl
+from studio.learning.jobs import execute_run, gate_words
 from studio.serving.sampling import SAMPLER_NAMES, SamplerSettings
 from studio.trust.accounts import add_user
 
@@ -130,17 +130,13 @@ def cmd_train(args, studio) -> int:
     echo = (lambda line: print(line, file=sys.stderr, flush=True))
     summary = execute_run(studio.sessions, studio.settings, config, run_id, echo=echo)
     _print(args, {"run_id": run_id, **summary},
-           f"Run {run_id}: {summary['version']} {summary['decision']} — held-out perplexity "
-           f"{summary['active_perplexity']:.2f} -> {summary['candidate_perplexity']:.2f}; "
-           f"{summary['train_seconds']:.0f} s, {summary['train_tokens_per_second']:.0f} tokens/s.")
+           f"Run {run_id}: {summary['version']} {summary['decision']} — {gate_words(summary)} "
+           f"({summary['train_seconds']:.0f} s, {summary['train_tokens_per_second']:.0f} tokens/s)")
     return 0
 
 
 def _gate_line(gate: dict) -> str:
-    if not gate:
-        return ""
-    return (f"held-out perplexity {gate['active_perplexity']:.2f} -> {gate['candidate_perplexity']:.2f} "
-            f"({gate['decision']})")
+    return f"{gate['decision']}: {gate_words(gate)}" if gate else ""
 
 
 def cmd_versions(args, studio) -> int:

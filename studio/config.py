@@ -161,7 +161,8 @@ class Settings:
     train_method: str = field(
         default="auto",
         metadata={"help": "What training learns from: auto (writers' picks between candidates by DPO when "
-                          "there are --train-min-pairs of them, else rated drafts), sft (rated drafts) or dpo (picks)."},
+                          "there are --train-min-pairs of them, else rated drafts), sft (liked drafts), dpo (picks), or "
+                          "kto (every rated draft, liked and disliked, judged on how it ranks held-out ratings)."},
     )
     train_min_pairs: int = field(
         default=8, metadata={"help": "Fewest picks (chosen over rejected pairs) for preference training."}

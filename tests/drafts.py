@@ -21,8 +21,9 @@ def song(seed: int, words: dict[str, list[str]] = WORDS) -> str:
                     f"the {pick(words['adj'])} {pick(words['noun'])}." for _ in range(8))
 
 
-def seed_rated_drafts(studio, n: int, stars: int = 5, user: str = "local", start: int = 0) -> list[int]:
-    """Rated drafts with learnable text (the tiny model starts random), written straight to the DB."""
+def seed_rated_drafts(studio, n: int, stars: int = 5, user: str = "local", start: int = 0, text=None) -> list[int]:
+    """Rated drafts with learnable text (the tiny model starts random), written straight to the DB:
+    songs by default, or text(i) for draft i."""
     loaded = studio.pool.load()
     ids = []
     with studio.sessions.begin() as session:
@@ -31,7 +32,7 @@ def seed_rated_drafts(studio, n: int, stars: int = 5, user: str = "local", start
             draft = repository.add_draft(
                 session, template_id="poetry", template_name="Poem", fields={}, prompt=prompt,
                 model_input=model_input(loaded, prompt), settings={}, seed=i, model_name=studio.settings.model,
-                model_version="base", text=song(i), user=user,
+                model_version="base", text=(text or song)(i), user=user,
             )
             repository.rate_draft(session, draft.id, stars, user=user)
             ids.append(draft.id)

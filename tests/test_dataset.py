@@ -16,8 +16,8 @@ from studio.learning.dataset import (
     rated_examples,
     split,
     tokenize_example,
-    write_jsonl,
 )
+from studio.learning.exports import write_jsonl
 
 EN = (
     "The old lighthouse keeper climbed the spiral stairs every evening to light the lamp. "

@@ -8,7 +8,7 @@ import pytest
 
 from storage import NotFoundError, StorageError
 from studio.errors import GenerationError
-from studio.learning.dataset import write_jsonl
+from studio.learning.exports import write_jsonl
 from studio.ui.together import stream_together
 
 

@@ -31,7 +31,7 @@ from storage import registry, repository
 from storage.backup import backup_sqlite
 from studio.bench.scratch import scratch_settings, write_at_once
 from studio.config import Settings, add_arguments, settings_from
-from studio.learning.jobs import REPO_ROOT, train_command
+from studio.learning.jobs import REPO_ROOT, gate_words, train_command
 from studio.text import unspaced
 
 FRESH_SEED = 1_000_000  # fresh drafts use seeds from here; round r writes from 10_000 * (r + 1)
@@ -152,10 +152,12 @@ def _fields(pairs: list[str]) -> dict[str, str]:
 def _gate_words(run: dict[str, Any]) -> str:
     if run.get("decision") == "failed":
         return f"failed: {run.get('error', '')[:80]}"
-    if "active_perplexity" in run:
-        return (f"{run['decision']} (held-out perplexity {run['active_perplexity']:.2f} -> "
-                f"{run['candidate_perplexity']:.2f})")
-    return str(run.get("decision"))
+    if run.get("decision") == "undecided":
+        return f"undecided ({run['reason'][:90]}…)"
+    if "candidate_accuracy" in run:  # the ranking gate
+        return (f"{run['decision']} (ranks {run['candidate_accuracy']:.0%} of {run['pairs']} held-out pairs, serving "
+                f"{run['serving_accuracy']:.0%}, difference 95% interval {run['low']:+.0%} to {run['high']:+.0%})")
+    return f"{run['decision']} ({gate_words(run)})"
 
 
 def print_round(number: int, figures: dict[str, Any], before: dict[str, Any], flush: bool = False) -> None:
@@ -187,7 +189,7 @@ def print_summary(report: dict[str, Any]) -> None:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING)
     parser = argparse.ArgumentParser(prog="python -m studio.bench loop", description=__doc__.splitlines()[0])
-    add_arguments(parser, only=("model", "device", "max_batch"))
+    add_arguments(parser, only=("model", "device", "max_batch", "train_method"))
     parser.add_argument("--trait", required=True, help="A regular expression: drafts it matches get 5 stars, others "
                                                        "1 star. Prefix (?i) to ignore case.")
     parser.add_argument("--template", default="fantasy", help="The template the synthetic writer uses.")

@@ -16,7 +16,7 @@ from studio.core.records import draft_record
 from studio.core.templates import GenreTemplate
 from studio.core.writer_templates import WriterTemplates
 from studio.errors import GenerationError
-from studio.learning.dataset import export_rows
+from studio.learning.exports import export_rows
 from studio.learning.jobs import TrainingJobs
 from studio.serving.drafting import Drafting
 from studio.serving.generation import ActiveStreams, StreamResult

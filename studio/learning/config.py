@@ -18,7 +18,7 @@ FROM_SETTINGS = {"min_stars": "train_min_stars", "gate_margin": "gate_margin",
                  "max_per_writer": "train_max_per_writer", "method": "train_method", "min_pairs": "train_min_pairs"}
 
 
-METHODS = ("auto", "sft", "dpo")
+METHODS = ("auto", "sft", "dpo", "kto")
 
 
 @dataclass
@@ -45,9 +45,18 @@ class TrainingConfig:
     seed: int = field(default=0, metadata={"help": "Seed for the split, LoRA initialisation and data order."})
     method: str = field(default=Settings.train_method, metadata={
         "help": "auto: learn from writers' picks (DPO) when there are min_pairs of them, else from rated "
-                "drafts; sft: rated drafts only; dpo: picks only."})
+                "drafts; sft: liked drafts only; dpo: picks only; kto: every rated draft, liked and disliked "
+                "(KTO), judged by how it ranks held-out ratings."})
     min_pairs: int = field(default=Settings.train_min_pairs, metadata={"help": "Fewest picks (chosen, rejected pairs) for preference training."})
     dpo_beta: float = field(default=0.1, metadata={"help": "DPO beta: higher keeps the model closer to its base."})
+    kto_beta: float = field(default=0.1, metadata={"help": "KTO beta: higher keeps the model closer to its base."})
+    max_disliked_stars: int = field(default=2, metadata={"help": "kto: drafts rated at most this are what writers dislike."})
+    rank_margin: float = field(default=0.0, metadata={
+        "help": "kto: promote only when the 95% interval of (candidate - serving) held-out ranking accuracy is above this."})
+    gate_min_liked: int = field(default=3, metadata={"help": "kto: fewest held-out liked drafts the gate judges on."})
+    gate_min_disliked: int = field(default=3, metadata={"help": "kto: fewest held-out disliked drafts the gate judges on."})
+    max_perplexity_increase: float = field(default=0.25, metadata={
+        "help": "kto: reject a candidate whose perplexity on held-out liked drafts rises more than this fraction."})
 
     def __post_init__(self) -> None:
         if not 1 <= self.min_stars <= 5:
@@ -60,6 +69,8 @@ class TrainingConfig:
             raise StudioError(f"gate_margin must be at least 0 and below 1, not {self.gate_margin}.")
         if self.method not in METHODS:
             raise StudioError(f"method must be one of {', '.join(METHODS)}, not {self.method!r}.")
+        if not 1 <= self.max_disliked_stars < self.min_stars:
+            raise StudioError(f"max_disliked_stars must be at least 1 and below min_stars, not {self.max_disliked_stars}.")
         if self.min_pairs < 2:
             raise StudioError(f"min_pairs must be at least 2, not {self.min_pairs}.")
 

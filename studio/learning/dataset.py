@@ -1,19 +1,17 @@
-"""Rated drafts as training data: select, deduplicate, split, tokenize and export them.
+"""Rated drafts and picks as training data: select, deduplicate, split and tokenize them.
 
-The writers' ratings are the signal: drafts rated min_stars or more are examples of what they
-like. Near-identical drafts are dropped so that one favourite does not dominate training and
-cannot sit on both sides of the train / held-out split. Exports follow TRL's conversational
-formats (prompt-completion for SFT, unpaired preference for KTO) and load with
-``datasets.load_dataset("json", data_files=path)``.
+The writers' ratings are the signal: drafts rated min_stars or more are what they like, drafts
+rated low what they do not. Near-identical drafts are dropped so that one favourite does not
+dominate training and cannot sit on both sides of the train / held-out split. (exports.py writes
+the same data as files.)
 """
 
 from __future__ import annotations
 
-import json
+import hashlib
 import math
 import random
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 from sqlalchemy.orm import Session
@@ -22,10 +20,8 @@ from storage.models import Draft
 from storage.preferences import list_preferences
 from storage.repository import list_rated_drafts
 from studio.errors import StudioError
-from studio.serving.generation import chat_messages
 from studio.text import unspaced
 
-EXPORT_FORMATS = ("sft", "kto", "dpo")
 IGNORE_INDEX = -100  # the label PyTorch's cross-entropy (and transformers' loss) skips
 
 _SHINGLE = 3
@@ -105,7 +101,7 @@ def _usable(draft: Draft) -> bool:
     return bool(draft.text.strip()) and not draft.flagged
 
 
-def _all_rated(session: Session) -> list[Example]:
+def all_rated(session: Session) -> list[Example]:
     """Every usable rated draft, oldest first."""
     return [_example(draft, rating.stars) for draft, rating in list_rated_drafts(session) if _usable(draft)]
 
@@ -118,7 +114,7 @@ def preference_pairs(session: Session) -> list[PreferencePair]:
 
 def rated_examples(session: Session, min_stars: int = 4) -> list[Example]:
     """The usable drafts rated min_stars or more, oldest first."""
-    return [e for e in _all_rated(session) if e.stars >= min_stars]
+    return [e for e in all_rated(session) if e.stars >= min_stars]
 
 
 # -- deduplicating -----------------------------------------------------------------------------
@@ -217,6 +213,36 @@ def build_split(
     return DatasetSplit(train=train, held_out=held_out, duplicates_dropped=dropped)
 
 
+def held_out(key: str, fraction: float) -> bool:
+    """Whether an item is held out: a hash of its key decides, once, for every run to come.
+
+    A held-out item never trains any version, and every version is judged on the same items, so
+    neither the serving version nor a candidate is scored on what it learned from.
+    """
+    digest = hashlib.sha256(f"studio-held-out:{key}".encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < fraction
+
+
+@dataclass(frozen=True)
+class RatedSplit:
+    """Every usable rated draft, liked or not, on the side of the split its id decides."""
+
+    train: list[Example]
+    held_out: list[Example]
+    duplicates_dropped: list[int]
+
+
+def build_rated_split(session: Session, *, held_out_fraction: float = 0.2, near_threshold: float = 0.85,
+                      max_per_writer: int = 0) -> RatedSplit:
+    """All rated drafts (each with its stars), deduplicated, capped per writer and split by draft id."""
+    kept, dropped = dedupe(all_rated(session), near_threshold)
+    if max_per_writer:
+        kept = cap_per_writer(kept, max_per_writer, lambda e: e.user, lambda e: (e.stars, e.draft_id))
+    held = [e for e in kept if held_out(f"draft:{e.draft_id}", held_out_fraction)]
+    held_ids = {e.draft_id for e in held}
+    return RatedSplit([e for e in kept if e.draft_id not in held_ids], held, dropped)
+
+
 def cap_per_writer(items: list, cap: int, writer: Callable[[Any], str], rank: Callable[[Any], Any]) -> list:
     """At most `cap` items per writer, the highest ranked (ties: the later in the list), in the original order."""
     by_writer: dict[str, list[int]] = {}
@@ -292,55 +318,3 @@ def tokenize_example(tokenizer: Any, example: Example, max_length: int = 512) ->
         "labels": [IGNORE_INDEX] * len(context) + target,
         "attention_mask": [1] * (len(context) + len(target)),
     }
-
-
-# -- exporting ---------------------------------------------------------------------------------
-
-
-def export_rows(session: Session, fmt: str, min_stars: int, system_prompt: Callable[[str], str]) -> list[dict[str, Any]]:
-    """Rows in TRL's conversational formats; system_prompt(template_id) gives each prompt's system message.
-
-    "sft": the highly rated, deduplicated drafts as prompt-completion pairs.
-    "kto": every rated draft with label = (stars >= min_stars), TRL's unpaired preference format.
-    "dpo": the writers' picks between candidates: prompt, chosen, rejected (flagged drafts left out).
-    """
-    if fmt not in EXPORT_FORMATS:
-        raise StudioError(f"Unknown export format {fmt!r}; choose one of: {', '.join(EXPORT_FORMATS)}.")
-
-    def prompt(example: Example) -> list[dict[str, str]]:
-        return chat_messages(example.prompt, system_prompt(example.template_id))
-
-    def answer(example: Example) -> list[dict[str, str]]:
-        return [{"role": "assistant", "content": example.completion}]
-
-    if fmt == "dpo":
-        rows = [{"prompt": prompt(pair.chosen), "chosen": answer(pair.chosen), "rejected": answer(pair.rejected)}
-                for pair in preference_pairs(session)]
-        if not rows:
-            raise StudioError("There are no preferences to export yet: compare candidates and pick one first.")
-        return rows
-    if fmt == "sft":
-        examples = rated_examples(session, min_stars)
-        examples, _ = dedupe(examples)
-    else:
-        examples = _all_rated(session)
-    if not examples:
-        # An empty file would not even load as a dataset; say what is missing instead.
-        wanted = f"drafts rated {min_stars} stars or higher" if fmt == "sft" else "rated drafts"
-        raise StudioError(f"There are no {wanted} to export yet: rate some drafts first.")
-    rows = []
-    for example in examples:
-        row: dict[str, Any] = {"prompt": prompt(example), "completion": answer(example)}
-        if fmt == "kto":
-            row["label"] = example.stars >= min_stars
-        rows.append(row)
-    return rows
-
-
-def write_jsonl(rows: Iterable[dict[str, Any]], path: Path | str) -> None:
-    """One JSON object a line, UTF-8, with non-ASCII text (Chinese drafts) kept readable."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", encoding="utf-8") as out:
-        for row in rows:
-            out.write(json.dumps(row, ensure_ascii=False) + "\n")

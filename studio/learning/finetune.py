@@ -134,16 +134,47 @@ def train_adapter(model, tokenizer, split: DatasetSplit, config: TrainingConfig,
     return peft_model, curve, _train(trainer, train.tokens, config)
 
 
-def _preference_rows(tokenizer, pairs: list[PreferencePair]) -> list[dict[str, str]]:
-    """TRL's standard (already templated) preference format: the exact text the model was given."""
+def _prompt(tokenizer, example: Example) -> str:
+    """The exact text the model was given, as TRL's standard (already templated) formats take it."""
     adds_bos = tokenizer.bos_token_id is not None and tokenizer("x").input_ids[:1] == [tokenizer.bos_token_id]
-    rows = []
-    for pair in pairs:
-        prompt = pair.chosen.context
-        if adds_bos and prompt.startswith(tokenizer.bos_token):
-            prompt = prompt[len(tokenizer.bos_token):]  # TRL's tokenizer call adds it again
-        rows.append({"prompt": prompt, "chosen": pair.chosen.completion, "rejected": pair.rejected.completion})
-    return rows
+    if adds_bos and example.context.startswith(tokenizer.bos_token):
+        return example.context[len(tokenizer.bos_token):]  # TRL's tokenizer call adds it again
+    return example.context
+
+
+def _preference_rows(tokenizer, pairs: list[PreferencePair]) -> list[dict[str, str]]:
+    return [{"prompt": _prompt(tokenizer, p.chosen), "chosen": p.chosen.completion, "rejected": p.rejected.completion}
+            for p in pairs]
+
+
+def train_kto_adapter(model, tokenizer, examples: list[Example], liked: Callable[[Example], bool],
+                      config: TrainingConfig, output: Path, report: Report) -> tuple[Any, list[dict[str, Any]], Figures]:
+    """KTO (TRL's KTOTrainer) of a LoRA on every rated draft: liked ones desirable, disliked ones not.
+
+    Unpaired, so every rating counts, whatever prompt it answers. The rarer side is weighted up so
+    both sides pull equally (TRL's advice: desirable x count within 1 to 4/3 of undesirable x count).
+    No validation split: the held-out drafts are the gate's alone, so the epochs are fixed.
+    """
+    from datasets import Dataset, disable_progress_bars
+    from transformers import set_seed
+    from trl import KTOConfig, KTOTrainer
+
+    disable_progress_bars()
+    set_seed(config.seed)
+    rows = [{"prompt": _prompt(tokenizer, e), "completion": e.completion, "label": liked(e)} for e in examples]
+    desirable = sum(r["label"] for r in rows)
+    undesirable = len(rows) - desirable
+    arguments = {**_common_arguments(config, output), "eval_strategy": "no", "save_strategy": "no",
+                 "load_best_model_at_end": False}
+    args = KTOConfig(**arguments, beta=config.kto_beta, max_length=config.max_length, gradient_checkpointing=False,
+                     desirable_weight=max(1.0, undesirable / max(desirable, 1)),
+                     undesirable_weight=max(1.0, desirable / max(undesirable, 1)))
+    curve: list[dict[str, Any]] = []
+    trainer = KTOTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
+                         peft_config=_lora(config), callbacks=[_progress_callback(report, curve)])
+    tokens = sum(len(r["prompt_ids"]) + len(r["completion_ids"]) for r in trainer.train_dataset
+                 if "prompt_ids" in r) or sum(len(tokenizer(r["prompt"] + r["completion"]).input_ids) for r in rows)
+    return trainer.model, curve, _train(trainer, tokens, config)
 
 
 def train_preference_adapter(model, tokenizer, split: PreferenceSplit, config: TrainingConfig, output: Path,

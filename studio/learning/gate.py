@@ -1,4 +1,4 @@
-"""The gate: a candidate version against the serving one, on held-out drafts and picks."""
+"""The perplexity gate (methods sft and dpo): a candidate against the serving version on held-out liked drafts and picks."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from studio.errors import StudioError
-from studio.learning.dataset import Example, PreferencePair, tokenize_example
+from studio.learning.dataset import Example, PreferencePair
+from studio.learning.ranking_gate import score
 
 
 @dataclass
@@ -38,22 +39,6 @@ class GateResult:
         }
 
 
-def _completion_nll(model, tokenizer, example: Example, max_length: int) -> tuple[float, int]:
-    """Summed negative log-likelihood of the completion given its context, and its token count."""
-    import torch
-
-    device = next(model.parameters()).device
-    item = tokenize_example(tokenizer, example, max_length)
-    input_ids = torch.tensor([item["input_ids"]], device=device)
-    labels = torch.tensor([item["labels"]], device=device)
-    logits = model(input_ids=input_ids).logits[:, :-1].float()
-    targets = labels[:, 1:]
-    loss = torch.nn.functional.cross_entropy(
-        logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100, reduction="sum"
-    )
-    return float(loss), int((targets != -100).sum())
-
-
 @dataclass
 class HeldOutScores:
     """One version's figures on a run's held-out data."""
@@ -67,15 +52,12 @@ class HeldOutScores:
 def score_held_out(model, tokenizer, examples: list[Example], pairs: list[PreferencePair],
                    max_length: int) -> HeldOutScores:
     """Score the gate's drafts and the held-out picks, each distinct draft once."""
-    import torch
-
     drafts = {e.draft_id: e for e in examples}
     for pair in pairs:  # a pick's chosen draft is usually one of the gate's drafts too
         drafts.setdefault(pair.chosen.draft_id, pair.chosen)
         drafts.setdefault(pair.rejected.draft_id, pair.rejected)
-    model.eval()
-    with torch.inference_mode():
-        scored = {i: _completion_nll(model, tokenizer, e, max_length) for i, e in drafts.items()}
+    scored = {i: (-logp, count) for i, (logp, count) in score(model, tokenizer, list(drafts.values()),
+                                                                 max_length).items()}
     total = sum(scored[e.draft_id][0] for e in examples)
     tokens = sum(scored[e.draft_id][1] for e in examples)
     if tokens == 0:

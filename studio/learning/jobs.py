@@ -26,6 +26,7 @@ from storage.models import RunStatus, VersionStatus
 from studio.config import Settings
 from studio.errors import USER_ERRORS, StudioError
 from studio.learning.config import FROM_SETTINGS, TrainingConfig
+from studio.learning.kto_run import run_kto
 from studio.learning.run import run_training
 
 log = logging.getLogger(__name__)
@@ -97,6 +98,13 @@ def recover(sessions, data_dir: Path) -> list[int]:
     return failed
 
 
+def gate_words(gate: dict[str, Any]) -> str:
+    """The gate's figures in a line: the ranking gate's reason, or the perplexity gate's figures."""
+    if "reason" in gate:
+        return gate["reason"]
+    return f"held-out perplexity {gate['active_perplexity']:.2f} -> {gate['candidate_perplexity']:.2f}"
+
+
 def execute_run(sessions, settings: Settings, config: TrainingConfig, run_id: int,
                 echo: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Claim a queued run for this process and carry it out; it always ends recorded."""
@@ -114,15 +122,15 @@ def execute_run(sessions, settings: Settings, config: TrainingConfig, run_id: in
             echo(f"[{progress:4.0%}] {message}")
 
     try:
-        summary = run_training(sessions, settings, config, run_id, report)
+        run = run_kto if config.method == "kto" else run_training
+        summary = run(sessions, settings, config, run_id, report)
     except USER_ERRORS as exc:
         _fail_run(sessions, run_id, str(exc))
         raise
     except BaseException as exc:
         _fail_run(sessions, run_id, f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=5)}")
         raise
-    message = (f"{summary['version']} {summary['decision']}: held-out perplexity "
-               f"{summary['active_perplexity']:.2f} -> {summary['candidate_perplexity']:.2f}")
+    message = f"{summary['version']} {summary['decision']}: {gate_words(summary)}"
     with sessions.begin() as session:
         registry.finish_run(session, run_id, RunStatus.SUCCEEDED, message=message)
     return summary

@@ -90,6 +90,15 @@ def _gate_figures(gate: GateResult, active: HeldOutScores, candidate: HeldOutSco
     return figures
 
 
+def save_candidate(sessions, settings: Settings, version_id: int, name: str, model, curve: list) -> None:
+    """Write the candidate's adapter folder (whole or not at all) and record it with its loss curve."""
+    adapter = settings.data_path / "adapters" / name
+    with atomic_folder(adapter) as staging:
+        model.save_pretrained(staging)
+    with sessions.begin() as session:
+        registry.update_version(session, version_id, adapter_path=str(adapter), loss_curve=curve)
+
+
 def run_training(sessions, settings: Settings, config: TrainingConfig, run_id: int,
                  report: Report) -> dict[str, Any]:
     """One training run end to end; returns the candidate's figures. Raises on failure."""
@@ -120,11 +129,7 @@ def run_training(sessions, settings: Settings, config: TrainingConfig, run_id: i
         with tempfile.TemporaryDirectory(prefix="studio-train-") as scratch:
             trainer = train_preference_adapter if data.method == "dpo" else train_adapter
             peft_model, curve, stats = trainer(base.model, base.tokenizer, data.split, config, Path(scratch), report)
-        adapter = settings.data_path / "adapters" / candidate_name
-        with atomic_folder(adapter) as staging:
-            peft_model.save_pretrained(staging)
-        with sessions.begin() as session:
-            registry.update_version(session, candidate_id, adapter_path=str(adapter), loss_curve=curve)
+        save_candidate(sessions, settings, candidate_id, candidate_name, peft_model, curve)
 
         report(0.85, "Scoring the candidate and the active version on held-out drafts…", curve)
         candidate_scores = score(peft_model, base.tokenizer)

@@ -36,21 +36,37 @@ def _runs_table(runs: list[dict]) -> list[list]:
     return rows
 
 
+def _ranked(gate: dict) -> str:
+    """How often a version ranks held-out pairs as the writers did, serving version → candidate."""
+    if gate.get("method") == "kto":
+        if gate["low"] is None:
+            return f"undecided: {gate['liked']} liked, {gate['disliked']} disliked held out"
+        return (f"{gate['serving_accuracy']:.0%} → {gate['candidate_accuracy']:.0%} of {gate['pairs']} "
+                f"(difference {gate['low']:+.0%} to {gate['high']:+.0%})")
+    if "held_out_pairs" in gate:
+        return (f"{gate['active_pair_accuracy']:.0%} → {gate['candidate_pair_accuracy']:.0%} "
+                f"of {gate['held_out_pairs']}")
+    return ""
+
+
+def _learned(v: dict) -> str:
+    gate = v["gate"]
+    if gate.get("method") == "kto":
+        return f"{gate['train_liked']} liked, {gate['train_disliked']} disliked"
+    if gate.get("method") == "dpo":
+        pairs = v["hyperparameters"].get("train_pairs", 0)
+        return f"{pairs} pick{'s' * (pairs != 1)} ({v['train_drafts']} drafts)"
+    return f"{v['train_drafts']} rated drafts" if v["train_drafts"] else ""
+
+
 def _versions_table(versions: list[dict]) -> list[list]:
     rows = []
     for v in versions:
         gate = v["gate"]
-        figures = (f"{gate['active_perplexity']:.2f} → {gate['candidate_perplexity']:.2f} ({gate['decision']})"
-                   if gate else "")
+        before = gate.get("serving_perplexity", gate.get("active_perplexity"))
+        figures = f"{before:.2f} → {gate['candidate_perplexity']:.2f} ({gate['decision']})" if gate else ""
         speed = v["hyperparameters"].get("train_tokens_per_second")
-        learned = ""
-        if gate.get("method") == "dpo":
-            pairs = v["hyperparameters"].get("train_pairs", 0)
-            learned = f"{pairs} pick{'s' * (pairs != 1)} ({v['train_drafts']} drafts)"
-        elif v["train_drafts"]:
-            learned = f"{v['train_drafts']} rated drafts"
-        ranked = (f"{gate['active_pair_accuracy']:.0%} → {gate['candidate_pair_accuracy']:.0%} "
-                  f"of {gate['held_out_pairs']}" if "held_out_pairs" in gate else "")
+        learned, ranked = _learned(v), _ranked(gate)
         rows.append([v["name"], v["status"], "✓" if v["active"] else "", learned, v["held_out_drafts"] or "",
                      figures, ranked, f"{speed:.0f}" if speed else "", _time(v["created_at"])])
     return rows
@@ -78,6 +94,10 @@ def _learns_from(studio: Studio) -> str:
         return f"Training learns from {rated}."
     if s.train_method == "dpo":
         return "Training learns from your picks between candidates."
+    if s.train_method == "kto":
+        return (f"Training learns from every draft you rate: {s.train_min_stars} stars or more as what you like, "
+                "1 or 2 stars as what you do not. A new version serves only if it ranks held-out drafts "
+                "the way you rated them better than the serving version does.")
     return (f"Training learns from your picks between candidates once there are {s.train_min_pairs} of them, "
             f"and from {rated} until then.")
 
