@@ -54,7 +54,8 @@ def _stream(args, drafting) -> int:
     return 0
 
 
-def _fields(pairs: list[str]) -> dict[str, str]:
+def parse_fields(pairs: list[str]) -> dict[str, str]:
+    """--field NAME=VALUE options as a dict (the benchmarks take them too)."""
     fields = {}
     for pair in pairs:
         name, sep, value = pair.partition("=")
@@ -72,7 +73,7 @@ def cmd_templates(args, studio) -> int:
 
 def cmd_generate(args, studio) -> int:
     sampler = {name: getattr(args, name) for name in SAMPLER_NAMES if getattr(args, name) is not None}
-    return _stream(args, studio.drafts.write(args.template, _fields(args.field), sampler, user=args.user))
+    return _stream(args, studio.drafts.write(args.template, parse_fields(args.field), sampler, user=args.user))
 
 
 def cmd_continue(args, studio) -> int:

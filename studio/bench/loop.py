@@ -29,6 +29,7 @@ from typing import Any
 
 from storage import registry, repository
 from storage.backup import backup_sqlite
+from studio.__main__ import parse_fields
 from studio.bench.scratch import scratch_settings, write_at_once
 from studio.config import Settings, add_arguments, settings_from
 from studio.learning.jobs import REPO_ROOT, gate_words, train_command
@@ -123,7 +124,7 @@ def run(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
     from studio.core.studio import Studio
 
     started = time.perf_counter()
-    loop = Loop(Studio(settings), re.compile(args.trait), args.template, _fields(args.field), args.tokens)
+    loop = Loop(Studio(settings), re.compile(args.trait), args.template, parse_fields(args.field), args.tokens)
     report: dict[str, Any] = {"trait": args.trait, "template": args.template, "fields": loop.fields,
                               "model": settings.model, "tokens": args.tokens, "rounds": []}
     report["before"] = loop.fresh(args.fresh)
@@ -137,16 +138,6 @@ def run(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
         print_round(r + 1, figures, report["before"], flush=True)
     report["minutes"] = (time.perf_counter() - started) / 60
     return report
-
-
-def _fields(pairs: list[str]) -> dict[str, str]:
-    fields = {}
-    for pair in pairs:
-        name, sep, value = pair.partition("=")
-        if not sep:
-            raise SystemExit(f"error: --field takes NAME=VALUE, not {pair!r}.")
-        fields[name.strip()] = value
-    return fields
 
 
 def _gate_words(run: dict[str, Any]) -> str:
@@ -207,6 +198,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--trait is not a regular expression: {exc}")
     if args.rounds < 1 or args.drafts < 2 or args.fresh < 1 or args.tokens < 1:
         parser.error("--rounds and --fresh must be at least 1, --drafts at least 2, --tokens at least 1.")
+    try:
+        parse_fields(args.field)
+    except ValueError as exc:
+        parser.error(str(exc))
     with tempfile.TemporaryDirectory(prefix="studio-loop-") as scratch:
         report = run(scratch_settings(settings_from(args), Path(scratch)), args)
     print_summary(report)
