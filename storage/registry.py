@@ -181,9 +181,11 @@ def last_run(session: Session) -> TrainingRun | None:
     return session.scalar(select(TrainingRun).order_by(TrainingRun.id.desc()).limit(1))
 
 
-def count_high_ratings_since(session: Session, min_stars: int, since: datetime | None) -> int:
-    """How many ratings at or above min_stars were given (or changed) after `since`."""
-    query = select(func.count()).select_from(Rating).where(Rating.stars >= min_stars)
+def count_high_ratings_since(session: Session, min_stars: int, since: datetime | None,
+                             max_low_stars: int = 0) -> int:
+    """How many ratings at or above min_stars (or, with max_low_stars, at or below it: the disliked
+    drafts that teach too) were given or changed after `since`."""
+    query = select(func.count()).select_from(Rating).where((Rating.stars >= min_stars) | (Rating.stars <= max_low_stars))
     if since is not None:
         query = query.where(Rating.updated_at > since)
     return session.scalar(query) or 0

@@ -152,7 +152,8 @@ class Settings:
     )
     auto_train_after: int = field(
         default=20,
-        metadata={"help": "Start a training run after this many new highly rated drafts; 0 = only by hand."},
+        metadata={"help": "Start a training run after this many new ratings that teach (liked, and unless "
+                          "--train-method sft, rated 1-2) and picks; 0 = only by hand."},
     )
     gate_margin: float = field(
         default=0.01,
@@ -161,8 +162,8 @@ class Settings:
     train_method: str = field(
         default="auto",
         metadata={"help": "What training learns from: auto (writers' picks between candidates by DPO when "
-                          "there are --train-min-pairs of them, else rated drafts), sft (liked drafts), dpo (picks), or "
-                          "kto (every rated draft, liked and disliked, judged on how it ranks held-out ratings)."},
+                          "there are --train-min-pairs of them, else every rated draft, liked and disliked, by KTO, "
+                          "else liked drafts alone), sft (liked drafts), dpo (picks), or kto (every rated draft)."},
     )
     train_min_pairs: int = field(
         default=8, metadata={"help": "Fewest picks (chosen over rejected pairs) for preference training."}

@@ -9,7 +9,7 @@ import re
 # are found by character n-grams rather than word n-grams.
 _UNSPACED = "\u3040-\u30ff\u3400-\u9fff\uf900-\ufaff"  # kana, CJK ideographs, compatibility ideographs
 _UNSPACED_CHAR = re.compile(f"[{_UNSPACED}]")
-_WORD = re.compile(f"[{_UNSPACED}]|[^\\W_]+(?:['’-][^\\W_]+)*")
+WORD = re.compile(f"[{_UNSPACED}]|[^\\W_]+(?:['’-][^\\W_]+)*")
 
 
 def unspaced(text: str) -> bool:
@@ -18,4 +18,15 @@ def unspaced(text: str) -> bool:
 
 
 def word_count(text: str) -> int:
-    return len(_WORD.findall(text))
+    return len(WORD.findall(text))
+
+
+
+def distinct_2(texts: list[str]) -> float:
+    """Distinct bigrams over all bigrams (of words, or of characters for unspaced scripts): 1.0 = no
+    phrase repeats across drafts; a model collapsing into one text heads towards 0."""
+    grams = []
+    for text in texts:
+        units = list("".join(text.split())) if unspaced(text) else text.lower().split()
+        grams += list(zip(units, units[1:]))
+    return len(set(grams)) / len(grams) if grams else 0.0

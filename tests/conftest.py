@@ -80,6 +80,40 @@ def slower_model_dir(tmp_path_factory) -> Path:
     return build_tiny_model(tmp_path_factory.mktemp("slower-chat-model"), chat=True, hidden=512, layers=8)
 
 
+def build_verse_model(folder: Path) -> Path:
+    """A tiny model taught to answer "Write song number N about the sea." with verses, half in the
+    songs' words and half in the dirges' (tests/drafts.py): a base that writes both, so learning
+    which one writers like shows in what it writes."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from tests.drafts import dirge, song
+
+    build_tiny_model(folder, chat=True, hidden=48, layers=2)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    model = AutoModelForCausalLM.from_pretrained(folder)
+    texts = [tokenizer.apply_chat_template([{"role": "user", "content": f"Write song number {i} about the sea."}],
+                                           tokenize=False, add_generation_prompt=True)
+             + " ".join((song if i % 2 else dirge)(i).split(". ")[:2]) for i in range(128)]  # two verses: quick
+    batches = [tokenizer(texts[i:i + 16], return_tensors="pt", padding=True) for i in range(0, len(texts), 16)]
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    torch.manual_seed(0)
+    model.train()
+    for step in range(160):
+        batch = batches[step % len(batches)]
+        labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
+        model(**batch, labels=labels).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    model.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def verse_model_dir(tmp_path_factory) -> Path:
+    return build_verse_model(tmp_path_factory.mktemp("verse-model"))
+
+
 @pytest.fixture(scope="session")
 def tiny_base_model_dir(tmp_path_factory) -> Path:
     return build_tiny_model(tmp_path_factory.mktemp("tiny-base-model"), chat=False)

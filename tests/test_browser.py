@@ -15,7 +15,7 @@ import pytest
 
 from studio.config import Settings
 from studio.ui.page import exports_dir
-from tests.drafts import seed_rated_drafts
+from tests.drafts import dirge, seed_rated_drafts
 from tests.waiting import wait_for
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -162,6 +162,22 @@ def test_train_now_shows_the_run_its_loss_curve_and_the_new_version(page):
     expect(tab.get_by_role("gridcell", name=re.compile(r"→ .*\((promoted|rejected)\)"))).to_be_visible()
     _shot(tab, "08-training-tab")
     assert studio.versions.runs()[0]["status"] == "succeeded"
+
+
+def test_a_run_on_every_rating_shows_what_changed_before_and_after(page):
+    tab, studio = page, page.studio
+    expect = playwright_api.expect
+    seed_rated_drafts(studio, 8)
+    seed_rated_drafts(studio, 8, stars=1, start=8, text=dirge)  # liked and disliked: the run learns from both
+    tab.get_by_role("tab", name="Training").click()
+    tab.get_by_role("button", name="Train now").click()
+    expect(tab.get_by_role("gridcell", name="succeeded")).to_be_visible(timeout=300_000)
+    expect(tab.get_by_role("gridcell", name=re.compile(r"^\d+ liked, \d+ disliked$"))).to_be_visible()
+    expect(tab.get_by_text("What changed in v1")).to_be_visible()
+    sample = studio.versions.list()[0]["gate"]["before_after"]
+    expect(tab.get_by_label("Before: base")).to_have_value(sample["parent_text"])
+    expect(tab.get_by_label("After: v1")).to_have_value(sample["text"])
+    _shot(tab, "08b-training-before-after")
 
 
 def test_a_writer_compares_three_candidates_and_picks_one(page):

@@ -120,6 +120,19 @@ def test_enough_new_high_ratings_queue_a_run_automatically(settings):
     assert studio.drafts.rate(drafting.draft_id, 5, user="local")["training_run"] is None  # already queued: not twice
 
 
+@pytest.mark.parametrize("method, queues", [("auto", True), ("sft", False)])
+def test_disliked_drafts_count_towards_a_run_when_training_learns_from_them(settings, method, queues):
+    from studio.core.studio import Studio
+
+    settings.auto_train_after, settings.train_method = 3, method
+    studio = Studio(settings)
+    seed_rated_drafts(studio, 2, stars=1)
+    drafting = studio.drafts.write("fantasy", {}, {"max_new_tokens": 4}, user="local")
+    list(drafting)
+    queued = studio.drafts.rate(drafting.draft_id, 2, user="local")["training_run"]
+    assert (queued is not None) == queues
+
+
 def _spawn_training(studio, run_id) -> subprocess.Popen:
     s = studio.settings
     return subprocess.Popen(

@@ -33,20 +33,11 @@ from studio.__main__ import parse_fields
 from studio.bench.scratch import scratch_settings, write_at_once
 from studio.config import Settings, add_arguments, settings_from
 from studio.learning.jobs import REPO_ROOT, gate_words, train_command
-from studio.text import unspaced
+from studio.learning.kto_run import NOTHING_TO_LEARN
+from studio.text import distinct_2
 
 FRESH_SEED = 1_000_000  # fresh drafts use seeds from here; round r writes from 10_000 * (r + 1)
 LIKED, DISLIKED = 5, 1
-
-
-def distinct_2(texts: list[str]) -> float:
-    """Distinct bigrams over all bigrams (of words, or of characters for unspaced scripts): 1.0 = no
-    phrase repeats across drafts; a model collapsing into one text heads towards 0."""
-    grams = []
-    for text in texts:
-        units = list("".join(text.split())) if unspaced(text) else text.lower().split()
-        grams += list(zip(units, units[1:]))
-    return len(set(grams)) / len(grams) if grams else 0.0
 
 
 def trait_frequency(trait: re.Pattern, texts: list[str]) -> float:
@@ -95,8 +86,10 @@ def train(studio) -> dict[str, Any]:
     seconds = time.perf_counter() - started
     if process.returncode != 0:
         error = next((line for line in process.stderr.splitlines() if line.startswith("error: ")), "")
-        return {"decision": "failed", "error": error.removeprefix("error: ") or process.stderr[-500:],
-                "seconds": seconds}
+        error = error.removeprefix("error: ") or process.stderr[-500:]
+        if error.startswith(NOTHING_TO_LEARN):  # the gate's first step, checked before training: not promoted
+            return {"decision": "rejected", "reason": error, "trained": False, "seconds": seconds}
+        return {"decision": "failed", "error": error, "seconds": seconds}
     summary = json.loads(process.stdout)
     return {**summary, "seconds": seconds}
 
@@ -143,11 +136,17 @@ def run(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
 def _gate_words(run: dict[str, Any]) -> str:
     if run.get("decision") == "failed":
         return f"failed: {run.get('error', '')[:80]}"
+    if run.get("trained") is False:
+        return f"rejected before training ({run['reason'][len(NOTHING_TO_LEARN) + 2:][:110]}…)"
     if run.get("decision") == "undecided":
         return f"undecided ({run['reason'][:90]}…)"
-    if "candidate_accuracy" in run:  # the ranking gate
-        return (f"{run['decision']} (ranks {run['candidate_accuracy']:.0%} of {run['pairs']} held-out pairs, serving "
-                f"{run['serving_accuracy']:.0%}, difference 95% interval {run['low']:+.0%} to {run['high']:+.0%})")
+    if "judge_accuracy" in run:  # the gate of runs on rated drafts
+        judged = f"judge ranks {run['judge_accuracy']:.0%} of {run['pairs']} held-out pairs, p = {run['judge_p']:.3f}"
+        if run["preferred"] is None:
+            return f"{run['decision']} ({judged})"
+        return (f"{run['decision']} ({judged}; prefers its drafts in {run['preferred']:.0%}, 95% interval "
+                f"{run['low']:.0%} to {run['high']:.0%}, p = {run['p_value']:.3f}; distinct-2 "
+                f"{run['candidate_distinct_2']:.2f} vs {run['serving_distinct_2']:.2f})")
     return f"{run['decision']} ({gate_words(run)})"
 
 

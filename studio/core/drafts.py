@@ -138,8 +138,7 @@ class Drafts:
             rating = repository.rate_draft(session, draft_id, stars, comment or "", user=user)
             saved = {"draft_id": draft_id, "stars": rating.stars, "comment": rating.comment}
         # After the commit: the rating is safe whatever happens to the training queue.
-        high = stars >= self.settings.train_min_stars
-        saved["training_run"] = self.jobs.maybe_auto_train() if high else None  # a run it queued
+        saved["training_run"] = self.jobs.maybe_auto_train()  # a run it queued, if it was the one that tipped it
         return saved
 
     # -- reading ---------------------------------------------------------------------------

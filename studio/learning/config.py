@@ -19,16 +19,23 @@ FROM_SETTINGS = {"min_stars": "train_min_stars", "gate_margin": "gate_margin",
 
 
 METHODS = ("auto", "sft", "dpo", "kto")
+KTO_LOSSES = ("apo_zero_unpaired", "kto")
+# Per method, when not given: KTO sees each rated draft once (a pass costs three model passes per
+# draft on a CPU), at a higher rate; sft and dpo stop early on their validation loss.
+DEFAULT_EPOCHS = {"sft": 3, "dpo": 3, "kto": 1}
+DEFAULT_LEARNING_RATE = {"sft": 3e-4, "dpo": 3e-4, "kto": 2e-3}
 
 
 @dataclass
 class TrainingConfig:
     min_stars: int = field(default=Settings.train_min_stars, metadata={"help": "Drafts rated at least this become training data."})
-    held_out_fraction: float = field(default=0.2, metadata={"help": "Share of drafts kept aside for the gate."})
+    held_out_fraction: float = field(default=0.25, metadata={"help": "Share of drafts kept aside for the gate (a hash of each id decides, once)."})
     min_held_out: int = field(default=2, metadata={"help": "Never fewer held-out drafts than this."})
     min_train: int = field(default=4, metadata={"help": "Fewest training drafts worth a run."})
-    epochs: int = field(default=3, metadata={"help": "Passes over the training drafts (early stopping may end sooner)."})
-    learning_rate: float = field(default=3e-4, metadata={"help": "AdamW learning rate for the LoRA weights."})
+    epochs: int | None = field(default=None, metadata={
+        "help": "Passes over the training data; by default 3 for sft and dpo (early stopping may end sooner), 1 for kto."})
+    learning_rate: float | None = field(default=None, metadata={
+        "help": "AdamW learning rate for the LoRA weights; by default 3e-4 for sft and dpo, 2e-3 for kto."})
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay."})
     batch_size: int = field(default=4, metadata={"help": "Drafts per optimisation step."})
     max_length: int = field(default=512, metadata={"help": "Tokens per example (prompt + draft); longer drafts are cut."})
@@ -44,26 +51,36 @@ class TrainingConfig:
     gate_margin: float = field(default=Settings.gate_margin, metadata={"help": "Promote only if held-out perplexity drops by at least this fraction."})
     seed: int = field(default=0, metadata={"help": "Seed for the split, LoRA initialisation and data order."})
     method: str = field(default=Settings.train_method, metadata={
-        "help": "auto: learn from writers' picks (DPO) when there are min_pairs of them, else from rated "
-                "drafts; sft: liked drafts only; dpo: picks only; kto: every rated draft, liked and disliked "
-                "(KTO), judged by how it ranks held-out ratings."})
+        "help": "auto: learn from writers' picks (DPO) when there are min_pairs of them, else from every rated "
+                "draft (KTO) when some are liked and some disliked, else from liked drafts (sft); sft: liked drafts "
+                "only; dpo: picks only; kto: every rated draft, judged by how it ranks held-out ratings."})
     min_pairs: int = field(default=Settings.train_min_pairs, metadata={"help": "Fewest picks (chosen, rejected pairs) for preference training."})
     dpo_beta: float = field(default=0.1, metadata={"help": "DPO beta: higher keeps the model closer to its base."})
     kto_beta: float = field(default=0.1, metadata={"help": "KTO beta: higher keeps the model closer to its base."})
+    kto_loss: str = field(default="apo_zero_unpaired", metadata={
+        "help": "kto: TRL's loss_type. apo_zero_unpaired (default) raises liked and lowers disliked drafts against the "
+                "base and skips KTO's KL estimate, which costs a third more model passes; kto is the paper's loss."})
     max_disliked_stars: int = field(default=2, metadata={"help": "kto: drafts rated at most this are what writers dislike."})
+    gate_alpha: float = field(default=0.05, metadata={
+        "help": "kto: the gate's one-sided p-value: the judge must rank held-out ratings, and prefer the candidate's "
+                "drafts, at this or less (also the most often a candidate trained on noise can pass each step)."})
     rank_margin: float = field(default=0.0, metadata={
-        "help": "kto: promote only when the 95% interval of (candidate - serving) held-out ranking accuracy is above this."})
+        "help": "kto: the judge must prefer the candidate's drafts in more than 50% + this of pairs."})
+    gate_samples: int = field(default=32, metadata={"help": "kto: drafts each version writes for the judge to compare."})
+    min_diversity: float = field(default=0.9, metadata={
+        "help": "kto: reject a candidate whose drafts' distinct-2 falls below this share of the serving version's."})
     gate_min_liked: int = field(default=3, metadata={"help": "kto: fewest held-out liked drafts the gate judges on."})
     gate_min_disliked: int = field(default=3, metadata={"help": "kto: fewest held-out disliked drafts the gate judges on."})
-    max_perplexity_increase: float = field(default=0.25, metadata={
-        "help": "kto: reject a candidate whose perplexity on held-out liked drafts rises more than this fraction."})
+    max_perplexity_increase: float = field(default=1.0, metadata={
+        "help": "kto: reject a candidate whose perplexity on held-out liked drafts rises more than this fraction "
+                "(a guard against a broken model: one that learned rises somewhat on the base's own drafts)."})
 
     def __post_init__(self) -> None:
         if not 1 <= self.min_stars <= 5:
             raise StudioError(f"min_stars must be 1 to 5, not {self.min_stars}.")
         if not 0 < self.held_out_fraction < 1:
             raise StudioError(f"held_out_fraction must be between 0 and 1, not {self.held_out_fraction}.")
-        if self.epochs < 1 or self.batch_size < 1 or self.lora_r < 1:
+        if (self.epochs is not None and self.epochs < 1) or self.batch_size < 1 or self.lora_r < 1:
             raise StudioError("epochs, batch_size and lora_r must be at least 1.")
         if not 0 <= self.gate_margin < 1:
             raise StudioError(f"gate_margin must be at least 0 and below 1, not {self.gate_margin}.")
@@ -71,6 +88,12 @@ class TrainingConfig:
             raise StudioError(f"method must be one of {', '.join(METHODS)}, not {self.method!r}.")
         if not 1 <= self.max_disliked_stars < self.min_stars:
             raise StudioError(f"max_disliked_stars must be at least 1 and below min_stars, not {self.max_disliked_stars}.")
+        if self.gate_samples < 2:
+            raise StudioError(f"gate_samples must be at least 2, not {self.gate_samples}.")
+        if not 0 < self.gate_alpha < 1:
+            raise StudioError(f"gate_alpha must be between 0 and 1, not {self.gate_alpha}.")
+        if self.kto_loss not in KTO_LOSSES:
+            raise StudioError(f"kto_loss must be one of {', '.join(KTO_LOSSES)}, not {self.kto_loss!r}.")
         if self.min_pairs < 2:
             raise StudioError(f"min_pairs must be at least 2, not {self.min_pairs}.")
 
@@ -85,6 +108,12 @@ class TrainingConfig:
                 if message.startswith(f"{name} ") and name not in overrides:
                     message = f"--{option.replace('_', '-')}{message[len(name):]}"
             raise StudioError(message) from None
+
+    def resolved(self, method: str) -> "TrainingConfig":
+        """This config for one method (sft, dpo or kto), with that method's epochs and learning rate
+        where none were given."""
+        return dataclasses.replace(self, method=method, epochs=self.epochs or DEFAULT_EPOCHS[method],
+                                   learning_rate=self.learning_rate or DEFAULT_LEARNING_RATE[method])
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -11,6 +11,7 @@ stopping, and report progress to the run record.
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -118,6 +119,7 @@ def train_adapter(model, tokenizer, split: DatasetSplit, config: TrainingConfig,
     from peft import get_peft_model
     from transformers import DataCollatorForSeq2Seq, EarlyStoppingCallback, Trainer, TrainingArguments, set_seed
 
+    config = config.resolved("sft")
     set_seed(config.seed)
     peft_model = get_peft_model(model, _lora(config))
     train = _Examples(tokenizer, split.train, config.max_length)
@@ -160,16 +162,21 @@ def train_kto_adapter(model, tokenizer, examples: list[Example], liked: Callable
     from trl import KTOConfig, KTOTrainer
 
     disable_progress_bars()
+    config = config.resolved("kto")
     set_seed(config.seed)
     rows = [{"prompt": _prompt(tokenizer, e), "completion": e.completion, "label": liked(e)} for e in examples]
     desirable = sum(r["label"] for r in rows)
     undesirable = len(rows) - desirable
     arguments = {**_common_arguments(config, output), "eval_strategy": "no", "save_strategy": "no",
                  "load_best_model_at_end": False}
-    args = KTOConfig(**arguments, beta=config.kto_beta, max_length=config.max_length, gradient_checkpointing=False,
+    # The reference (the base: the adapter switched off) scores each draft once, before training.
+    args = KTOConfig(**arguments, beta=config.kto_beta, loss_type=config.kto_loss, precompute_ref_log_probs=True,
+                     max_length=config.max_length, gradient_checkpointing=False,
                      desirable_weight=max(1.0, undesirable / max(desirable, 1)),
                      undesirable_weight=max(1.0, desirable / max(undesirable, 1)))
     curve: list[dict[str, Any]] = []
+    os.environ.setdefault("TQDM_DISABLE", "1")  # TRL's scoring bar would fill the run's log
+    report(0.04, f"Scoring {len(rows)} rated drafts with the base model…", curve)
     trainer = KTOTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
                          peft_config=_lora(config), callbacks=[_progress_callback(report, curve)])
     tokens = sum(len(r["prompt_ids"]) + len(r["completion_ids"]) for r in trainer.train_dataset
@@ -186,6 +193,7 @@ def train_preference_adapter(model, tokenizer, split: PreferenceSplit, config: T
     from trl import DPOConfig, DPOTrainer
 
     disable_progress_bars()  # TRL's dataset preparation would fill the run's log with bars
+    config = config.resolved("dpo")
     set_seed(config.seed)
     curve: list[dict[str, Any]] = []
     # Checkpointing off, as in the supervised run: these models are small, and it costs time.

@@ -27,6 +27,7 @@ from studio.config import Settings
 from studio.errors import USER_ERRORS, StudioError
 from studio.learning.config import FROM_SETTINGS, TrainingConfig
 from studio.learning.kto_run import run_kto
+from studio.learning.method import choose_method
 from studio.learning.run import run_training
 
 log = logging.getLogger(__name__)
@@ -122,8 +123,10 @@ def execute_run(sessions, settings: Settings, config: TrainingConfig, run_id: in
             echo(f"[{progress:4.0%}] {message}")
 
     try:
-        run = run_kto if config.method == "kto" else run_training
-        summary = run(sessions, settings, config, run_id, report)
+        with sessions.begin() as session:
+            method = choose_method(session, config)
+        run = run_kto if method == "kto" else run_training
+        summary = run(sessions, settings, config.resolved(method), run_id, report)
     except USER_ERRORS as exc:
         _fail_run(sessions, run_id, str(exc))
         raise
@@ -153,15 +156,17 @@ class TrainingJobs:
             return run.id, created
 
     def maybe_auto_train(self) -> int | None:
-        """Queue a run when enough highly rated drafts (and picks, unless training ignores them)
-        have come in since the last one."""
+        """Queue a run when enough new signal has come in since the last one: highly rated drafts, and
+        unless training is sft only, drafts rated low (they teach too) and picks."""
         threshold = self.settings.auto_train_after
         if threshold <= 0:
             return None
         with self.sessions() as session:
             last = registry.last_run(session)
             since = last.created_at if last else None
-            fresh = registry.count_high_ratings_since(session, self.settings.train_min_stars, since)
+            liked_only = self.settings.train_method in ("sft", "dpo")
+            fresh = registry.count_high_ratings_since(session, self.settings.train_min_stars, since,
+                                                      max_low_stars=0 if liked_only else TrainingConfig.max_disliked_stars)
             if self.settings.train_method != "sft":
                 fresh += preferences.count_preferences_since(session, since)
         if fresh < threshold:

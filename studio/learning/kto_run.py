@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +18,11 @@ from studio.errors import StudioError
 from studio.learning.config import TrainingConfig
 from studio.learning.dataset import build_rated_split
 from studio.learning.finetune import Report, train_kto_adapter
-from studio.learning.ranking_gate import build_held_out, judge, score
+from studio.learning.judge import Judge
+from studio.learning.ranking_gate import (GateOptions, Samples, build_held_out, decide, enough_held_out,
+                                          judge_trusted, score)
 from studio.learning.run import save_candidate
+from studio.learning.samples import sample_requests, write_samples
 from studio.serving.models import load_model
 
 log = logging.getLogger(__name__)
@@ -28,7 +32,16 @@ class NotEnoughRatings(StudioError):
     """KTO needs drafts on both sides of the writers' judgement to learn from."""
 
 
-def _choose(session, config: TrainingConfig):
+NOTHING_TO_LEARN = "Nothing to learn yet"
+
+
+class NoConsistentPreference(StudioError):
+    """The held-out ratings disagree with the rest: training now would learn noise, so it does not start."""
+
+
+def choose_rated(session, config: TrainingConfig):
+    """The training drafts (liked or disliked), the gate's held-out set, the liked test and how many liked.
+    Raises NotEnoughRatings when one side is missing."""
     split = build_rated_split(session, held_out_fraction=config.held_out_fraction,
                               max_per_writer=config.max_per_writer)
 
@@ -49,49 +62,119 @@ def _choose(session, config: TrainingConfig):
     return train, build_held_out(split.held_out, liked, disliked), liked, up
 
 
-def run_kto(sessions, settings: Settings, config: TrainingConfig, run_id: int, report: Report) -> dict[str, Any]:
-    """One KTO run end to end; returns the candidate's figures. Raises on failure."""
+def _options(config: TrainingConfig) -> GateOptions:
+    return GateOptions(alpha=config.gate_alpha, margin=config.rank_margin, min_diversity=config.min_diversity,
+                       max_perplexity_increase=config.max_perplexity_increase, min_liked=config.gate_min_liked,
+                       min_disliked=config.gate_min_disliked, held_out_share=config.held_out_fraction, seed=config.seed)
+
+
+@dataclass
+class _Run:
+    """What one run knows before it trains (read in one transaction)."""
+
+    train: list
+    held: Any
+    liked: Any
+    up: int
+    serving_adapter: str | None
+    serving_name: str
+    requests: list[dict[str, Any]]
+    judge: Judge
+    judge_scores: dict[int, float]  # the judge on the held-out drafts
+    candidate_id: int
+    candidate_name: str
+
+
+def _judge_ratings(train: list, held, liked, options: GateOptions) -> tuple[Judge, dict[int, float]]:
+    """The gate's first step, before any training: a judge learned from the training ratings must
+    rank the held-out ones as the writers did, or there is nothing consistent to learn (yet)."""
+    judge = Judge.fit(train, liked)
+    scores = dict(zip([e.draft_id for e in held.drafts], judge.scores([e.completion for e in held.drafts])))
+    if enough_held_out(held, options) and not judge_trusted(held, scores, options):
+        from studio.learning.ranking import accuracy, permutation_p_value
+
+        raise NoConsistentPreference(
+            f"{NOTHING_TO_LEARN}: a judge learned from the {len(train)} ratings to train on ranks "
+            f"{accuracy(scores, held.pairs):.0%} of {len(held.pairs)} held-out pairs as the writers did "
+            f"(p = {permutation_p_value(scores, held.clusters, options.seed):.3f}, needs <= {options.alpha:g}): the "
+            "ratings do not yet show a consistent preference, and training on them would learn noise. Rate more "
+            "drafts; nothing was trained.")
+    return judge, scores
+
+
+def _start(sessions, settings: Settings, config: TrainingConfig, run_id: int) -> _Run:
     with sessions.begin() as session:
         active = registry.ensure_base_version(session, settings.model)
-        train, held, liked, up = _choose(session, config)
+        train, held, liked, up = choose_rated(session, config)
+        judge, judge_scores = _judge_ratings(train, held, liked, _options(config))
         candidate = registry.add_version(
             session, name=registry.next_version_name(session), parent_id=active.id, base_model=settings.model,
             adapter_path=None, status=VersionStatus.TRAINING, is_active=False,
             train_draft_ids=[e.draft_id for e in train], held_out_draft_ids=[e.draft_id for e in held.drafts],
             hyperparameters=config.to_dict(), loss_curve=[], gate={})
         registry.update_run(session, run_id, version_id=candidate.id)
-        serving_adapter, serving_name = active.adapter_path, active.name
-        candidate_id, candidate_name = candidate.id, candidate.name
-    report(0.02, f"Learning from {up} liked and {len(train) - up} disliked drafts by KTO; {len(held.drafts)} held "
-                 f"out ({len(held.pairs)} liked-disliked pairs to judge on).", [])
+        return _Run(train, held, liked, up, active.adapter_path, active.name,
+                    sample_requests(session, [e.draft_id for e in held.drafts]), judge, judge_scores,
+                    candidate.id, candidate.name)
+
+
+def _judge_candidate(settings: Settings, config: TrainingConfig, run: _Run, base, model, base_scores,
+                     report: Report) -> tuple[Any, dict[str, Any]]:
+    """The gate's verdict on the trained candidate (a PeftModel over the base), and the before/after."""
+    report(0.85, "Scoring held-out drafts with the candidate…", [])
+    held, judge, judge_scores = run.held, run.judge, run.judge_scores
+    candidate_scores = score(model, base.tokenizer, held.drafts, config.max_length)
+    options = _options(config)
+    trusted = enough_held_out(held, options) and judge_trusted(held, judge_scores, options)
+    count = config.gate_samples if trusted else 1  # without a trusted judge, one draft each for the before/after
+    if run.requests:
+        report(0.9, f"The candidate and {run.serving_name} write {count} draft{'s' * (count > 1)} each of held-out "
+                    "prompts…", [])
+    candidate_texts = write_samples(model, base.tokenizer, run.requests, count, chat=base.is_chat) if run.requests else []
+    if run.serving_adapter is None:
+        serving_scores = base_scores
+        with model.disable_adapter():  # the LoRA switched off: the base itself
+            serving_texts = write_samples(model, base.tokenizer, run.requests, count, chat=base.is_chat) \
+                if run.requests else []
+    else:
+        serving = load_model(settings.model, settings.data_path, settings.device, adapter=run.serving_adapter)
+        serving_scores = score(serving.model, serving.tokenizer, held.drafts, config.max_length)
+        serving_texts = write_samples(serving.model, serving.tokenizer, run.requests, count, chat=serving.is_chat) \
+            if run.requests else []
+    samples = Samples(candidate_texts, serving_texts) if trusted and run.requests else None
+    verdict = decide(held, base_scores, serving_scores, candidate_scores, judge_scores, judge.scores, samples, options)
+    before_after = {}
+    if run.requests and candidate_texts[0] and serving_texts[0]:
+        before_after = {**run.requests[0], "parent": run.serving_name, "parent_text": serving_texts[0][0],
+                        "text": candidate_texts[0][0]}
+    return verdict, {"before_after": before_after, "judge_likes": judge.top_words()}
+
+
+def run_kto(sessions, settings: Settings, config: TrainingConfig, run_id: int, report: Report) -> dict[str, Any]:
+    """One KTO run end to end; returns the candidate's figures. Raises on failure."""
+    config = config.resolved("kto")
+    run = _start(sessions, settings, config, run_id)
+    report(0.02, f"Learning from {run.up} liked and {len(run.train) - run.up} disliked drafts by KTO; "
+                 f"{len(run.held.drafts)} held out ({len(run.held.pairs)} liked-disliked pairs to judge on).", [])
     try:
         base = load_model(settings.model, settings.data_path, settings.device)
-        base_scores = score(base.model, base.tokenizer, held.drafts, config.max_length)  # before LoRA is added
+        base_scores = score(base.model, base.tokenizer, run.held.drafts, config.max_length)  # before LoRA is added
         with tempfile.TemporaryDirectory(prefix="studio-train-") as scratch:
-            model, curve, stats = train_kto_adapter(base.model, base.tokenizer, train, liked, config, Path(scratch),
-                                                    report)
-        save_candidate(sessions, settings, candidate_id, candidate_name, model, curve)
-        report(0.85, "Ranking held-out drafts with the candidate and the serving version…", curve)
-        candidate_scores = score(model, base.tokenizer, held.drafts, config.max_length)
-        del model
-        serving_scores = base_scores
-        if serving_adapter is not None:
-            serving = load_model(settings.model, settings.data_path, settings.device, adapter=serving_adapter)
-            serving_scores = score(serving.model, serving.tokenizer, held.drafts, config.max_length)
-        verdict = judge(held, base_scores, serving_scores, candidate_scores, margin=config.rank_margin,
-                        max_perplexity_increase=config.max_perplexity_increase, min_liked=config.gate_min_liked,
-                        min_disliked=config.gate_min_disliked, seed=config.seed)
-        figures = {**verdict.to_dict(), "against": serving_name, "method": "kto",
-                   "train_liked": up, "train_disliked": len(train) - up}
+            model, curve, stats = train_kto_adapter(base.model, base.tokenizer, run.train, run.liked, config,
+                                                    Path(scratch), report)
+        save_candidate(sessions, settings, run.candidate_id, run.candidate_name, model, curve)
+        verdict, extra = _judge_candidate(settings, config, run, base, model, base_scores, report)
+        figures = {**verdict.to_dict(), "against": run.serving_name, "method": "kto", "train_liked": run.up,
+                   "train_disliked": len(run.train) - run.up, **extra}
         with sessions.begin() as session:
-            registry.update_version(session, candidate_id, gate=figures, status=VersionStatus.REJECTED,
+            registry.update_version(session, run.candidate_id, gate=figures, status=VersionStatus.REJECTED,
                                     hyperparameters={**config.to_dict(), **stats, "method": "kto"})
             if verdict.decision == "promoted":
-                registry.activate(session, candidate_id)
+                registry.activate(session, run.candidate_id)
     except BaseException:
         with sessions.begin() as session:
-            registry.update_version(session, candidate_id, status=VersionStatus.FAILED)
+            registry.update_version(session, run.candidate_id, status=VersionStatus.FAILED)
         raise
-    log.info("Run %s: %s %s by kto: %s", run_id, candidate_name, verdict.decision, verdict.reason)
-    return {"version": candidate_name, **figures, **stats, "train_drafts": len(train),
-            "held_out_drafts": len(held.drafts)}
+    log.info("Run %s: %s %s by kto: %s", run_id, run.candidate_name, verdict.decision, verdict.reason)
+    return {"version": run.candidate_name, **figures, **stats, "train_drafts": len(run.train),
+            "held_out_drafts": len(run.held.drafts)}

@@ -1,30 +1,35 @@
-"""The ranking gate (method kto): does the candidate rank held-out drafts the way the writers did, better than the serving version?
+"""The gate for runs on rated drafts (kto): has the candidate learned to write what the writers like?
 
-Each version's implicit reward for a draft is how much likelier it makes the draft than the base
-model does (summed log-likelihood of the draft, minus the base's): what preference training
-raises for liked drafts and lowers for disliked ones. On held-out (liked, disliked) pairs of the
-same template, and on held-out picks, a version's accuracy is the share of pairs whose liked
-draft gets the higher reward (ties count half; the base itself ties every pair: 50%). The
-candidate is promoted only when
-  - there are enough held-out ratings to judge at all,
-  - the 95% bootstrap interval of its accuracy minus the serving version's lies above the margin
-    (drafts are resampled, not pairs, since one draft sits in many pairs), and
-  - its perplexity on the held-out liked drafts is at most max_perplexity_increase above the
-    serving version's: learning what writers like must not break how it writes.
-A candidate trained on shuffled ratings ranks held-out pairs at chance, so its interval straddles
-zero and it is rejected.
+Writers rate few drafts, and what they like may sit in a handful of words: a version that learned
+it makes the held-out liked drafts only slightly likelier than the disliked ones (its implicit
+reward, measured and shown, ranks them barely better than chance). So the gate asks a sharper
+question, in three steps, each of which a candidate trained on shuffled ratings fails:
+
+1. A judge (judge.py) is learned from the ratings the run trained on and must rank the held-out
+   ratings, which it never saw, as the writers did: one-sided permutation p <= alpha. If not, the
+   ratings show no consistent preference yet, and nothing is promoted.
+2. The candidate and the serving version each write `samples` drafts of held-out prompts (the
+   newest); the judge must prefer the candidate's: its share of (candidate, serving) pairs of one
+   prompt the judge ranks the candidate's higher (ties half) above 50% + margin, p <= alpha. A 95%
+   bootstrap interval of that share is shown with it.
+3. Guards against damage: the candidate's samples are not less varied (distinct-2 at least
+   min_diversity of the serving version's: no collapse into one text), and its perplexity on the
+   held-out liked drafts has not risen more than max_perplexity_increase.
+
+With fewer than min_liked liked or min_disliked disliked drafts held out it says how many more to
+rate and does not decide; an admin can still serve the version by hand.
 """
 
 from __future__ import annotations
 
+import functools
 import math
-import random
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from studio.learning.dataset import Example, tokenize_example
-
-RESAMPLES = 2000  # bootstrap resamples: enough for a steady 95% interval, a fraction of a second
+from studio.learning.ranking import accuracy, accuracy_interval, permutation_p_value
+from studio.text import distinct_2
 
 
 @dataclass(frozen=True)
@@ -61,58 +66,30 @@ def score(model, tokenizer, drafts: list[Example], max_length: int) -> dict[int,
         return {e.draft_id: completion_logp(model, tokenizer, e, max_length) for e in drafts}
 
 
-def accuracy(reward: dict[int, float], pairs: list[tuple[int, int]]) -> float:
-    """Share of pairs whose liked draft gets the higher reward; ties count half."""
-    if not pairs:
-        return float("nan")
-    return sum(1.0 if reward[a] > reward[b] else 0.5 if reward[a] == reward[b] else 0.0 for a, b in pairs) / len(pairs)
-
-
-def _resample(clusters: list[list[tuple[int, int]]], rng: random.Random) -> list[tuple[int, int]]:
-    """A bootstrap sample of pairs: within each cluster, its liked and its disliked drafts are drawn
-    with replacement and paired again, so a draft that sits in many pairs counts as one draft."""
-    sample = []
-    for cluster in clusters:
-        liked = sorted({a for a, _ in cluster})
-        disliked = sorted({b for _, b in cluster})
-        allowed = set(cluster)
-        drawn_a = [rng.choice(liked) for _ in liked]
-        drawn_b = [rng.choice(disliked) for _ in disliked]
-        sample += [(a, b) for a in drawn_a for b in drawn_b if (a, b) in allowed]
-    return sample
-
-
-def difference_interval(candidate: dict[int, float], serving: dict[int, float], clusters: list[list[tuple[int, int]]],
-                        seed: int = 0, resamples: int = RESAMPLES) -> tuple[float, float]:
-    """95% percentile bootstrap interval of (candidate accuracy - serving accuracy)."""
-    rng = random.Random(seed)
-    differences = []
-    for _ in range(resamples):
-        sample = _resample(clusters, rng)
-        if sample:
-            differences.append(accuracy(candidate, sample) - accuracy(serving, sample))
-    differences.sort()
-    if not differences:
-        return float("nan"), float("nan")
-    return differences[int(0.025 * (len(differences) - 1))], differences[int(0.975 * (len(differences) - 1))]
-
-
 @dataclass
 class Verdict:
     """The gate's figures and decision, as the version row keeps them."""
 
     decision: str  # promoted, rejected, or undecided (too few held-out ratings to judge)
     reason: str
-    pairs: int
+    pairs: int  # held-out (liked, disliked) pairs of one template
     liked: int
     disliked: int
-    candidate_accuracy: float
-    serving_accuracy: float
-    low: float  # the 95% interval of candidate minus serving accuracy
+    judge_accuracy: float  # the judge on the held-out pairs, and its one-sided p-value
+    judge_p: float
+    samples: int  # drafts written by each version for the judge to compare
+    preferred: float  # share of (candidate, serving) sample pairs the judge ranks the candidate's higher
+    low: float  # its 95% bootstrap interval
     high: float
-    margin: float
+    p_value: float
+    candidate_distinct_2: float
+    serving_distinct_2: float
+    candidate_accuracy: float  # the implicit reward's ranking of held-out pairs (shown, not decisive)
+    serving_accuracy: float
     candidate_perplexity: float
     serving_perplexity: float
+    alpha: float
+    margin: float
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: a figure that could not be computed is None (JSON has no NaN)."""
@@ -124,44 +101,120 @@ def perplexity(scores: dict[int, tuple[float, int]], ids: list[int]) -> float:
     return math.exp(-sum(scores[i][0] for i in ids) / tokens) if tokens else float("nan")
 
 
-def judge(held: HeldOut, base: dict[int, tuple[float, int]], serving: dict[int, tuple[float, int]],
-          candidate: dict[int, tuple[float, int]], *, margin: float, max_perplexity_increase: float,
-          min_liked: int, min_disliked: int, seed: int = 0) -> Verdict:
-    """Promote, reject, or say there is too little held out to decide; see the module's docstring."""
-    def rewards(version):
-        return {i: version[i][0] - base[i][0] for i in version}
+@dataclass(frozen=True)
+class GateOptions:
+    alpha: float
+    margin: float
+    min_diversity: float
+    max_perplexity_increase: float
+    min_liked: int
+    min_disliked: int
+    held_out_share: float
+    seed: int = 0
 
-    liked = sorted({a for a, _ in held.pairs})
-    disliked = sorted({b for _, b in held.pairs})
-    cand, serv = rewards(candidate), rewards(serving)
-    figures = dict(pairs=len(held.pairs), liked=len(liked), disliked=len(disliked),
-                   candidate_accuracy=accuracy(cand, held.pairs), serving_accuracy=accuracy(serv, held.pairs),
-                   margin=margin, candidate_perplexity=perplexity(candidate, held.liked),
-                   serving_perplexity=perplexity(serving, held.liked))
-    if len(liked) < min_liked or len(disliked) < min_disliked:
-        reason = (f"Not enough held-out ratings to judge: {len(liked)} liked and {len(disliked)} disliked drafts "
-                  f"of the same template are held out, and the gate needs {min_liked} and {min_disliked}. "
-                  f"Rate about {_more(len(liked), min_liked, len(disliked), min_disliked)} more drafts "
-                  "(one in five is held out), or serve this version by hand.")
-        return Verdict("undecided", reason, low=float("nan"), high=float("nan"), **figures)
-    low, high = difference_interval(cand, serv, held.clusters, seed)
+
+@dataclass
+class Samples:
+    """Drafts each version wrote for the gate, by prompt (one list per prompt, same order in both)."""
+
+    candidate: list[list[str]]
+    serving: list[list[str]]
+
+    def flat(self) -> tuple[list[str], list[str]]:
+        return [t for group in self.candidate for t in group], [t for group in self.serving for t in group]
+
+
+def _sides(held: HeldOut) -> tuple[list[int], list[int]]:
+    """The held-out liked and disliked drafts that have a counterpart of the same template."""
+    return sorted({a for a, _ in held.pairs}), sorted({b for _, b in held.pairs})
+
+
+def enough_held_out(held: HeldOut, options: GateOptions) -> bool:
+    liked, disliked = _sides(held)
+    return len(liked) >= options.min_liked and len(disliked) >= options.min_disliked
+
+
+def judge_trusted(held: HeldOut, judge_scores: dict[int, float], options: GateOptions) -> bool:
+    """Step 1: the judge ranks the held-out ratings as the writers did, beyond chance."""
+    return bool(held.pairs) and permutation_p_value(judge_scores, held.clusters, options.seed) <= options.alpha
+
+
+def _preference(judge_score, samples: Samples, seed: int) -> tuple[float, float, float, float]:
+    """The judge's preference for the candidate's samples over the serving version's, prompt by prompt."""
+    reward, clusters, next_id = {}, [], 0
+    for cand, serv in zip(samples.candidate, samples.serving):
+        ids_c = list(range(next_id, next_id + len(cand)))
+        ids_s = list(range(next_id + len(cand), next_id + len(cand) + len(serv)))
+        next_id += len(cand) + len(serv)
+        reward.update(zip(ids_c + ids_s, judge_score(cand + serv)))
+        clusters.append([(c, s) for c in ids_c for s in ids_s])
+    pairs = [pair for cluster in clusters for pair in cluster]
+    low, high = accuracy_interval(reward, clusters, seed)
+    return accuracy(reward, pairs), low, high, permutation_p_value(reward, clusters, seed)
+
+
+def decide(held: HeldOut, base: dict[int, tuple[float, int]], serving: dict[int, tuple[float, int]],
+           candidate: dict[int, tuple[float, int]], judge_scores: dict[int, float], judge_score,
+           samples: Samples | None, options: GateOptions) -> Verdict:
+    """Promote, reject, or say there is too little held out to decide; see the module's docstring.
+    judge_scores: the judge on the held-out drafts; judge_score(texts): the judge on any texts;
+    samples: None when the judge was not trusted (step 1), so none were written."""
+    liked, disliked = _sides(held)
+    cand_texts, serv_texts = samples.flat() if samples else ([], [])
+    nan = float("nan")
+    figures = dict(
+        pairs=len(held.pairs), liked=len(liked), disliked=len(disliked),
+        judge_accuracy=accuracy(judge_scores, held.pairs),
+        judge_p=permutation_p_value(judge_scores, held.clusters, options.seed) if held.pairs else nan,
+        samples=len(cand_texts), preferred=nan, low=nan, high=nan, p_value=nan,
+        candidate_distinct_2=distinct_2(cand_texts) if cand_texts else nan,
+        serving_distinct_2=distinct_2(serv_texts) if serv_texts else nan,
+        candidate_accuracy=accuracy({i: candidate[i][0] - base[i][0] for i in candidate}, held.pairs),
+        serving_accuracy=accuracy({i: serving[i][0] - base[i][0] for i in serving}, held.pairs),
+        candidate_perplexity=perplexity(candidate, held.liked), serving_perplexity=perplexity(serving, held.liked),
+        alpha=options.alpha, margin=options.margin)
+    if not enough_held_out(held, options):
+        more = _more(len(liked), options.min_liked, len(disliked), options.min_disliked, options.held_out_share)
+        all_liked = len(held.liked)
+        return Verdict("undecided", (
+            f"Not enough held-out ratings to judge: {all_liked} liked and {len(held.drafts) - all_liked} disliked "
+            f"drafts are held out ({len(liked)} and {len(disliked)} with a counterpart of the same template), and "
+            f"the gate needs {options.min_liked} and {options.min_disliked}. "
+            f"Rate about {more} more drafts ({options.held_out_share:.0%} are held out), or serve this version by "
+            "hand."), **figures)
+    if samples is None or figures["judge_p"] > options.alpha:
+        return Verdict("rejected", (
+            f"The held-out ratings do not yet agree with the rest: a judge learned from the ratings trained on "
+            f"ranks {figures['judge_accuracy']:.0%} of {len(held.pairs)} held-out pairs as the writers did "
+            f"(p = {figures['judge_p']:.3f}, needs <= {options.alpha:g}), so there is no consistent preference to "
+            "check the candidate against. Rate more drafts."), **figures)
+    figures["preferred"], figures["low"], figures["high"], figures["p_value"] = _preference(
+        judge_score, samples, options.seed)
+    return _verdict_on_samples(figures, options)
+
+
+def _verdict_on_samples(figures: dict[str, Any], options: GateOptions) -> Verdict:
+    verdict = functools.partial(Verdict, **figures)
+    prefers = (f"a judge learned from the ratings (it ranks {figures['judge_accuracy']:.0%} of held-out pairs as the "
+               f"writers did) prefers its drafts to the serving version's in {figures['preferred']:.0%} of pairs of "
+               f"drafts of the same prompt, {figures['samples']} drafts each (95% interval "
+               f"{figures['low']:.0%} to {figures['high']:.0%}; p = {figures['p_value']:.3f})")
+    if figures["p_value"] > options.alpha or figures["preferred"] <= 0.5 + options.margin:
+        return verdict("rejected", f"Not shown to write what the writers like better than the serving version: "
+                                   f"{prefers}; promotion needs p <= {options.alpha:g} and more than "
+                                   f"{0.5 + options.margin:.0%}.")
+    if figures["candidate_distinct_2"] < options.min_diversity * figures["serving_distinct_2"]:
+        return verdict("rejected", f"It writes what the writers like, but repeats itself: distinct-2 of its drafts "
+                                   f"{figures['candidate_distinct_2']:.2f} against {figures['serving_distinct_2']:.2f} "
+                                   f"(at least {options.min_diversity:.0%} of it).")
     worse = figures["candidate_perplexity"] / figures["serving_perplexity"] - 1
-    if low <= margin:
-        reason = (f"It does not rank held-out drafts as writers did better than the serving version by more "
-                  f"than {margin:.0%}: {figures['candidate_accuracy']:.0%} against "
-                  f"{figures['serving_accuracy']:.0%}, difference 95% interval {low:+.0%} to {high:+.0%}.")
-        return Verdict("rejected", reason, low=low, high=high, **figures)
-    if worse > max_perplexity_increase:
-        reason = (f"It ranks held-out drafts better, but writes worse: perplexity on held-out liked drafts "
-                  f"{worse:+.0%} (at most {max_perplexity_increase:+.0%}).")
-        return Verdict("rejected", reason, low=low, high=high, **figures)
-    reason = (f"It ranks {figures['candidate_accuracy']:.0%} of held-out pairs as writers did, against "
-              f"{figures['serving_accuracy']:.0%} for the serving version (difference 95% interval "
-              f"{low:+.0%} to {high:+.0%}).")
-    return Verdict("promoted", reason, low=low, high=high, **figures)
+    if worse > options.max_perplexity_increase:
+        return verdict("rejected", f"It writes what the writers like, but its perplexity on held-out liked drafts rose "
+                                   f"{worse:+.0%} (at most {options.max_perplexity_increase:+.0%}).")
+    return verdict("promoted", f"Promoted: {prefers}.")
 
 
-def _more(liked: int, min_liked: int, disliked: int, min_disliked: int, held_out_share: float = 0.2) -> int:
+def _more(liked: int, min_liked: int, disliked: int, min_disliked: int, held_out_share: float) -> int:
     return max(1, math.ceil(max(min_liked - liked, min_disliked - disliked, 0) / held_out_share))
 
 

@@ -17,7 +17,7 @@ from studio.trust.accounts import Accounts
 
 RUN_COLUMNS = ["Run", "Status", "Started by", "Progress", "Message", "Started", "Finished"]
 VERSION_COLUMNS = ["Version", "Status", "Serving", "Learned from", "Held out",
-                   "Held-out perplexity (before → after)", "Held-out picks ranked as writers did",
+                   "Held-out perplexity (before → after)", "Held-out ratings and picks ranked as writers did",
                    "Train tokens/s", "Created"]
 BLIND_COLUMNS = ["Version", "Against", "Blind picks", "Win rate", "95% interval"]
 REFRESH_SECONDS = 2.0
@@ -39,10 +39,15 @@ def _runs_table(runs: list[dict]) -> list[list]:
 def _ranked(gate: dict) -> str:
     """How often a version ranks held-out pairs as the writers did, serving version → candidate."""
     if gate.get("method") == "kto":
-        if gate["low"] is None:
+        if gate["decision"] == "undecided":
             return f"undecided: {gate['liked']} liked, {gate['disliked']} disliked held out"
-        return (f"{gate['serving_accuracy']:.0%} → {gate['candidate_accuracy']:.0%} of {gate['pairs']} "
-                f"(difference {gate['low']:+.0%} to {gate['high']:+.0%})")
+        if "judge_accuracy" not in gate:  # versions judged by an earlier gate
+            return f"{gate['serving_accuracy']:.0%} → {gate['candidate_accuracy']:.0%} of {gate['pairs']}"
+        judged = f"a judge learned from the ratings ranks {gate['judge_accuracy']:.0%} of {gate['pairs']} held out"
+        if gate["preferred"] is None:
+            return f"{judged} (p = {gate['judge_p']:.2f}: not trusted yet)"
+        return (f"{judged}, and prefers its drafts to {gate['against']}'s in {gate['preferred']:.0%} of pairs "
+                f"(95% interval {gate['low']:.0%}–{gate['high']:.0%})")
     if "held_out_pairs" in gate:
         return (f"{gate['active_pair_accuracy']:.0%} → {gate['candidate_pair_accuracy']:.0%} "
                 f"of {gate['held_out_pairs']}")
@@ -94,12 +99,13 @@ def _learns_from(studio: Studio) -> str:
         return f"Training learns from {rated}."
     if s.train_method == "dpo":
         return "Training learns from your picks between candidates."
+    every = (f"every draft you rate: {s.train_min_stars} stars or more as what you like, 1 or 2 stars as what you "
+             "do not. A new version serves only if, on drafts held out from training, it has learned more of what "
+             "you rate than the serving version")
     if s.train_method == "kto":
-        return (f"Training learns from every draft you rate: {s.train_min_stars} stars or more as what you like, "
-                "1 or 2 stars as what you do not. A new version serves only if it ranks held-out drafts "
-                "the way you rated them better than the serving version does.")
-    return (f"Training learns from your picks between candidates once there are {s.train_min_pairs} of them, "
-            f"and from {rated} until then.")
+        return f"Training learns from {every}."
+    return (f"Training learns from your picks between candidates once there are {s.train_min_pairs} of them; "
+            f"until then from {every} (or, while you have rated none low, from {rated}).")
 
 
 def _serving(versions: list[dict]) -> str:
@@ -109,6 +115,21 @@ def _serving(versions: list[dict]) -> str:
     gate = active["gate"]
     since = f" — held-out perplexity {gate['candidate_perplexity']:.2f}" if gate else ""
     return f"Serving **{active['name']}**{since}. New drafts are written by this version."
+
+
+def before_after(versions: list[dict], name: str | None) -> tuple[str, dict, dict]:
+    """The chosen version's before/after (else the newest version's that has one): a caption and two texts."""
+    with_sample = [v for v in versions if v["gate"].get("before_after")]
+    version = next((v for v in with_sample if v["name"] == name), with_sample[0] if with_sample else None)
+    if version is None:
+        return ("Each new version writes one of your recent prompts again, with the same seed as its parent; "
+                "the two appear here side by side after a run."), gr.update(value="", label="Before"), \
+            gr.update(value="", label="After")
+    sample = version["gate"]["before_after"]
+    caption = (f"**What changed in {version['name']}** — the same prompt and seed ({sample['sampler']['seed']}), "
+               f"written by {sample['parent']} and by {version['name']}:\n\n> " + sample["prompt"].strip().replace("\n", "\n> "))
+    return (caption, gr.update(value=sample["parent_text"], label=f"Before: {sample['parent']}"),
+            gr.update(value=sample["text"], label=f"After: {version['name']}"))
 
 
 @dataclass
@@ -123,6 +144,9 @@ class _Panel:
     blind: gr.Dataframe
     chosen: gr.Dropdown  # the version to serve
     promote_btn: gr.Button
+    change: gr.Markdown  # before/after of the chosen (or newest) version
+    before: gr.Textbox
+    after: gr.Textbox
     timer: gr.Timer
 
 
@@ -143,8 +167,13 @@ def _layout(studio: Studio) -> _Panel:
         with gr.Row():
             chosen = gr.Dropdown([], label="Version to serve", scale=3)
             promote_btn = gr.Button("Serve this version", scale=1)
+        change = gr.Markdown(elem_id="before-after")
+        with gr.Row():
+            before = gr.Textbox(label="Before", lines=8, interactive=False)
+            after = gr.Textbox(label="After", lines=8, interactive=False)
         timer = gr.Timer(REFRESH_SECONDS, active=False)
-    return _Panel(tab, serving, train_btn, rollback_btn, runs, loss, versions, blind, chosen, promote_btn, timer)
+    return _Panel(tab, serving, train_btn, rollback_btn, runs, loss, versions, blind, chosen, promote_btn,
+                  change, before, after, timer)
 
 
 def build_training_tab(studio: Studio, accounts: Accounts, who: Callable[[gr.Request], str]) -> gr.Tab:
@@ -162,13 +191,16 @@ def build_training_tab(studio: Studio, accounts: Accounts, who: Callable[[gr.Req
         names = [v["name"] for v in version_list if v["status"] in WRITABLE_VERSION_STATUSES]
         return (_serving(version_list), _runs_table(studio.versions.runs()), _loss_frame(version_list),
                 _versions_table(version_list), _blind_table(studio.blind.win_rates()),
-                gr.update(choices=names, value=current if current in names else None))
+                gr.update(choices=names, value=current if current in names else None),
+                *before_after(version_list, current))
 
-    outputs = [ui.serving, ui.runs, ui.loss, ui.versions, ui.blind, chosen]
+    outputs = [ui.serving, ui.runs, ui.loss, ui.versions, ui.blind, chosen, ui.change, ui.before, ui.after]
     quiet = dict(api_visibility="private", show_progress="hidden")
     # Poll only while the tab is open: runs change in another process.
     ui.tab.select(refresh, chosen, outputs, **quiet).then(lambda: gr.Timer(active=True), None, ui.timer, **quiet)
     ui.timer.tick(refresh, chosen, outputs, **quiet)
+    chosen.change(lambda name: before_after(studio.versions.list(), name), chosen, [ui.change, ui.before, ui.after],
+                  **quiet)
 
     def on_train(request: gr.Request):
         require_admin(request, "start training")

@@ -1,0 +1,61 @@
+"""Drafts the candidate and the serving version write for the gate, and for writers to compare.
+
+The prompts are the newest held-out drafts' (what writers asked for lately, which no version
+trained on), each with its own sampler settings. Both versions write the same number of drafts
+of each prompt, batched, from the same seed; the first of each prompt is shown in the Training
+tab as a before/after.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from storage.models import Draft
+from studio.serving.sampling import SamplerSettings
+
+MAX_SAMPLE_TOKENS = 160  # enough to judge a draft by, a few seconds per batch on a CPU
+MAX_PROMPTS = 4
+
+
+def sample_requests(session, draft_ids: list[int], limit: int = MAX_PROMPTS) -> list[dict[str, Any]]:
+    """The newest of these drafts with distinct prompts, as what to write again: prompt, exact model
+    input, sampler settings (new tokens capped) and seed."""
+    requests, seen = [], set()
+    for draft_id in sorted(draft_ids, reverse=True):
+        draft = session.get(Draft, draft_id)
+        if draft is None or draft.model_input in seen:
+            continue
+        seen.add(draft.model_input)
+        known = {k: v for k, v in (draft.settings or {}).items() if k in SamplerSettings.__dataclass_fields__}
+        settings = SamplerSettings().updated({**known, "seed": draft.seed})
+        settings = settings.updated({"max_new_tokens": min(settings.max_new_tokens, MAX_SAMPLE_TOKENS)})
+        requests.append({"draft_id": draft.id, "template_id": draft.template_id, "prompt": draft.prompt,
+                         "model_input": draft.model_input, "sampler": settings.to_dict()})
+        if len(requests) == limit:
+            break
+    return requests
+
+
+def write_samples(model, tokenizer, requests: list[dict[str, Any]], count: int, *, chat: bool) -> list[list[str]]:
+    """count drafts in all, spread over the requests, each prompt's batch from its draft's seed:
+    one list of texts per request. A chat template's text already holds its special tokens."""
+    import torch
+    from transformers import set_seed
+
+    device = next(model.parameters()).device
+    model.eval()
+    texts = []
+    for index, request in enumerate(requests):
+        n = count // len(requests) + (index < count % len(requests))
+        if n == 0:
+            texts.append([])
+            continue
+        settings = SamplerSettings(**request["sampler"])
+        inputs = tokenizer([request["model_input"]] * n, return_tensors="pt", add_special_tokens=not chat).to(device)
+        set_seed(settings.seed)
+        with torch.inference_mode():
+            output = model.generate(**inputs, **settings.generate_kwargs(),
+                                    pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id)
+        new = output[:, inputs["input_ids"].shape[1]:]
+        texts.append([tokenizer.decode(row, skip_special_tokens=True).strip() for row in new])
+    return texts

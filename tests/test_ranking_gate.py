@@ -1,0 +1,120 @@
+"""The gate's statistics and decisions on made-up scores and texts: the permutation test finds a real
+preference and holds its false-promotion rate at alpha when the labels carry no signal; the gate
+promotes what a trusted judge prefers, and refuses an untrusted judge, collapse and damage."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import pytest
+
+from studio.learning.ranking import accuracy_interval, permutation_p_value
+from studio.learning.ranking_gate import GateOptions, HeldOut, Samples, decide
+
+
+def clusters_of(liked: list[int], disliked: list[int]) -> list[list[tuple[int, int]]]:
+    return [[(a, b) for a in liked for b in disliked]]
+
+
+def test_a_clean_separation_has_the_exact_smallest_p_value():
+    reward = {i: float(i) for i in range(29)}  # drafts 24..28 liked: all above every disliked draft
+    p = permutation_p_value(reward, clusters_of(list(range(24, 29)), list(range(24))), permutations=50_000)
+    assert p == pytest.approx(max(1 / math.comb(29, 5), 1 / 50_001), abs=2e-4)
+
+
+def test_labels_without_signal_are_promoted_at_rate_alpha_at_most():
+    rng = random.Random(3)
+    significant = 0
+    for trial in range(300):
+        reward = {i: rng.gauss(0, 1) for i in range(30)}
+        liked = rng.sample(range(30), 5)
+        disliked = [i for i in range(30) if i not in liked]
+        significant += permutation_p_value(reward, clusters_of(liked, disliked), seed=trial, permutations=2000) <= 0.05
+    assert significant / 300 <= 0.08  # 0.05 expected; 0.08 is three standard errors above
+
+
+def test_a_modest_real_shift_is_found_on_thirty_held_out_drafts():
+    rng = random.Random(5)
+    found = 0
+    for trial in range(100):
+        liked, disliked = list(range(6)), list(range(6, 30))
+        reward = {i: rng.gauss(1.5 if i in liked else 0.0, 1) for i in range(30)}  # AUC about 0.86
+        found += permutation_p_value(reward, clusters_of(liked, disliked), seed=trial, permutations=2000) <= 0.05
+    assert found >= 80
+
+
+def scores(values: dict[int, float]) -> dict[int, tuple[float, int]]:
+    return {i: (v, 100) for i, v in values.items()}
+
+
+def held(liked: list[int], disliked: list[int]) -> HeldOut:
+    return HeldOut(drafts=[], pairs=clusters_of(liked, disliked)[0], clusters=clusters_of(liked, disliked), liked=liked)
+
+
+def likes_sea_words(texts: list[str]) -> list[float]:
+    """A judge that learned the writers like the sea."""
+    return [float(sum(w in ("sea", "wave", "harbour") for w in t.split())) for t in texts]
+
+
+def verses(seed: int, n: int, sea: float) -> list[str]:
+    rng = random.Random(seed)
+    words = "moon star lantern boat sailor dawn hill road field river stone ember".split()
+    return [" ".join(rng.choice(["sea", "wave", "harbour"]) if rng.random() < sea else rng.choice(words)
+                     for _ in range(30)) for _ in range(n)]
+
+
+LIKED, DISLIKED = list(range(6)), list(range(6, 30))
+OPTIONS = GateOptions(alpha=0.05, margin=0.0, min_diversity=0.9, max_perplexity_increase=1.0, min_liked=3,
+                      min_disliked=3, held_out_share=0.25)
+BASE = scores({i: -300.0 for i in range(30)})
+TRUSTED_JUDGE = {i: (2.0 if i in LIKED else 0.0) + 0.01 * i for i in range(30)}  # ranks held-out pairs as rated
+
+
+def verdict(candidate_sea: float, serving_sea: float = 0.1, judge=None, candidate=BASE, samples=None):
+    samples = samples or Samples([verses(1, 16, candidate_sea), verses(2, 16, candidate_sea)],
+                                 [verses(3, 16, serving_sea), verses(4, 16, serving_sea)])
+    return decide(held(LIKED, DISLIKED), BASE, BASE, candidate, judge or TRUSTED_JUDGE, likes_sea_words, samples,
+                  OPTIONS)
+
+
+def test_a_candidate_whose_drafts_the_trusted_judge_prefers_is_promoted():
+    result = verdict(candidate_sea=0.3)
+    assert result.decision == "promoted", result.reason
+    assert result.judge_p < 0.01 and result.preferred > 0.8 and result.low > 0.5 and result.p_value < 0.01
+    assert "95% interval" in result.reason
+
+
+def test_drafts_like_the_serving_versions_are_not_promoted():
+    result = verdict(candidate_sea=0.1)
+    assert result.decision == "rejected" and "Not shown to write" in result.reason
+
+
+def test_a_judge_that_cannot_rank_held_out_ratings_stops_the_gate():
+    rng = random.Random(4)
+    noise = {i: rng.gauss(0, 1) for i in range(30)}  # learned from ratings that say nothing
+    result = verdict(candidate_sea=0.3, judge=noise)
+    assert result.decision == "rejected" and "do not yet agree" in result.reason
+
+
+def test_a_candidate_that_repeats_itself_or_writes_far_worse_is_rejected():
+    one_text = verses(5, 1, 0.5) * 16
+    collapsed = verdict(candidate_sea=0.5, samples=Samples([one_text, one_text],
+                                                           [verses(3, 16, 0.1), verses(4, 16, 0.1)]))
+    assert collapsed.decision == "rejected" and "repeats itself" in collapsed.reason
+    broken = verdict(candidate_sea=0.3, candidate=scores({i: -800.0 for i in range(30)}))
+    assert broken.decision == "rejected" and "perplexity" in broken.reason
+
+
+def test_too_few_held_out_ratings_leave_the_gate_undecided():
+    result = decide(held([0, 1], list(range(2, 30))), BASE, BASE, BASE, TRUSTED_JUDGE, likes_sea_words, None, OPTIONS)
+    assert result.decision == "undecided" and "Rate about" in result.reason
+
+
+def test_the_bootstrap_interval_holds_the_accuracy():
+    rng = random.Random(1)
+    reward = {i: rng.gauss(1.0 if i in LIKED else 0.0, 1) for i in range(30)}
+    low, high = accuracy_interval(reward, clusters_of(LIKED, DISLIKED))
+    pairs = clusters_of(LIKED, DISLIKED)[0]
+    observed = sum(reward[a] > reward[b] for a, b in pairs) / len(pairs)
+    assert low <= observed <= high and high - low > 0.05
