@@ -8,7 +8,7 @@ import random
 import pytest
 
 from storage import repository
-from studio.learning.dataset import held_out
+from studio.learning.dataset import all_rated, held_out, held_out_key
 from studio.learning.jobs import execute_run
 from studio.learning.kto_run import NoConsistentPreference
 from studio.ui.training import before_after
@@ -100,7 +100,9 @@ def test_held_out_drafts_never_train_any_version_across_runs(studio):
     trained = set(v1["train_draft_ids"]) | set(v2["train_draft_ids"])
     assert held and trained and not held & trained
     assert set(v1["held_out_draft_ids"]) <= set(v2["held_out_draft_ids"])  # once held out, always held out
-    assert all(held_out(f"draft:{i}", 0.25) for i in held)
+    with studio.sessions() as session:
+        keys = {e.draft_id: held_out_key(e) for e in all_rated(session)}
+    assert all(held_out(keys[i], 0.25) for i in held)
 
 
 def test_too_few_held_out_ratings_cannot_decide_and_say_how_many_more(studio):

@@ -4,13 +4,14 @@ promotes what a trusted judge prefers, and refuses an untrusted judge, collapse 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 
 import pytest
 
 from studio.learning.ranking import accuracy_interval, permutation_p_value
-from studio.learning.ranking_gate import GateOptions, HeldOut, Samples, decide
+from studio.learning.ranking_gate import GateOptions, HeldOut, Samples, decide, smallest_p_value
 
 
 def clusters_of(liked: list[int], disliked: list[int]) -> list[list[tuple[int, int]]]:
@@ -109,6 +110,12 @@ def test_a_candidate_that_repeats_itself_or_writes_far_worse_is_rejected():
 def test_too_few_held_out_ratings_leave_the_gate_undecided():
     result = decide(held([0, 1], list(range(2, 30))), BASE, BASE, BASE, TRUSTED_JUDGE, likes_sea_words, None, OPTIONS)
     assert result.decision == "undecided" and "Rate about" in result.reason
+    # One liked draft against sixteen: even a perfect ranking would come by chance one time in 17.
+    lenient = dataclasses.replace(OPTIONS, min_liked=1, min_disliked=1)
+    assert smallest_p_value(held([0], list(range(1, 17)))) == pytest.approx(1 / 17)
+    assert decide(held([0], list(range(1, 17))), BASE, BASE, BASE, TRUSTED_JUDGE, likes_sea_words, None,
+                  lenient).decision == "undecided"
+    assert smallest_p_value(held([0, 1], list(range(2, 18)))) == pytest.approx(1 / 153)
 
 
 def test_the_bootstrap_interval_holds_the_accuracy():

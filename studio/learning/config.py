@@ -69,8 +69,10 @@ class TrainingConfig:
     gate_samples: int = field(default=32, metadata={"help": "kto: drafts each version writes for the judge to compare."})
     min_diversity: float = field(default=0.9, metadata={
         "help": "kto: reject a candidate whose drafts' distinct-2 falls below this share of the serving version's."})
-    gate_min_liked: int = field(default=3, metadata={"help": "kto: fewest held-out liked drafts the gate judges on."})
-    gate_min_disliked: int = field(default=3, metadata={"help": "kto: fewest held-out disliked drafts the gate judges on."})
+    gate_min_liked: int = field(default=2, metadata={
+        "help": "kto: fewest held-out liked drafts the gate judges on (and never so few that even a perfect "
+                "ranking could not reach gate_alpha)."})
+    gate_min_disliked: int = field(default=2, metadata={"help": "kto: fewest held-out disliked drafts the gate judges on."})
     max_perplexity_increase: float = field(default=1.0, metadata={
         "help": "kto: reject a candidate whose perplexity on held-out liked drafts rises more than this fraction "
                 "(a guard against a broken model: one that learned rises somewhat on the base's own drafts)."})

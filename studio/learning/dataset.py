@@ -36,6 +36,7 @@ class Example:
     stars: int
     user: str
     template_id: str
+    created: str = ""  # when the draft was saved (ISO): with the id, the key of its held-out draw
 
 
 @dataclass(frozen=True)
@@ -93,7 +94,8 @@ def _count(n: int, noun: str) -> str:
 
 def _example(draft: Draft, stars: int = 0) -> Example:
     return Example(draft_id=draft.id, context=draft.model_input, prompt=draft.prompt, completion=draft.text,
-                   stars=stars, user=draft.user, template_id=draft.template_id)
+                   stars=stars, user=draft.user, template_id=draft.template_id,
+                   created=draft.created_at.isoformat() if draft.created_at else "")
 
 
 def _usable(draft: Draft) -> bool:
@@ -232,15 +234,24 @@ class RatedSplit:
     duplicates_dropped: list[int]
 
 
+def held_out_key(example: Example) -> str:
+    """What decides whether a rated draft is held out: its id and the moment it was saved, so the
+    draw is fixed for the draft's life but differs between studios (ids alone would hold out the
+    same ids everywhere, and one unlucky draw would repeat in every copy of a benchmark)."""
+    return f"draft:{example.draft_id}:{example.created}"
+
+
 def build_rated_split(session: Session, *, held_out_fraction: float = 0.2, near_threshold: float = 0.85,
                       max_per_writer: int = 0) -> RatedSplit:
-    """All rated drafts (each with its stars), deduplicated, capped per writer and split by draft id."""
+    """All rated drafts (each with its stars), deduplicated and split by held_out_key; the cap per
+    writer applies to what trains (the held-out drafts only judge)."""
     kept, dropped = dedupe(all_rated(session), near_threshold)
-    if max_per_writer:
-        kept = cap_per_writer(kept, max_per_writer, lambda e: e.user, lambda e: (e.stars, e.draft_id))
-    held = [e for e in kept if held_out(f"draft:{e.draft_id}", held_out_fraction)]
+    held = [e for e in kept if held_out(held_out_key(e), held_out_fraction)]
     held_ids = {e.draft_id for e in held}
-    return RatedSplit([e for e in kept if e.draft_id not in held_ids], held, dropped)
+    train = [e for e in kept if e.draft_id not in held_ids]
+    if max_per_writer:
+        train = cap_per_writer(train, max_per_writer, lambda e: e.user, lambda e: (e.stars, e.draft_id))
+    return RatedSplit(train, held, dropped)
 
 
 def cap_per_writer(items: list, cap: int, writer: Callable[[Any], str], rank: Callable[[Any], Any]) -> list:

@@ -124,7 +124,9 @@ def execute_run(sessions, settings: Settings, config: TrainingConfig, run_id: in
 
     try:
         with sessions.begin() as session:
-            method = choose_method(session, config)
+            method, why = choose_method(session, config)
+        if why:
+            report(0.01, why, [])
         run = run_kto if method == "kto" else run_training
         summary = run(sessions, settings, config.resolved(method), run_id, report)
     except USER_ERRORS as exc:

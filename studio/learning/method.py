@@ -15,18 +15,19 @@ from studio.learning.dataset import build_preference_split
 from studio.learning.kto_run import NotEnoughRatings, choose_rated
 
 
-def choose_method(session, config: TrainingConfig) -> str:
-    """config.method, or for auto the first of dpo, kto, sft the writers' signal allows."""
+def choose_method(session, config: TrainingConfig) -> tuple[str, str]:
+    """config.method, or for auto the first of dpo, kto, sft the writers' signal allows; and why
+    (empty when nothing needs saying)."""
     if config.method != "auto":
-        return config.method
+        return config.method, ""
     try:
         build_preference_split(session, held_out_fraction=config.held_out_fraction, min_held_out=config.min_held_out,
                                min_pairs=config.min_pairs, seed=config.seed, max_per_writer=config.max_per_writer)
-        return "dpo"
-    except StudioError:  # too few picks, or all for one prompt
-        pass
+        return "dpo", ""
+    except StudioError as exc:  # too few picks, or all for one prompt
+        picks = str(exc)
     try:
         choose_rated(session, config)
-        return "kto"
+        return "kto", f"Learning from rated drafts, liked and disliked: {picks}"
     except NotEnoughRatings:
-        return "sft"
+        return "sft", f"Learning from rated drafts: {picks}"

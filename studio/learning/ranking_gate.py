@@ -129,9 +129,20 @@ def _sides(held: HeldOut) -> tuple[list[int], list[int]]:
     return sorted({a for a, _ in held.pairs}), sorted({b for _, b in held.pairs})
 
 
+def smallest_p_value(held: HeldOut) -> float:
+    """The p-value of a perfect ranking of the held-out pairs: one arrangement of the labels in
+    C(n, k) per template. Above alpha, no judge could be trusted on them, however good."""
+    p = 1.0
+    for cluster in held.clusters:
+        liked, disliked = {a for a, _ in cluster}, {b for _, b in cluster}
+        p /= math.comb(len(liked) + len(disliked), len(liked))
+    return p
+
+
 def enough_held_out(held: HeldOut, options: GateOptions) -> bool:
     liked, disliked = _sides(held)
-    return len(liked) >= options.min_liked and len(disliked) >= options.min_disliked
+    return (len(liked) >= options.min_liked and len(disliked) >= options.min_disliked
+            and smallest_p_value(held) <= options.alpha)
 
 
 def judge_trusted(held: HeldOut, judge_scores: dict[int, float], options: GateOptions) -> bool:
@@ -179,7 +190,8 @@ def decide(held: HeldOut, base: dict[int, tuple[float, int]], serving: dict[int,
         return Verdict("undecided", (
             f"Not enough held-out ratings to judge: {all_liked} liked and {len(held.drafts) - all_liked} disliked "
             f"drafts are held out ({len(liked)} and {len(disliked)} with a counterpart of the same template), and "
-            f"the gate needs {options.min_liked} and {options.min_disliked}. "
+            f"the gate needs at least {options.min_liked} and {options.min_disliked}, and enough that a perfect "
+            f"ranking of them would be convincing (p <= {options.alpha:g}). "
             f"Rate about {more} more drafts ({options.held_out_share:.0%} are held out), or serve this version by "
             "hand."), **figures)
     if samples is None or figures["judge_p"] > options.alpha:
