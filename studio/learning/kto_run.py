@@ -19,6 +19,7 @@ from studio.learning.config import TrainingConfig
 from studio.learning.dataset import build_rated_split
 from studio.learning.finetune import Report, train_kto_adapter
 from studio.learning.judge import Judge
+from studio.learning.ranking import accuracy, permutation_p_value
 from studio.learning.ranking_gate import (GateOptions, Samples, build_held_out, decide, enough_held_out,
                                           judge_trusted, score)
 from studio.learning.run import save_candidate
@@ -91,8 +92,6 @@ def _judge_ratings(train: list, held, liked, options: GateOptions) -> tuple[Judg
     judge = Judge.fit(train, liked)
     scores = dict(zip([e.draft_id for e in held.drafts], judge.scores([e.completion for e in held.drafts])))
     if enough_held_out(held, options) and not judge_trusted(held, scores, options):
-        from studio.learning.ranking import accuracy, permutation_p_value
-
         raise NoConsistentPreference(
             f"{NOTHING_TO_LEARN}: a judge learned from the {len(train)} ratings to train on ranks "
             f"{accuracy(scores, held.pairs):.0%} of {len(held.pairs)} held-out pairs as the writers did "
