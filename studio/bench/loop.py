@@ -9,8 +9,9 @@ storage), rates them, and runs the training job in a child process, as the app's
 After each round the serving version writes --fresh drafts with seeds no round ever uses; the
 trait's frequency there, against the base model's on the same seeds before any training, is what
 a writer would notice. Beside each round runs a shuffled control: a copy of the database with the
-same ratings shuffled among the drafts (no signal left), trained against the base. An honest gate
-promotes no such candidate.
+same ratings shuffled among the drafts (no signal left), run against the base. An honest gate
+promotes no such candidate (it usually stops before training: its judge finds no consistent
+preference in the ratings).
 """
 
 from __future__ import annotations
