@@ -82,30 +82,32 @@ class _Run:
     requests: list[dict[str, Any]]
     judge: Judge
     judge_scores: dict[int, float]  # the judge on the held-out drafts
+    trusted: bool  # enough held out, and the judge ranks it as the writers did (else the run stopped)
     candidate_id: int
     candidate_name: str
 
 
-def _judge_ratings(train: list, held, liked, options: GateOptions) -> tuple[Judge, dict[int, float]]:
+def _judge_ratings(train: list, held, liked, options: GateOptions) -> tuple[Judge, dict[int, float], bool]:
     """The gate's first step, before any training: a judge learned from the training ratings must
     rank the held-out ones as the writers did, or there is nothing consistent to learn (yet)."""
     judge = Judge.fit(train, liked)
     scores = dict(zip([e.draft_id for e in held.drafts], judge.scores([e.completion for e in held.drafts])))
-    if enough_held_out(held, options) and not judge_trusted(held, scores, options):
+    enough = enough_held_out(held, options)
+    if enough and not judge_trusted(held, scores, options):
         raise NoConsistentPreference(
             f"{NOTHING_TO_LEARN}: a judge learned from the {len(train)} ratings to train on ranks "
             f"{accuracy(scores, held.pairs):.0%} of {len(held.pairs)} held-out pairs as the writers did "
             f"(p = {permutation_p_value(scores, held.clusters, options.seed):.3f}, needs <= {options.alpha:g}): the "
             "ratings do not yet show a consistent preference, and training on them would learn noise. Rate more "
             "drafts; nothing was trained.")
-    return judge, scores
+    return judge, scores, enough  # past the check, enough held out means trusted
 
 
 def _start(sessions, settings: Settings, config: TrainingConfig, run_id: int) -> _Run:
     with sessions.begin() as session:
         active = registry.ensure_base_version(session, settings.model)
         train, held, liked, up = choose_rated(session, config)
-        judge, judge_scores = _judge_ratings(train, held, liked, _options(config))
+        judge, judge_scores, trusted = _judge_ratings(train, held, liked, _options(config))
         candidate = registry.add_version(
             session, name=registry.next_version_name(session), parent_id=active.id, base_model=settings.model,
             adapter_path=None, status=VersionStatus.TRAINING, is_active=False,
@@ -114,7 +116,7 @@ def _start(sessions, settings: Settings, config: TrainingConfig, run_id: int) ->
         registry.update_run(session, run_id, version_id=candidate.id)
         return _Run(train, held, liked, up, active.adapter_path, active.name,
                     sample_requests(session, [e.draft_id for e in held.drafts]), judge, judge_scores,
-                    candidate.id, candidate.name)
+                    trusted, candidate.id, candidate.name)
 
 
 def _judge_candidate(settings: Settings, config: TrainingConfig, run: _Run, base, model, base_scores,
@@ -124,22 +126,20 @@ def _judge_candidate(settings: Settings, config: TrainingConfig, run: _Run, base
     held, judge, judge_scores = run.held, run.judge, run.judge_scores
     candidate_scores = score(model, base.tokenizer, held.drafts, config.max_length)
     options = _options(config)
-    trusted = enough_held_out(held, options) and judge_trusted(held, judge_scores, options)
+    trusted = run.trusted
     count = config.gate_samples if trusted else 1  # without a trusted judge, one draft each for the before/after
     if run.requests:
         report(0.9, f"The candidate and {run.serving_name} write {count} draft{'s' * (count > 1)} each of held-out "
                     "prompts…", [])
-    candidate_texts = write_samples(model, base.tokenizer, run.requests, count, chat=base.is_chat) if run.requests else []
+    candidate_texts = write_samples(model, base.tokenizer, run.requests, count, chat=base.is_chat)
     if run.serving_adapter is None:
         serving_scores = base_scores
         with model.disable_adapter():  # the LoRA switched off: the base itself
-            serving_texts = write_samples(model, base.tokenizer, run.requests, count, chat=base.is_chat) \
-                if run.requests else []
+            serving_texts = write_samples(model, base.tokenizer, run.requests, count, chat=base.is_chat)
     else:
         serving = load_model(settings.model, settings.data_path, settings.device, adapter=run.serving_adapter)
         serving_scores = score(serving.model, serving.tokenizer, held.drafts, config.max_length)
-        serving_texts = write_samples(serving.model, serving.tokenizer, run.requests, count, chat=serving.is_chat) \
-            if run.requests else []
+        serving_texts = write_samples(serving.model, serving.tokenizer, run.requests, count, chat=serving.is_chat)
     samples = Samples(candidate_texts, serving_texts) if trusted and run.requests else None
     verdict = decide(held, base_scores, serving_scores, candidate_scores, judge_scores, judge.scores, samples, options)
     before_after = {}
