@@ -13,6 +13,7 @@ import time
 
 from studio.config import Settings, add_arguments, hf_sign_in_available, settings_from
 from studio.errors import USER_ERRORS
+from studio.logs import configure_logging, redact
 
 log = logging.getLogger("studio")
 
@@ -29,6 +30,7 @@ def create_app(settings: Settings, load_model: bool = True):
     if accounts.hf and not hf_sign_in_available():
         check_local_sign_in()  # Gradio's local stand-in for the sign-in needs the hub: fail clearly first
     studio = Studio(settings)
+    studio.use_model()  # --model decides what the app serves (a switch is logged)
     studio.content_filter.prepare(progress=log.info)  # the moderation classifier, if any: load it now, once
     if load_model:
         studio.pool.load(progress=log.info)
@@ -51,8 +53,7 @@ def launch_options(studio, accounts) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    logging.getLogger("alembic").setLevel(logging.WARNING)  # migrations report only problems
+    configure_logging("%(asctime)s %(message)s", datefmt="%H:%M:%S")
     parser = argparse.ArgumentParser(description="Story Studio: a writing studio that learns from its writers.")
     add_arguments(parser)
     started = time.perf_counter()
@@ -61,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         log.info("Data in %s, database %s", settings.data_path.resolve(), settings.database_url)
         studio, demo, accounts = create_app(settings)
     except (*USER_ERRORS, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {redact(str(exc))}", file=sys.stderr)
         return 2
     log.info("Studio ready in %.1f s: open http://%s:%d", time.perf_counter() - started, settings.host, settings.port)
     demo.launch(**launch_options(studio, accounts))

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import getpass
 import json
-import logging
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Any
 from storage.backup import backup_sqlite, timestamped_backup
 from studio.config import add_arguments, settings_from
 from studio.errors import USER_ERRORS
+from studio.logs import configure_logging, redact
 from studio.learning.config import FROM_SETTINGS, TrainingConfig
 from studio.learning.exports import EXPORT_FORMATS, write_jsonl
 from studio.learning.jobs import execute_run, gate_words
@@ -302,17 +302,19 @@ def run(args: argparse.Namespace) -> int:
 
     settings = settings_from(args)
     args.user = settings.user  # the writer this command acts as: --user, STUDIO_USER or the default
-    return args.func(args, Studio(settings))
+    studio = Studio(settings)
+    if args.func in (cmd_generate, cmd_continue, cmd_train):  # they write with --model: it serves from now on
+        studio.use_model()
+    return args.func(args, studio)
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    logging.getLogger("alembic").setLevel(logging.WARNING)  # migrations report only problems
+    configure_logging("%(message)s")
     args = _parser().parse_args(argv)
     try:
         return run(args)
     except (*USER_ERRORS, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {redact(str(exc))}", file=sys.stderr)
         return 2
 
 

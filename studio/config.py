@@ -255,6 +255,19 @@ def add_arguments(parser: argparse.ArgumentParser, only: tuple[str, ...] | None 
         )
 
 
+def child_environment(settings: Settings) -> dict[str, str]:
+    """The environment for a child process of this studio (a training run): this one's, and the
+    database URL, which on a command line any local user could read (ps) with its password."""
+    return {**os.environ, env_name("db"): settings.database_url}
+
+
+def sandbox_environment() -> dict[str, str]:
+    """The whole environment a writer's template renders in: enough to start Python, and no token,
+    password or database URL for a template that ever got out of Jinja2's sandbox to find."""
+    kept = {name: os.environ[name] for name in ("PATH", "PYTHONPATH", "VIRTUAL_ENV") if name in os.environ}
+    return {**kept, "LC_ALL": "C.UTF-8", "PYTHONIOENCODING": "utf-8"}
+
+
 def settings_from(args: argparse.Namespace | None = None, environ: dict[str, str] | None = None) -> Settings:
     """Build Settings from parsed options, then STUDIO_* variables, then defaults."""
     environ = os.environ if environ is None else environ

@@ -1,7 +1,8 @@
-"""Folders written whole or not at all (converted models, adapters)."""
+"""Files and folders written whole or not at all (converted models, adapters, the auth file)."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from contextlib import contextmanager
@@ -24,3 +25,18 @@ def atomic_folder(target: Path) -> Iterator[Path]:
         staging.rename(target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def write_private_file(target: Path, text: str) -> None:
+    """Replace target with text, readable by its owner alone from the first byte (mkstemp makes
+    0600 files), and whole: a crash leaves the old file, never half of the new one."""
+    handle, staging = tempfile.mkstemp(prefix=f".{target.name}-", dir=target.parent)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as file:
+            file.write(text)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(staging, target)
+    except BaseException:
+        Path(staging).unlink(missing_ok=True)
+        raise

@@ -47,6 +47,30 @@ def test_the_auth_file_keeps_hashes_and_admin_marks(tmp_path):
         read_auth_file(path)
 
 
+def test_the_auth_file_is_private_from_its_first_byte_and_never_half_written(tmp_path, monkeypatch):
+    import os
+    import stat
+
+    path = tmp_path / "accounts"
+    add_user(path, "carol", "pw-c")
+    before = path.read_text()
+    modes = []
+    real_replace = os.replace
+
+    def crash_after_looking(source, target):  # the new file as it stands just before it takes the name
+        modes.append(stat.S_IMODE(os.stat(source).st_mode))
+        raise OSError("disk pulled")
+
+    monkeypatch.setattr(os, "replace", crash_after_looking)
+    with pytest.raises(OSError, match="disk pulled"):
+        add_user(path, "dan", "pw-d")
+    assert modes == [0o600]  # never readable by others, not even for a moment
+    assert path.read_text() == before and [p.name for p in tmp_path.iterdir()] == ["accounts"]  # nothing half done
+    monkeypatch.setattr(os, "replace", real_replace)
+    add_user(path, "dan", "pw-d")
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600 and [e[0] for e in read_auth_file(path)] == ["carol", "dan"]
+
+
 @pytest.fixture
 def two_writers(studio):
     accounts = Accounts.from_settings(Settings(auth=["alice:pw-a", "bob:pw-b"]))

@@ -26,6 +26,28 @@ def cli(settings, capsys):
     return run
 
 
+def test_commands_that_only_read_never_change_what_the_studio_serves(cli, settings, tiny_base_model_dir, caplog):
+    from storage import registry
+    from studio.core.studio import Studio
+
+    def serving() -> tuple[str, str]:
+        with Studio(settings).sessions() as session:
+            version = registry.active_version(session)
+            return version.name, version.base_model
+
+    code, out, _ = cli("generate", "poetry", "--max-new-tokens", "3", "--json")
+    assert code == 0 and serving() == ("base", settings.model)
+    draft_id = str(json.loads(out)["draft_id"])
+    other = ["--model", str(tiny_base_model_dir)]  # another model than the app serves
+    for command in (["list"], ["show", draft_id], ["versions"], ["blind"], ["templates"], ["export", draft_id]):
+        code, _, err = cli(*command, *other)
+        assert code == 0, err
+        assert serving() == ("base", settings.model), command  # a look changes nothing
+    code, _, err = cli("generate", "poetry", "--max-new-tokens", "3", *other)  # writing with it switches, and says so
+    assert code == 0, err
+    assert serving() == ("base-2", str(tiny_base_model_dir)) and "Now serving base-2" in caplog.text
+
+
 def test_generate_rate_list_show_export_round_trip(cli, tmp_path):
     code, out, _ = cli("generate", "poetry", "--field", "subject=owls at dusk", "--max-new-tokens", "9", "--seed", "2", "--json")
     assert code == 0

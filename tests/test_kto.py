@@ -11,8 +11,9 @@ from storage import repository
 from studio.learning.dataset import all_rated, held_out, held_out_key
 from studio.learning.jobs import execute_run
 from studio.learning.kto_run import NoConsistentPreference
+from studio.learning.samples import fluency
 from studio.ui.training import before_after
-from tests.drafts import dirge, seed_rated_drafts
+from tests.drafts import dirge, seed_rated_drafts, song
 
 
 def kto_config(studio, **overrides):
@@ -51,8 +52,23 @@ def test_a_planted_preference_is_learned_ranked_and_promoted(verse_studio):
     assert summary["judge_accuracy"] > 0.9 and summary["judge_p"] <= 0.05  # a judge the held-out ratings trust
     assert summary["preferred"] > 0.5 and summary["low"] > 0.5 and summary["p_value"] <= 0.05  # it writes songs
     assert summary["train_liked"] > 0 and summary["train_disliked"] > 0
+    assert summary["candidate_fluency"] <= 2 * summary["serving_fluency"]  # songs read about as naturally as before
     assert studio.pool.load().version == summary["version"]
     assert "ranks" in studio.versions.runs()[0]["message"]
+
+
+def test_the_base_model_finds_word_salad_harder_to_read_than_verses(verse_model_dir):
+    """The fluency guard's measure: the same words, shuffled, read far less naturally."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer, model = AutoTokenizer.from_pretrained(verse_model_dir), AutoModelForCausalLM.from_pretrained(
+        verse_model_dir)
+    prompt = "Write song number 3 about the sea."
+    request = {"prompt": prompt, "template_id": "poetry", "model_input": tokenizer.apply_chat_template(
+        [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True)}
+    verses = [" ".join(song(i).split(". ")[:2]) for i in range(8)]
+    salad = [" ".join(random.Random(i).sample(text.split(), len(text.split()))) for i, text in enumerate(verses)]
+    assert fluency(model, tokenizer, [request], [salad], 128) > 1.5 * fluency(model, tokenizer, [request], [verses], 128)
 
 
 def test_a_new_version_writes_a_held_out_prompt_again_beside_its_parent(studio):

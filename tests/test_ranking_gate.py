@@ -66,15 +66,15 @@ def verses(seed: int, n: int, sea: float) -> list[str]:
 
 
 LIKED, DISLIKED = list(range(6)), list(range(6, 30))
-OPTIONS = GateOptions(alpha=0.05, margin=0.0, min_diversity=0.9, max_perplexity_increase=1.0, min_liked=3,
-                      min_disliked=3, held_out_share=0.25)
+OPTIONS = GateOptions(alpha=0.05, margin=0.0, min_diversity=0.9, max_perplexity_increase=1.0,
+                      max_sample_perplexity_increase=1.0, min_liked=3, min_disliked=3, held_out_share=0.25)
 BASE = scores({i: -300.0 for i in range(30)})
 TRUSTED_JUDGE = {i: (2.0 if i in LIKED else 0.0) + 0.01 * i for i in range(30)}  # ranks held-out pairs as rated
 
 
 def verdict(candidate_sea: float, serving_sea: float = 0.1, judge=None, candidate=BASE, samples=None):
     samples = samples or Samples([verses(1, 16, candidate_sea), verses(2, 16, candidate_sea)],
-                                 [verses(3, 16, serving_sea), verses(4, 16, serving_sea)])
+                                 [verses(3, 16, serving_sea), verses(4, 16, serving_sea)], 12.0, 11.0)
     return decide(held(LIKED, DISLIKED), BASE, BASE, candidate, judge or TRUSTED_JUDGE, likes_sea_words, samples,
                   OPTIONS)
 
@@ -101,8 +101,12 @@ def test_a_judge_that_cannot_rank_held_out_ratings_stops_the_gate():
 def test_a_candidate_that_repeats_itself_or_writes_far_worse_is_rejected():
     one_text = verses(5, 1, 0.5) * 16
     collapsed = verdict(candidate_sea=0.5, samples=Samples([one_text, one_text],
-                                                           [verses(3, 16, 0.1), verses(4, 16, 0.1)]))
+                                                           [verses(3, 16, 0.1), verses(4, 16, 0.1)], 12.0, 11.0))
     assert collapsed.decision == "rejected" and "repeats itself" in collapsed.reason
+    # Word salad full of liked words: the judge prefers it, the base model finds it three times as perplexing.
+    salad = verdict(candidate_sea=0.5, samples=Samples([verses(1, 16, 0.5), verses(2, 16, 0.5)],
+                                                       [verses(3, 16, 0.1), verses(4, 16, 0.1)], 36.0, 12.0))
+    assert salad.decision == "rejected" and "less naturally" in salad.reason and salad.preferred > 0.8
     broken = verdict(candidate_sea=0.3, candidate=scores({i: -800.0 for i in range(30)}))
     assert broken.decision == "rejected" and "perplexity" in broken.reason
 

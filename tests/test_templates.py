@@ -94,6 +94,26 @@ def test_the_sandbox_keeps_templates_away_from_python_internals(attack):
         t.render({"topic": "owls"})
 
 
+def test_a_writers_template_renders_in_a_child_that_holds_no_secret(monkeypatch):
+    import subprocess
+    from pathlib import Path
+
+    from studio.trust import sandbox
+
+    monkeypatch.setenv("STUDIO_DB", "postgresql://studio:s3cret-pw@db/studio")
+    monkeypatch.setenv("HF_TOKEN", "hf_s3cret_token")
+    environments, real_popen = [], subprocess.Popen
+
+    def watching(*args, **kwargs):  # read the child's real environment, as the kernel holds it
+        child = real_popen(*args, **kwargs)
+        environments.append(Path(f"/proc/{child.pid}/environ").read_bytes())
+        return child
+
+    monkeypatch.setattr(subprocess, "Popen", watching)
+    assert sandbox.render_untrusted("Hello {{ name }}", {"name": "owls"}) == "Hello owls"
+    assert len(environments) == 1 and b"s3cret" not in environments[0]
+
+
 def test_malformed_template_files_get_a_message_saying_what_is_wrong():
     with pytest.raises(TemplateError, match="not valid TOML"):
         parse_template("t", "name = ")

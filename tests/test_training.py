@@ -242,6 +242,36 @@ def test_the_run_process_gets_the_training_options_the_app_was_started_with(sett
             child.train_max_per_writer) == (0.07, "sft", 3, 5, 9)
 
 
+def test_the_database_password_is_on_no_command_line_and_in_no_log_line(settings):
+    import io
+    import logging
+
+    from studio.__main__ import _parser
+    from studio.config import child_environment, settings_from
+    from studio.learning.jobs import train_command
+    from studio.logs import configure_logging
+
+    settings.db = "postgresql+psycopg://studio:s3cret-pw@db.internal:5432/studio"
+    command, environment = train_command(settings, 5), child_environment(settings)
+    assert not any("s3cret-pw" in part for part in command)  # `ps` shows every local user the command line
+    child = settings_from(_parser().parse_args(command[3:]), environ=environment)
+    assert child.database_url == settings.db  # the child still reaches the database
+    stream, saved = io.StringIO(), logging.getLogger().handlers[:]
+    try:
+        logging.getLogger().handlers[:] = []  # a fresh process, as the app and command line start
+        configure_logging("%(message)s", stream=stream)  # as the app and the command line set it up
+        logging.getLogger("studio").info("Data in %s, database %s", "/data", settings.db)
+        try:
+            raise RuntimeError(f"could not connect to {settings.db}")
+        except RuntimeError:
+            logging.getLogger("sqlalchemy.pool").exception("pool error")
+    finally:
+        logging.getLogger().handlers[:] = saved
+    lines = stream.getvalue()
+    assert "s3cret-pw" not in lines and "postgresql+psycopg://studio:***@db.internal:5432/studio" in lines
+    assert "could not connect to" in lines  # the traceback is kept, without the password
+
+
 @pytest.mark.parametrize("method, queued", [("auto", ["auto"]), ("sft", [])])
 def test_enough_new_picks_queue_a_run_automatically_unless_training_ignores_picks(settings, method, queued):
     from studio.core.studio import Studio

@@ -32,7 +32,7 @@ from storage import registry, repository
 from storage.backup import backup_sqlite
 from studio.__main__ import parse_fields
 from studio.bench.scratch import scratch_settings, write_at_once
-from studio.config import Settings, add_arguments, settings_from
+from studio.config import Settings, add_arguments, child_environment, settings_from
 from studio.learning.jobs import REPO_ROOT, gate_words, train_command
 from studio.learning.kto_run import NOTHING_TO_LEARN
 from studio.text import distinct_2
@@ -83,7 +83,7 @@ def train(studio) -> dict[str, Any]:
     run_id, _ = studio.versions.train("bench")
     started = time.perf_counter()
     process = subprocess.run([*train_command(studio.settings, run_id), "--json"], capture_output=True, text=True,
-                             cwd=REPO_ROOT)
+                             cwd=REPO_ROOT, env=child_environment(studio.settings))
     seconds = time.perf_counter() - started
     if process.returncode != 0:
         error = next((line for line in process.stderr.splitlines() if line.startswith("error: ")), "")

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from studio.bench.scratch import scratch_settings
-from studio.config import Settings, add_arguments, settings_from
+from studio.config import Settings, add_arguments, child_environment, settings_from
 from studio.learning.jobs import REPO_ROOT, train_command
 from studio.serving.generation import model_input
 
@@ -193,6 +193,7 @@ def training_figures(studio, draft_ids: list[int], tokens: int, drafts: int = TR
     process = subprocess.Popen(
         [*train_command(studio.settings, run_id), "--json"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO_ROOT,
+        env=child_environment(studio.settings),
     )
     while "Training: step" not in studio.versions.runs()[0]["message"] and process.poll() is None:
         time.sleep(0.2)

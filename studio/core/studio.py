@@ -8,6 +8,7 @@ writer is gets decided at the edge. Nothing here knows Gradio.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import storage
@@ -24,14 +25,14 @@ from studio.serving.pool import ModelPool
 from studio.trust.classifier import Classifier
 from studio.trust.moderation import ContentFilter
 
+log = logging.getLogger(__name__)
+
 
 class Studio:
     def __init__(self, settings: Settings, prompts_dir: Path = PROMPTS_DIR):
         self.settings = settings
         self.catalog = TemplateCatalog.load(prompts_dir)
-        self.sessions = storage.open_database(settings.database_url)
-        with self.sessions.begin() as session:
-            registry.ensure_base_version(session, settings.model)
+        self.sessions = storage.open_database(settings.database_url)  # opening changes nothing: see use_model
         self.jobs = TrainingJobs(self.sessions, settings)
         self.versions = Versions(settings, self.sessions, self.jobs)
         self.versions.training_config()  # bad training options stop the start, not the first run
@@ -43,3 +44,16 @@ class Studio:
         self.drafts = Drafts(settings, self.sessions, self.pool, self.templates, self.content_filter, self.jobs)
         self.revisions = Revisions(self.sessions, self.content_filter)
         self.blind = BlindComparisons(self.sessions, self.pool, self.drafts, self.jobs)
+
+    def use_model(self) -> None:
+        """Serve settings.model: when the active version is of another base model (or none is
+        active), that model's base version becomes active, and a switch is logged. The app does
+        this as it starts, and so do the commands that write with the model (generate, continue,
+        train); commands that only read never change what the studio serves."""
+        with self.sessions.begin() as session:
+            before = registry.active_version(session)
+            before = (before.name, before.base_model) if before is not None else None
+            after = registry.ensure_base_version(session, self.settings.model).name
+        if before is not None and before[1] != self.settings.model:
+            log.warning("Now serving %s, the base of %s, instead of %s, a version of %s: --model names another "
+                        "model than the one served until now.", after, self.settings.model, *before)

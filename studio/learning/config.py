@@ -23,7 +23,7 @@ KTO_LOSSES = ("apo_zero_unpaired", "kto")
 # Per method, when not given: KTO sees each rated draft once (a pass costs three model passes per
 # draft on a CPU), at a higher rate; sft and dpo stop early on their validation loss.
 DEFAULT_EPOCHS = {"sft": 3, "dpo": 3, "kto": 1}
-DEFAULT_LEARNING_RATE = {"sft": 3e-4, "dpo": 3e-4, "kto": 2e-3}
+DEFAULT_LEARNING_RATE = {"sft": 3e-4, "dpo": 3e-4, "kto": 1e-3}
 
 
 @dataclass
@@ -35,7 +35,7 @@ class TrainingConfig:
     epochs: int | None = field(default=None, metadata={
         "help": "Passes over the training data; by default 3 for sft and dpo (early stopping may end sooner), 1 for kto."})
     learning_rate: float | None = field(default=None, metadata={
-        "help": "AdamW learning rate for the LoRA weights; by default 3e-4 for sft and dpo, 2e-3 for kto."})
+        "help": "AdamW learning rate for the LoRA weights; by default 3e-4 for sft and dpo, 1e-3 for kto."})
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay."})
     batch_size: int = field(default=4, metadata={"help": "Drafts per optimisation step."})
     max_length: int = field(default=512, metadata={"help": "Tokens per example (prompt + draft); longer drafts are cut."})
@@ -73,6 +73,9 @@ class TrainingConfig:
         "help": "kto: fewest held-out liked drafts the gate judges on (and never so few that even a perfect "
                 "ranking could not reach gate_alpha)."})
     gate_min_disliked: int = field(default=2, metadata={"help": "kto: fewest held-out disliked drafts the gate judges on."})
+    max_sample_perplexity_increase: float = field(default=1.0, metadata={
+        "help": "kto: reject a candidate whose drafts the base model finds more than this fraction more perplexing "
+                "than the serving version's (word salad that a bag-of-words judge could still like)."})
     max_perplexity_increase: float = field(default=1.0, metadata={
         "help": "kto: reject a candidate whose perplexity on held-out liked drafts rises more than this fraction "
                 "(a guard against a broken model: one that learned rises somewhat on the base's own drafts)."})

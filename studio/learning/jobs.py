@@ -23,7 +23,7 @@ from typing import Any, Callable
 
 from storage import preferences, registry
 from storage.models import RunStatus, VersionStatus
-from studio.config import Settings
+from studio.config import Settings, child_environment
 from studio.errors import USER_ERRORS, StudioError
 from studio.learning.config import FROM_SETTINGS, TrainingConfig
 from studio.learning.kto_run import run_kto
@@ -57,10 +57,10 @@ def _pid_alive(pid: int) -> bool:
 
 
 def train_command(settings: Settings, run_id: int) -> list[str]:
-    """The command line that carries out one queued run in a process of its own (run from REPO_ROOT)."""
+    """The command line that carries out one queued run in a process of its own (run from REPO_ROOT,
+    with child_environment(settings): the database URL travels there, not here)."""
     command = [sys.executable, "-m", "studio", "train", "--run-id", str(run_id), "--model", settings.model,
-               "--data-dir", str(settings.data_path.resolve()), "--db", settings.database_url,
-               "--device", settings.device]
+               "--data-dir", str(settings.data_path.resolve()), "--device", settings.device]
     for name in FROM_SETTINGS.values():  # options given to the app, not only its environment, reach the run
         command += ["--" + name.replace("_", "-"), str(getattr(settings, name))]
     return command
@@ -222,5 +222,5 @@ class TrainingJobs:
         log.info("Starting training run %s in a separate process", run_id)
         with open(log_path, "ab") as out:
             process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=out, stderr=subprocess.STDOUT,
-                                       stdin=subprocess.DEVNULL)
+                                       stdin=subprocess.DEVNULL, env=child_environment(settings))
         return process, log_path

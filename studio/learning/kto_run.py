@@ -23,7 +23,7 @@ from studio.learning.ranking import accuracy, permutation_p_value
 from studio.learning.ranking_gate import (GateOptions, Samples, build_held_out, decide, enough_held_out,
                                           judge_trusted, score)
 from studio.learning.run import save_candidate
-from studio.learning.samples import sample_requests, write_samples
+from studio.learning.samples import fluency, sample_requests, write_samples
 from studio.serving.models import load_model
 
 log = logging.getLogger(__name__)
@@ -65,7 +65,8 @@ def choose_rated(session, config: TrainingConfig):
 
 def _options(config: TrainingConfig) -> GateOptions:
     return GateOptions(alpha=config.gate_alpha, margin=config.rank_margin, min_diversity=config.min_diversity,
-                       max_perplexity_increase=config.max_perplexity_increase, min_liked=config.gate_min_liked,
+                       max_perplexity_increase=config.max_perplexity_increase,
+                       max_sample_perplexity_increase=config.max_sample_perplexity_increase, min_liked=config.gate_min_liked,
                        min_disliked=config.gate_min_disliked, held_out_share=config.held_out_fraction, seed=config.seed)
 
 
@@ -140,7 +141,13 @@ def _judge_candidate(settings: Settings, config: TrainingConfig, run: _Run, base
         serving = load_model(settings.model, settings.data_path, settings.device, adapter=run.serving_adapter)
         serving_scores = score(serving.model, serving.tokenizer, held.drafts, config.max_length)
         serving_texts = write_samples(serving.model, serving.tokenizer, run.requests, count, chat=serving.is_chat)
-    samples = Samples(candidate_texts, serving_texts) if trusted and run.requests else None
+    samples = None
+    if trusted and run.requests:
+        report(0.97, "The base model reads both versions' drafts (how naturally they read)…", [])
+        with model.disable_adapter():
+            samples = Samples(candidate_texts, serving_texts,
+                              fluency(model, base.tokenizer, run.requests, candidate_texts, config.max_length),
+                              fluency(model, base.tokenizer, run.requests, serving_texts, config.max_length))
     verdict = decide(held, base_scores, serving_scores, candidate_scores, judge_scores, judge.scores, samples, options)
     before_after = {}
     if run.requests and candidate_texts[0] and serving_texts[0]:

@@ -12,9 +12,12 @@ question, in three steps, each of which a candidate trained on shuffled ratings 
    newest); the judge must prefer the candidate's: its share of (candidate, serving) pairs of one
    prompt the judge ranks the candidate's higher (ties half) above 50% + margin, p <= alpha. A 95%
    bootstrap interval of that share is shown with it.
-3. Guards against damage: the candidate's samples are not less varied (distinct-2 at least
-   min_diversity of the serving version's: no collapse into one text), and its perplexity on the
-   held-out liked drafts has not risen more than max_perplexity_increase.
+3. Guards against damage, since a bag-of-words judge also likes broken text full of liked words:
+   the candidate's samples are as varied (distinct-2 at least min_diversity of the serving
+   version's: no collapse into one text) and as fluent (the base model's perplexity of them at
+   most max_sample_perplexity_increase above that of the serving version's samples: no word
+   salad) as the serving version's, and its perplexity on the held-out liked drafts has not risen
+   more than max_perplexity_increase.
 
 With fewer than min_liked liked or min_disliked disliked drafts held out it says how many more to
 rate and does not decide; an admin can still serve the version by hand.
@@ -88,6 +91,8 @@ class Verdict:
     serving_accuracy: float
     candidate_perplexity: float
     serving_perplexity: float
+    candidate_fluency: float  # the base model's perplexity of each version's samples (lower reads more naturally)
+    serving_fluency: float
     alpha: float
     margin: float
 
@@ -107,6 +112,7 @@ class GateOptions:
     margin: float
     min_diversity: float
     max_perplexity_increase: float
+    max_sample_perplexity_increase: float
     min_liked: int
     min_disliked: int
     held_out_share: float
@@ -115,10 +121,13 @@ class GateOptions:
 
 @dataclass
 class Samples:
-    """Drafts each version wrote for the gate, by prompt (one list per prompt, same order in both)."""
+    """Drafts each version wrote for the gate, by prompt (one list per prompt, same order in both),
+    and the base model's perplexity of each side's drafts."""
 
     candidate: list[list[str]]
     serving: list[list[str]]
+    candidate_fluency: float
+    serving_fluency: float
 
     def flat(self) -> tuple[list[str], list[str]]:
         return [t for group in self.candidate for t in group], [t for group in self.serving for t in group]
@@ -183,7 +192,8 @@ def decide(held: HeldOut, base: dict[int, tuple[float, int]], serving: dict[int,
         candidate_accuracy=accuracy({i: candidate[i][0] - base[i][0] for i in candidate}, held.pairs),
         serving_accuracy=accuracy({i: serving[i][0] - base[i][0] for i in serving}, held.pairs),
         candidate_perplexity=perplexity(candidate, held.liked), serving_perplexity=perplexity(serving, held.liked),
-        alpha=options.alpha, margin=options.margin)
+        candidate_fluency=samples.candidate_fluency if samples else nan,
+        serving_fluency=samples.serving_fluency if samples else nan, alpha=options.alpha, margin=options.margin)
     if not enough_held_out(held, options):
         more = _more(len(liked), options.min_liked, len(disliked), options.min_disliked, options.held_out_share)
         all_liked = len(held.liked)
@@ -219,6 +229,12 @@ def _verdict_on_samples(figures: dict[str, Any], options: GateOptions) -> Verdic
         return verdict("rejected", f"It writes what the writers like, but repeats itself: distinct-2 of its drafts "
                                    f"{figures['candidate_distinct_2']:.2f} against {figures['serving_distinct_2']:.2f} "
                                    f"(at least {options.min_diversity:.0%} of it).")
+    stranger = figures["candidate_fluency"] / figures["serving_fluency"] - 1
+    if stranger > options.max_sample_perplexity_increase:
+        return verdict("rejected", f"It writes what the writers like, but less naturally: the base model's perplexity "
+                                   f"of its drafts is {figures['candidate_fluency']:.1f} against "
+                                   f"{figures['serving_fluency']:.1f} for the serving version's ({stranger:+.0%}, at "
+                                   f"most {options.max_sample_perplexity_increase:+.0%}).")
     worse = figures["candidate_perplexity"] / figures["serving_perplexity"] - 1
     if worse > options.max_perplexity_increase:
         return verdict("rejected", f"It writes what the writers like, but its perplexity on held-out liked drafts rose "

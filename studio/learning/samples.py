@@ -11,6 +11,8 @@ from __future__ import annotations
 from typing import Any
 
 from storage.models import Draft
+from studio.learning.dataset import Example
+from studio.learning.ranking_gate import perplexity, score
 from studio.serving.sampling import SamplerSettings
 
 MAX_SAMPLE_TOKENS = 160  # enough to judge a draft by, a few seconds per batch on a CPU
@@ -59,3 +61,12 @@ def write_samples(model, tokenizer, requests: list[dict[str, Any]], count: int, 
         new = output[:, inputs["input_ids"].shape[1]:]
         texts.append([tokenizer.decode(row, skip_special_tokens=True).strip() for row in new])
     return texts
+
+
+def fluency(model, tokenizer, requests: list[dict[str, Any]], texts: list[list[str]], max_length: int) -> float:
+    """The model's perplexity of drafts written for these requests (per token, over all of them)."""
+    written = [(request, text) for request, group in zip(requests, texts) for text in group]
+    examples = [Example(draft_id=index, context=request["model_input"], prompt=request["prompt"], completion=text,
+                        stars=0, user="", template_id=request["template_id"])
+                for index, (request, text) in enumerate(written)]
+    return perplexity(score(model, tokenizer, examples, max_length), list(range(len(examples))))

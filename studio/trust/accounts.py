@@ -18,6 +18,7 @@ from pathlib import Path
 
 from studio.config import Settings
 from studio.errors import StudioError
+from studio.files import write_private_file
 
 _SCRYPT = dict(n=2**14, r=8, p=1)  # interactive-login strength, ~50 ms per check
 
@@ -123,5 +124,4 @@ def add_user(path: Path, user: str, password: str, admin: bool = False) -> None:
         raise StudioError("A user name (without ':') and a non-empty password are needed.")
     kept = [e for e in read_auth_file(path) if e[0] != user] if path.exists() else []
     kept.append((user, hash_password(password), admin))
-    path.write_text("".join(f"{u}:{h}{':admin' if a else ''}\n" for u, h, a in kept), encoding="utf-8")
-    path.chmod(0o600)
+    write_private_file(path, "".join(f"{u}:{h}{':admin' if a else ''}\n" for u, h, a in kept))

@@ -2,8 +2,9 @@
 
 Jinja2's sandbox already keeps templates away from Python internals. What it cannot stop is a
 template that loops for hours or builds gigabytes of text. So a writer's template renders in a
-short-lived child process (`python -m studio.sandbox`) with a memory cap, a time limit and an
-output limit; a template that hits any of them gets a clear TemplateError and the studio carries on.
+short-lived child process (`python -m studio.trust.sandbox`) with a memory cap, a time limit, an
+output limit and a bare environment (no secrets); a template that hits a limit gets a clear
+TemplateError and the studio carries on.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from studio.config import sandbox_environment
 from studio.errors import TemplateError
 
 TIME_LIMIT_SECONDS = 1.0
@@ -34,7 +36,8 @@ def render_untrusted(source: str, values: dict[str, Any], *, name: str = "This t
                      time_limit: float = TIME_LIMIT_SECONDS, max_chars: int = MAX_OUTPUT_CHARS) -> str:
     """Render a writer's template in a child process; TemplateError when it misbehaves."""
     child = subprocess.Popen([sys.executable, "-m", "studio.trust.sandbox"], cwd=_ROOT, text=True, encoding="utf-8",
-                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                             env=sandbox_environment())
     try:
         child.stdin.write(json.dumps({"source": source, "values": values, "max_chars": max_chars}) + "\n")
         child.stdin.close()
