@@ -104,15 +104,15 @@ def _alembic_config(connection: Any) -> Config:
     return cfg
 
 
-def migrate(engine: Engine) -> None:
-    """Upgrade the database to the newest schema; a no-op when it is current.
+def migrate(engine: Engine, revision: str = "head") -> None:
+    """Upgrade the database to the newest schema (or to revision); a no-op when it is there.
 
     Everything runs in one transaction: on SQLite and PostgreSQL a failed
     migration leaves the database as it was.
     """
     if engine.dialect.name != "sqlite":
         with engine.begin() as connection:
-            command.upgrade(_alembic_config(connection), "head")
+            command.upgrade(_alembic_config(connection), revision)
         return
     with engine.connect() as connection:
         # Batch migrations rebuild a SQLite table by copying it and dropping the old one; with
@@ -122,7 +122,7 @@ def migrate(engine: Engine) -> None:
         raw.execute("PRAGMA foreign_keys=OFF")
         try:
             with connection.begin():
-                command.upgrade(_alembic_config(connection), "head")
+                command.upgrade(_alembic_config(connection), revision)
                 broken = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
                 if broken:
                     raise StorageError(f"The migration left rows pointing at missing rows: {broken[:5]}")

@@ -11,6 +11,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from storage.models import ModelVersion, Rating, RunStatus, TrainingRun, VersionStatus
@@ -138,8 +139,14 @@ def enqueue_run(session: Session, trigger: str) -> tuple[TrainingRun, bool]:
         return existing, False
     run = TrainingRun(trigger=trigger, status=RunStatus.QUEUED, progress=0.0, message="Waiting to start…",
                       error="", worker="")
-    session.add(run)
-    session.flush()
+    try:
+        with session.begin_nested():  # a savepoint: the refused insert leaves the transaction usable
+            session.add(run)
+    except IntegrityError:  # another process queued one since we looked: the schema allows one open run
+        existing = open_run(session)
+        if existing is None:
+            raise
+        return existing, False
     return run, True
 
 

@@ -33,7 +33,7 @@ from storage import (
     registry,
     update_draft,
 )
-from storage.models import ModelVersion, RunStatus, TrainingRun, VersionStatus
+from storage.models import ModelVersion, RunStatus, TrainingRun, VersionStatus, compared_by_alembic
 
 
 @pytest.fixture
@@ -87,7 +87,7 @@ def rating_rows(session_factory, draft_id=None) -> list[Rating]:
 
 # --- schema and migrations ------------------------------------------------
 
-HEAD = "0008"
+HEAD = "0009"
 
 
 def test_migrate_creates_tables_and_is_idempotent(url):
@@ -108,7 +108,7 @@ def test_migrate_creates_tables_and_is_idempotent(url):
 
 def test_models_and_migrations_agree(factory):
     with engine_of(factory).connect() as conn:
-        context = MigrationContext.configure(conn, opts={"compare_type": True})
+        context = MigrationContext.configure(conn, opts={"compare_type": True, "include_object": compared_by_alembic})
         assert compare_metadata(context, Base.metadata) == []
 
         # And the check really looks: a column missing from the migration shows up.
@@ -545,7 +545,8 @@ def test_postgres_round_trip(postgres_url):
         migrate(engine)
         assert current_revision(engine) == HEAD
         with engine.connect() as conn:
-            assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
+            context = MigrationContext.configure(conn, opts={"include_object": compared_by_alembic})
+            assert compare_metadata(context, Base.metadata) == []
 
         factory = sessionmaker(engine, expire_on_commit=False)
         columns = draft_columns()
@@ -575,6 +576,56 @@ def test_postgres_status_check_constraints(postgres_url):
         assert_statuses_are_checked(sessionmaker(engine, expire_on_commit=False))
     finally:
         engine.dispose()
+
+
+def test_two_processes_queueing_at_once_on_postgres_get_one_run(postgres_url):
+    """Both look, both see no open run, both insert: the schema lets one through, and the other
+    is handed that run instead."""
+    import threading
+
+    engine = make_engine(postgres_url)
+    try:
+        migrate(engine)
+        factory = sessionmaker(engine, expire_on_commit=False)
+        with factory.begin() as s:
+            s.execute(delete(TrainingRun))
+        first = factory()
+        first.begin()
+        mine, created = registry.enqueue_run(first, "button")  # inserted, not yet committed
+        assert created
+        other = {}
+
+        def second_process():
+            with factory.begin() as s:
+                run, made = registry.enqueue_run(s, "auto")  # sees no open run yet, inserts, waits on the index
+                other.update(id=run.id, created=made)
+
+        thread = threading.Thread(target=second_process)
+        thread.start()
+        thread.join(1.0)
+        assert thread.is_alive()  # held at the index until the first transaction ends
+        first.commit()
+        first.close()
+        thread.join(10)
+        assert other == {"id": mine.id, "created": False}
+        with factory() as s:
+            assert [(r.id, r.status) for r in registry.list_runs(s)] == [(mine.id, "queued")]
+        with factory.begin() as s:
+            s.execute(delete(TrainingRun))
+    finally:
+        engine.dispose()
+
+
+def test_a_second_open_run_is_refused_by_the_schema(factory):
+    with factory.begin() as s:
+        registry.enqueue_run(s, "cli")
+    with pytest.raises(IntegrityError):
+        with factory.begin() as s:
+            s.add(TrainingRun(trigger="cli", status="queued"))
+    with factory.begin() as s:
+        run = registry.open_run(s)
+        registry.finish_run(s, run.id, "succeeded", message="Done.")
+        s.add(TrainingRun(trigger="cli", status="queued"))  # once the first ends, a new one may open
 
 
 def test_upgrading_a_database_with_data_keeps_every_draft_and_rating(url):
@@ -634,8 +685,7 @@ def test_upgrading_to_status_checks_keeps_versions_and_runs(url):
     with engine.connect() as conn:
         before = [conn.exec_driver_sql(f"SELECT * FROM {table} ORDER BY id").fetchall()
                   for table in ("model_versions", "training_runs")]
-    migrate(engine)
-    assert current_revision(engine) == HEAD
+    migrate(engine, "0008")
     with engine.connect() as conn:
         after = [conn.exec_driver_sql(f"SELECT * FROM {table} ORDER BY id").fetchall()
                  for table in ("model_versions", "training_runs")]
@@ -660,6 +710,20 @@ def test_upgrading_to_status_checks_keeps_versions_and_runs(url):
     with pytest.raises(IntegrityError):
         with factory.begin() as s:
             registry.update_run(s, 1, status="bogus")
+    engine.dispose()
+
+
+def test_upgrading_with_two_open_runs_keeps_the_older_and_fails_the_other_saying_why(url):
+    engine = make_engine(url)
+    migrate(engine, "0008")
+    with engine.begin() as conn:
+        insert_versions_and_runs(conn, ["promoted", "training", "training"], ["succeeded", "running", "queued"])
+    migrate(engine)
+    assert current_revision(engine) == HEAD
+    with sessionmaker(engine)() as s:
+        runs = {r.id: r for r in registry.list_runs(s)}
+        assert [runs[i].status for i in (1, 2, 3)] == ["succeeded", "running", "failed"]
+        assert "Queued twice" in runs[3].error
     engine.dispose()
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy.engine import Connection
 
-from storage.models import Base
+from storage.models import Base, compared_by_alembic
 
 config = context.config
 target_metadata = Base.metadata
@@ -24,6 +24,7 @@ def _configure(**kwargs: object) -> None:
         # use op.batch_alter_table to copy-and-swap tables there.
         render_as_batch=True,
         compare_type=True,
+        include_object=compared_by_alembic,
         **kwargs,
     )
 
