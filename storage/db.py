@@ -74,9 +74,11 @@ def _make_sqlite_engine(url: URL) -> Engine:
             cursor.execute("PRAGMA busy_timeout=30000")
             # SQLite ignores foreign keys (and ON DELETE CASCADE) unless asked.
             cursor.execute("PRAGMA foreign_keys=ON")
-            # Safe with WAL (no corruption on power loss, at worst the last
-            # commits are lost) and much faster than FULL.
-            cursor.execute("PRAGMA synchronous=NORMAL")
+            # A rating the page confirmed must survive a power cut: NORMAL (with
+            # WAL) may lose the last commits, FULL syncs the log at each one.
+            # Measured here: 0.25 ms a commit against 0.02 ms, next to drafts
+            # that take seconds to write.
+            cursor.execute("PRAGMA synchronous=FULL")
         finally:
             cursor.close()
 

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import threading
-import time
 
 import pytest
 from gradio_client import Client
+from gradio_client.utils import Status
 
 from studio.config import Settings
 from tests.waiting import wait_for
@@ -68,9 +68,11 @@ def test_a_cancelled_api_call_stops_generating_and_keeps_the_draft(app):
     job = client.submit("mystery", {}, {"max_new_tokens": 1500}, api_name="/generate")
     assert wait_for(lambda: len(job.outputs()) >= 3)
     job.cancel()
-    # The generating thread ends soon after, and what was written is saved as stopped.
+    # The draft leaves the batch (whose thread ends once idle), and what was written is saved as stopped.
+    engine = studio.pool.load().engine
+    assert engine is not None  # batching is on by default: the draft ran in the batch engine
     assert wait_for(lambda: len(studio.drafts.active) == 0)
-    assert wait_for(lambda: not any("_generate" in repr(t) for t in threading.enumerate()))
+    assert wait_for(lambda: len(engine) == 0 and not any(t.name == "batch-engine" for t in threading.enumerate()))
     drafts = studio.drafts.list(user="local")
     assert len(drafts) == 1 and drafts[0].stopped and drafts[0].new_tokens < 1500
 
@@ -90,7 +92,7 @@ def test_a_full_queue_tells_the_writer_to_try_again(settings):
         running = client.submit("mystery", {}, {"max_new_tokens": 1500}, api_name="/generate")
         assert wait_for(lambda: len(running.outputs()) >= 1)
         waiting = client.submit("mystery", {}, {"max_new_tokens": 8}, api_name="/generate")
-        time.sleep(0.5)
+        assert wait_for(lambda: waiting.status().code == Status.IN_QUEUE)  # it holds the one place
         with pytest.raises(Exception, match="Queue is full! Please try again"):
             client.predict("poetry", {}, {"max_new_tokens": 8}, api_name="/generate")
         running.cancel()
