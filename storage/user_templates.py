@@ -19,6 +19,11 @@ def visible_templates(session: Session, user: str) -> list[UserTemplate]:
     ))
 
 
+def waiting_for_review(session: Session) -> list[UserTemplate]:
+    """Every template not published (new, or edited since it was), oldest first: an admin's queue."""
+    return list(session.scalars(select(UserTemplate).where(~UserTemplate.published).order_by(UserTemplate.id)))
+
+
 def get_visible(session: Session, template_id: int, user: str) -> UserTemplate:
     row = session.get(UserTemplate, template_id)
     if row is None or not (row.owner == user or row.published):
@@ -27,7 +32,8 @@ def get_visible(session: Session, template_id: int, user: str) -> UserTemplate:
 
 
 def save_template(session: Session, owner: str, name: str, source: str, template_id: int | None = None) -> UserTemplate:
-    """Create a template, or replace the source of one the writer owns."""
+    """Create a template, or replace the source of one the writer owns. An edit of a published
+    template makes it private again: what others use was reviewed, so a change is reviewed too."""
     if len(source) > MAX_SOURCE_CHARS:
         raise StorageError(f"A template may be at most {MAX_SOURCE_CHARS:,} characters; this one has {len(source):,}.")
     if template_id is None:
@@ -37,6 +43,8 @@ def save_template(session: Session, owner: str, name: str, source: str, template
         row = get_visible(session, template_id, owner)
         if row.owner != owner:
             raise StorageError("Only its author can change a template.")
+        if (row.name, row.source) != (name, source):
+            row.published = False
         row.name, row.source = name, source
     try:
         with session.begin_nested():

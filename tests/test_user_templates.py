@@ -48,6 +48,22 @@ def test_a_template_is_private_until_an_admin_publishes_it(studio):
         studio.templates.delete(template_id, user="bob")
 
 
+def test_an_edit_unpublishes_a_template_until_an_admin_reviews_it_again(studio):
+    template_id = studio.templates.save(EXAMPLE, user="alice")
+    assert [(t["name"], t["waiting"]) for t in studio.templates.mine(user="admin", reviewer=True)] == [
+        ("Bedtime story", True)]  # the admin finds it without knowing its id
+    assert studio.templates.mine(user="admin") == []  # a writer who is no admin does not
+    studio.templates.publish(template_id)
+    assert studio.templates.mine(user="admin", reviewer=True)[0]["published"]
+    studio.templates.save(EXAMPLE.replace("a small red kite", "a paper boat"), template_id, user="alice")
+    with pytest.raises(NotFoundError):  # the unreviewed change reaches no one else
+        studio.templates.get(template_id, user="bob")
+    assert not studio.templates.mine(user="alice")[0]["published"]
+    assert studio.templates.mine(user="admin", reviewer=True)[0]["waiting"]
+    studio.templates.publish(template_id)
+    assert "a paper boat" in studio.templates.get(template_id, user="bob").render({"child": "Noor"})
+
+
 def test_a_draft_from_a_writers_template_renders_in_the_sandbox_and_is_recorded(studio):
     template_id = studio.templates.save(EXAMPLE, user="alice")
     assert template_id in [t.id for t in studio.templates.for_writer(user="alice")]

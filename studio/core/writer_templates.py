@@ -52,10 +52,16 @@ class WriterTemplates:
         except TemplateError:
             return ""
 
-    def mine(self, *, user: str) -> list[dict[str, Any]]:
+    def mine(self, *, user: str, reviewer: bool = False) -> list[dict[str, Any]]:
+        """The writer's own templates and everyone's published ones; for a reviewer (an admin) also
+        every other writer's template waiting to be published, marked `waiting`."""
         with self.sessions() as session:
+            rows = user_templates.visible_templates(session, user)
+            if reviewer:
+                rows = sorted({r.id: r for r in [*rows, *user_templates.waiting_for_review(session)]}.values(),
+                              key=lambda r: r.id)
             return [{"id": f"{CUSTOM_PREFIX}{r.id}", "name": r.name, "owner": r.owner, "published": r.published,
-                     "source": r.source} for r in user_templates.visible_templates(session, user)]
+                     "waiting": not r.published and r.owner != user, "source": r.source} for r in rows]
 
     def save(self, source: str, template_id: str | None = None, *, user: str) -> str:
         """Check a writer's template (it must load and render its defaults safely), then store it."""

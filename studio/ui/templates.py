@@ -89,25 +89,32 @@ def _layout() -> _Editor:
     return _Editor(tab, mine, publish_btn, source, preview_btn, save_btn, delete_btn, preview)
 
 
-def _listing(studio: Studio, user: str, selected: str = NEW):
-    rows = studio.templates.mine(user=user)
-    labels = [(f"{r['name']} — {r['owner']}{', published' if r['published'] else ''}", r["id"]) for r in rows]
+def _mark(row: dict) -> str:
+    return ", published" if row["published"] else ", waiting for review" if row["waiting"] else ""
+
+
+def _listing(studio: Studio, user: str, admin: bool, selected: str = NEW):
+    rows = studio.templates.mine(user=user, reviewer=admin)
+    labels = [(f"{r['name']} — {r['owner']}{_mark(r)}", r["id"]) for r in rows]
     return gr.update(choices=[("New template", NEW), *labels], value=selected)
 
 
-def _own(studio: Studio, user: str, template_id: str) -> dict | None:
-    """One of the templates the writer may edit, or None."""
-    return next((r for r in studio.templates.mine(user=user) if r["id"] == template_id), None)
+def _own(studio: Studio, user: str, admin: bool, template_id: str) -> dict | None:
+    """One of the templates the writer may see here (an admin: also those waiting for review), or None."""
+    return next((r for r in studio.templates.mine(user=user, reviewer=admin) if r["id"] == template_id), None)
 
 
 def build_templates_tab(studio: Studio, accounts: Accounts, who: Callable[[gr.Request], str],
                         write_dropdown: gr.Dropdown) -> gr.Tab:
     ui = _layout()
 
+    def listing(request: gr.Request, selected: str = NEW):
+        return _listing(studio, who(request), accounts.is_admin(who(request)), selected)
+
     def on_select(template_id: str, request: gr.Request):
         if template_id == NEW:
             return EXAMPLE, ""
-        found = _own(studio, who(request), template_id)
+        found = _own(studio, who(request), accounts.is_admin(who(request)), template_id)
         return (found["source"] if found else EXAMPLE), ""
 
     def on_preview(text: str):
@@ -117,12 +124,18 @@ def build_templates_tab(studio: Studio, accounts: Accounts, who: Callable[[gr.Re
             raise gr.Error(str(exc)) from exc
 
     def on_save(template_id: str, text: str, request: gr.Request):
+        before = _own(studio, who(request), False, template_id) if template_id and template_id != NEW else None
         try:
             saved = studio.templates.save(text, template_id or None, user=who(request))
         except USER_ERRORS as exc:
             raise gr.Error(str(exc)) from exc
-        gr.Info("Template saved: it is in the Write tab's list now.")
-        return _listing(studio, who(request), saved), gr.update(choices=template_choices(studio, who(request)))
+        after = _own(studio, who(request), False, saved)
+        if before and before["published"] and not after["published"]:
+            gr.Info("Template saved. It was published: the change keeps it private until an admin publishes it "
+                    "again.")
+        else:
+            gr.Info("Template saved: it is in the Write tab's list now.")
+        return listing(request, saved), gr.update(choices=template_choices(studio, who(request)))
 
     def on_delete(template_id: str, request: gr.Request):
         if template_id == NEW:
@@ -132,21 +145,21 @@ def build_templates_tab(studio: Studio, accounts: Accounts, who: Callable[[gr.Re
         except USER_ERRORS as exc:
             raise gr.Error(str(exc)) from exc
         gr.Info("Template deleted.")
-        return _listing(studio, who(request)), EXAMPLE, gr.update(choices=template_choices(studio, who(request)))
+        return listing(request), EXAMPLE, gr.update(choices=template_choices(studio, who(request)))
 
     def on_publish(template_id: str, request: gr.Request):
         if not accounts.is_admin(who(request)):
             raise gr.Error("Only an admin can publish templates.")
-        found = _own(studio, who(request), template_id)
+        found = _own(studio, who(request), True, template_id)
         if found is None:
             raise gr.Error("Choose a saved template to publish.")
         studio.templates.publish(template_id, not found["published"])
         gr.Info(f"{found['name']} is now {'private' if found['published'] else 'published'}.")
-        return _listing(studio, who(request), template_id)
+        return listing(request, template_id)
 
     quiet = dict(api_visibility="private")
     def on_open(request: gr.Request):
-        return _listing(studio, who(request))
+        return listing(request)
 
     ui.tab.select(on_open, None, ui.mine, **quiet)
     ui.mine.change(on_select, ui.mine, [ui.source, ui.preview], **quiet)
