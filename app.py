@@ -29,7 +29,7 @@ def create_app(settings: Settings, load_model: bool = True):
     accounts = Accounts.from_settings(settings)
     if accounts.hf and not hf_sign_in_available():
         check_local_sign_in()  # Gradio's local stand-in for the sign-in needs the hub: fail clearly first
-    studio = Studio(settings)
+    studio = Studio(settings, accounts=accounts)
     studio.use_model()  # --model decides what the app serves (a switch is logged)
     studio.content_filter.prepare(progress=log.info)  # the moderation classifier, if any: load it now, once
     if load_model:

@@ -24,7 +24,7 @@ from studio.learning.config import FROM_SETTINGS, TrainingConfig
 from studio.learning.exports import EXPORT_FORMATS, write_jsonl
 from studio.learning.jobs import execute_run, gate_words
 from studio.serving.sampling import SAMPLER_NAMES, SamplerSettings
-from studio.trust.accounts import add_user
+from studio.trust.accounts import OPERATOR, add_user
 
 # -- the commands: each takes (args, studio) and returns the exit status ---------------------------
 
@@ -127,7 +127,7 @@ def cmd_train(args, studio) -> int:
     """Queue a run (or take the given one) and carry it out here, printing progress."""
     overrides = {name: getattr(args, name) for name in ("epochs", "learning_rate") if getattr(args, name) is not None}
     config = studio.versions.training_config(**overrides)
-    run_id = args.run_id if args.run_id is not None else studio.versions.train("cli")[0]
+    run_id = args.run_id if args.run_id is not None else studio.versions.train("cli", user=OPERATOR)[0]
     echo = (lambda line: print(line, file=sys.stderr, flush=True))
     summary = execute_run(studio.sessions, studio.settings, config, run_id, echo=echo)
     _print(args, {"run_id": run_id, **summary},
@@ -160,13 +160,13 @@ def cmd_promote(args, studio) -> int:
     version = next((v for v in studio.versions.list() if v["name"] == args.version), None)
     if version is None:
         raise ValueError(f"There is no version {args.version!r}; `versions` lists them.")
-    name = studio.versions.promote(version["id"])
+    name = studio.versions.promote(version["id"], user=OPERATOR)
     _print(args, {"serving": name}, f"Now serving {name}.")
     return 0
 
 
 def cmd_rollback(args, studio) -> int:
-    name = studio.versions.rollback()
+    name = studio.versions.rollback(user=OPERATOR)
     _print(args, {"serving": name}, f"Rolled back: now serving {name}.")
     return 0
 

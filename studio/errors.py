@@ -23,6 +23,10 @@ class GenerationError(StudioError):
     """Sampler settings are out of range or generation cannot start."""
 
 
+class NotAllowed(StudioError):
+    """The caller may not do this (only admins train, serve versions and publish templates)."""
+
+
 # What the edges turn into a readable message rather than a traceback.
 USER_ERRORS = (StudioError, StorageError)
 

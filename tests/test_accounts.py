@@ -71,6 +71,30 @@ def test_the_auth_file_is_private_from_its_first_byte_and_never_half_written(tmp
     assert stat.S_IMODE(path.stat().st_mode) == 0o600 and [e[0] for e in read_auth_file(path)] == ["carol", "dan"]
 
 
+def test_only_admins_train_serve_and_publish_whichever_way_they_ask(settings):
+    """The services check the caller, so the page, the API and any later endpoint are covered."""
+    from studio.core.studio import Studio
+    from studio.errors import NotAllowed
+    from studio.trust.accounts import OPERATOR
+    from studio.ui.templates import EXAMPLE
+
+    studio = Studio(settings, accounts=Accounts.from_settings(Settings(auth=["alice:pw-a", "bob:pw-b"])))
+    studio.use_model()
+    template_id = studio.templates.save(EXAMPLE, user="bob")
+    base_id = studio.versions.list()[0]["id"]
+    for attempt in (lambda: studio.versions.train("button", user="bob"),
+                    lambda: studio.versions.promote(base_id, user="bob"),
+                    lambda: studio.versions.rollback(user="bob"),
+                    lambda: studio.templates.publish(template_id, user="bob")):
+        with pytest.raises(NotAllowed, match="Only an admin can"):
+            attempt()
+    assert studio.versions.runs() == [] and not studio.templates.mine(user="bob")[0]["published"]
+    studio.templates.publish(template_id, user="alice")  # the first account is the admin
+    assert studio.templates.mine(user="bob")[0]["published"]
+    assert studio.versions.train("cli", user=OPERATOR)[1]  # the command line acts as the operator
+    assert not Accounts.from_settings(Settings(auth=["alice:pw-a"])).check(OPERATOR, "")  # nobody logs in as it
+
+
 @pytest.fixture
 def two_writers(studio):
     accounts = Accounts.from_settings(Settings(auth=["alice:pw-a", "bob:pw-b"]))

@@ -79,7 +79,7 @@ def test_kill_9_of_the_app_during_training_keeps_ratings_and_a_servable_version(
     app = _start_app(slower_model_dir, data_dir, port)
     outside = Studio(Settings(model=str(slower_model_dir), data_dir=str(data_dir)))
     seed_rated_drafts(outside, 10)
-    run_id, _ = outside.versions.train("button")  # the app's runner starts it in a child process
+    run_id, _ = outside.versions.train("button", user="local")  # the app's runner starts it in a child process
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and outside.versions.runs()[0]["status"] == "queued":

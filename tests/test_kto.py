@@ -22,7 +22,7 @@ def kto_config(studio, **overrides):
 
 
 def train(studio, **overrides) -> dict:
-    run_id, _ = studio.versions.train("cli")
+    run_id, _ = studio.versions.train("cli", user="local")
     return execute_run(studio.sessions, studio.settings, kto_config(studio, **overrides), run_id)
 
 
@@ -128,5 +128,5 @@ def test_too_few_held_out_ratings_cannot_decide_and_say_how_many_more(studio):
     assert "Not enough held-out ratings to judge" in summary["reason"] and "Rate about" in summary["reason"]
     version = next(v for v in studio.versions.list() if v["name"] == summary["version"])
     assert not version["active"] and version["status"] == "rejected"
-    studio.versions.promote(version["id"])  # an admin may still serve it by hand
+    studio.versions.promote(version["id"], user="local")  # an admin may still serve it by hand
     assert studio.pool.load().version == summary["version"]

@@ -24,7 +24,7 @@ def fast_config(studio, **overrides):
 
 
 def train(studio, **overrides) -> tuple[int, dict]:
-    run_id, _ = studio.versions.train("cli")
+    run_id, _ = studio.versions.train("cli", user="local")
     return run_id, execute_run(studio.sessions, studio.settings, fast_config(studio, **overrides), run_id)
 
 
@@ -72,7 +72,7 @@ def test_a_candidate_that_is_not_better_by_the_margin_is_rejected_and_can_be_pro
     assert _version(studio, "base")["active"]
     assert studio.pool.load().version == "base"
 
-    studio.versions.promote(v1["id"])
+    studio.versions.promote(v1["id"], user="local")
     assert studio.pool.load().version == "v1"
     assert _version(studio, "base")["status"] == "retired"
 
@@ -81,10 +81,10 @@ def test_rollback_returns_to_the_parent_version(studio):
     seed_rated_drafts(studio, 8)
     train(studio)
     assert studio.pool.load().version == "v1"
-    assert studio.versions.rollback() == "base"
+    assert studio.versions.rollback(user="local") == "base"
     assert studio.pool.load().version == "base"
     with pytest.raises(Exception, match="nothing to roll back to"):
-        studio.versions.rollback()
+        studio.versions.rollback(user="local")
 
 
 def test_a_stream_that_started_before_promotion_finishes_on_its_version(studio):
@@ -146,7 +146,7 @@ def test_killing_the_training_process_leaves_ratings_and_the_active_version_unto
     seed_rated_drafts(studio, 12)
     with studio.sessions() as session:
         ratings_before = [(r.draft_id, r.stars) for _, r in repository.list_rated_drafts(session)]
-    run_id, _ = studio.versions.train("button")
+    run_id, _ = studio.versions.train("button", user="local")
     process = _spawn_training(studio, run_id)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and "Training: step" not in studio.versions.runs()[0]["message"]:
@@ -167,8 +167,8 @@ def test_killing_the_training_process_leaves_ratings_and_the_active_version_unto
 
 def test_the_app_runner_trains_in_a_child_process_and_never_runs_a_run_twice(studio):
     seed_rated_drafts(studio, 8)
-    run_id, created = studio.versions.train("button")
-    assert created and studio.versions.train("button") == (run_id, False)
+    run_id, created = studio.versions.train("button", user="local")
+    assert created and studio.versions.train("button", user="local") == (run_id, False)
     studio.jobs.start()
     try:
         deadline = time.monotonic() + 120
@@ -187,7 +187,7 @@ def test_the_app_runner_trains_in_a_child_process_and_never_runs_a_run_twice(stu
 def test_with_enough_picks_the_run_learns_them_by_dpo_and_the_gate_still_decides(studio):
     picks = seed_picks(studio, 8)  # 16 pairs over 8 prompts
     messages = []
-    run_id, _ = studio.versions.train("cli")
+    run_id, _ = studio.versions.train("cli", user="local")
     summary = execute_run(studio.sessions, studio.settings, fast_config(studio, method="auto", min_pairs=8),
                           run_id, echo=messages.append)
     assert summary["method"] == "dpo"
@@ -211,7 +211,7 @@ def test_too_few_picks_fall_back_to_rated_drafts_and_say_so(studio):
     seed_picks(studio, 2)  # 4 pairs: fewer than 8
     seed_rated_drafts(studio, 12)
     messages = []
-    run_id, _ = studio.versions.train("cli")
+    run_id, _ = studio.versions.train("cli", user="local")
     summary = execute_run(studio.sessions, studio.settings, fast_config(studio, min_pairs=8), run_id,
                           echo=messages.append)
     assert summary["method"] == "sft" and "held_out_pairs" not in summary

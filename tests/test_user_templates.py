@@ -40,7 +40,7 @@ def test_a_template_is_private_until_an_admin_publishes_it(studio):
     with pytest.raises(NotFoundError):
         studio.templates.save(EXAMPLE, template_id, user="bob")
 
-    studio.templates.publish(template_id)
+    studio.templates.publish(template_id, user="admin")
     assert studio.templates.get(template_id, user="bob").name == "Bedtime story"
     with pytest.raises(StorageError, match="Only its author"):
         studio.templates.save(EXAMPLE, template_id, user="bob")
@@ -53,14 +53,14 @@ def test_an_edit_unpublishes_a_template_until_an_admin_reviews_it_again(studio):
     assert [(t["name"], t["waiting"]) for t in studio.templates.mine(user="admin", reviewer=True)] == [
         ("Bedtime story", True)]  # the admin finds it without knowing its id
     assert studio.templates.mine(user="admin") == []  # a writer who is no admin does not
-    studio.templates.publish(template_id)
+    studio.templates.publish(template_id, user="admin")
     assert studio.templates.mine(user="admin", reviewer=True)[0]["published"]
     studio.templates.save(EXAMPLE.replace("a small red kite", "a paper boat"), template_id, user="alice")
     with pytest.raises(NotFoundError):  # the unreviewed change reaches no one else
         studio.templates.get(template_id, user="bob")
     assert not studio.templates.mine(user="alice")[0]["published"]
     assert studio.templates.mine(user="admin", reviewer=True)[0]["waiting"]
-    studio.templates.publish(template_id)
+    studio.templates.publish(template_id, user="admin")
     assert "a paper boat" in studio.templates.get(template_id, user="bob").render({"child": "Noor"})
 
 

@@ -36,6 +36,7 @@ from studio.config import Settings, add_arguments, child_environment, settings_f
 from studio.learning.jobs import REPO_ROOT, gate_words, train_command
 from studio.learning.kto_run import NOTHING_TO_LEARN
 from studio.text import distinct_2
+from studio.trust.accounts import OPERATOR
 
 FRESH_SEED = 1_000_000  # fresh drafts use seeds from here; round r writes from 10_000 * (r + 1)
 LIKED, DISLIKED = 5, 1
@@ -80,7 +81,7 @@ class Loop:
 
 def train(studio) -> dict[str, Any]:
     """Queue a run and carry it out in a child process, as the app's runner does: its figures."""
-    run_id, _ = studio.versions.train("bench")
+    run_id, _ = studio.versions.train("bench", user=OPERATOR)
     started = time.perf_counter()
     process = subprocess.run([*train_command(studio.settings, run_id), "--json"], capture_output=True, text=True,
                              cwd=REPO_ROOT, env=child_environment(studio.settings))

@@ -31,6 +31,7 @@ from studio.bench.scratch import scratch_settings
 from studio.config import Settings, add_arguments, child_environment, settings_from
 from studio.learning.jobs import REPO_ROOT, train_command
 from studio.serving.generation import model_input
+from studio.trust.accounts import OPERATOR
 
 PROMPT_TEMPLATE = "fantasy"
 # Rated drafts the benchmark's training run learns from: enough for a split and a few dozen
@@ -189,7 +190,7 @@ def training_figures(studio, draft_ids: list[int], tokens: int, drafts: int = TR
         studio.drafts.rate(draft_id, 5, user=studio.settings.user)
     idle_runs = [studio_stream(studio, tokens, seed=500 + i) for i in range(2)]
     idle = statistics.median(r["tokens"] / r["seconds"] for r in idle_runs)
-    run_id, _ = studio.versions.train("cli")
+    run_id, _ = studio.versions.train("cli", user=OPERATOR)
     process = subprocess.Popen(
         [*train_command(studio.settings, run_id), "--json"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO_ROOT,

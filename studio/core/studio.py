@@ -22,6 +22,7 @@ from studio.core.versions import Versions
 from studio.core.writer_templates import WriterTemplates
 from studio.learning.jobs import TrainingJobs
 from studio.serving.pool import ModelPool
+from studio.trust.accounts import Accounts
 from studio.trust.classifier import Classifier
 from studio.trust.moderation import ContentFilter
 
@@ -29,18 +30,20 @@ log = logging.getLogger(__name__)
 
 
 class Studio:
-    def __init__(self, settings: Settings, prompts_dir: Path = PROMPTS_DIR):
+    def __init__(self, settings: Settings, prompts_dir: Path = PROMPTS_DIR, accounts: Accounts | None = None):
         self.settings = settings
+        # Who may do an admin's acts; the services check it (the command line acts as OPERATOR).
+        self.accounts = accounts if accounts is not None else Accounts.from_settings(settings)
         self.catalog = TemplateCatalog.load(prompts_dir)
         self.sessions = storage.open_database(settings.database_url)  # opening changes nothing: see use_model
         self.jobs = TrainingJobs(self.sessions, settings)
-        self.versions = Versions(settings, self.sessions, self.jobs)
+        self.versions = Versions(settings, self.sessions, self.jobs, self.accounts)
         self.versions.training_config()  # bad training options stop the start, not the first run
         classifier = (Classifier(settings.moderation_model, settings.flag_labels, settings.moderation_threshold,
                                  settings.device) if settings.moderation_model else None)
         self.content_filter = ContentFilter.load(settings.blocklist, settings.moderation == "on", classifier)
         self.pool = ModelPool(settings, self.sessions)
-        self.templates = WriterTemplates(self.catalog, self.sessions)
+        self.templates = WriterTemplates(self.catalog, self.sessions, self.accounts)
         self.drafts = Drafts(settings, self.sessions, self.pool, self.templates, self.content_filter, self.jobs)
         self.revisions = Revisions(self.sessions, self.content_filter)
         self.blind = BlindComparisons(self.sessions, self.pool, self.drafts, self.jobs)

@@ -10,28 +10,36 @@ from studio.core.records import run_record, version_record
 from studio.errors import StudioError
 from studio.learning.config import TrainingConfig
 from studio.learning.jobs import TrainingJobs
+from studio.trust.accounts import Accounts
 
 
 class Versions:
-    def __init__(self, settings: Settings, sessions, jobs: TrainingJobs):
+    """Changing what the studio serves or learns is an admin's (or the operator's) act: each such
+    method takes the caller and checks it here, whichever edge it came through."""
+
+    def __init__(self, settings: Settings, sessions, jobs: TrainingJobs, accounts: Accounts):
         self.settings = settings
         self.sessions = sessions
         self.jobs = jobs
+        self.accounts = accounts
 
     def training_config(self, **overrides: Any) -> TrainingConfig:
         return TrainingConfig.from_settings(self.settings, **overrides)
 
-    def train(self, trigger: str = "button") -> tuple[int, bool]:
+    def train(self, trigger: str = "button", *, user: str) -> tuple[int, bool]:
         """Queue a training run: (run id, False when one was already queued or running)."""
+        self.accounts.require_admin(user, "start training")
         return self.jobs.request(trigger)
 
-    def promote(self, version_id: int) -> str:
+    def promote(self, version_id: int, *, user: str) -> str:
         """Serve this version (a rejected candidate promoted by hand, or an older one)."""
+        self.accounts.require_admin(user, "change the serving version")
         with self.sessions.begin() as session:
             return registry.activate(session, version_id).name
 
-    def rollback(self) -> str:
+    def rollback(self, *, user: str) -> str:
         """Serve the version the active one was trained from; return its name."""
+        self.accounts.require_admin(user, "roll back")
         with self.sessions.begin() as session:
             current = registry.active_version(session)
             if current.parent_id is None:

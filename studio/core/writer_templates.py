@@ -11,6 +11,7 @@ from typing import Any
 from storage import user_templates
 from studio.core.templates import GenreTemplate, TemplateCatalog, parse_template
 from studio.errors import TemplateError
+from studio.trust.accounts import Accounts
 
 CUSTOM_PREFIX = "custom-"  # template ids of writers' own templates: custom-<row id>
 MAX_CUSTOM_FIELDS = 6  # as many as the page shows
@@ -22,9 +23,10 @@ def _row_id(template_id: str) -> int:
 
 
 class WriterTemplates:
-    def __init__(self, catalog: TemplateCatalog, sessions):
+    def __init__(self, catalog: TemplateCatalog, sessions, accounts: Accounts):
         self.catalog = catalog
         self.sessions = sessions
+        self.accounts = accounts
 
     def for_writer(self, *, user: str) -> list[GenreTemplate]:
         """The shipped templates, then the writer's own and everyone's published ones."""
@@ -77,7 +79,8 @@ class WriterTemplates:
         with self.sessions.begin() as session:
             user_templates.delete_template(session, _row_id(template_id), user)
 
-    def publish(self, template_id: str, published: bool = True) -> None:
-        """Share a writer's template with everyone (an admin's decision, checked at the edge)."""
+    def publish(self, template_id: str, published: bool = True, *, user: str) -> None:
+        """Share a writer's template with everyone, or stop sharing it: an admin's decision."""
+        self.accounts.require_admin(user, "publish templates")
         with self.sessions.begin() as session:
             user_templates.set_published(session, _row_id(template_id), published)

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from studio.config import Settings
-from studio.errors import StudioError
+from studio.errors import NotAllowed, StudioError
 from studio.files import write_private_file
 
 _SCRYPT = dict(n=2**14, r=8, p=1)  # interactive-login strength, ~50 ms per check
@@ -38,6 +38,11 @@ def verify_password(password: str, hashed: str) -> bool:
         return False
     actual = hashlib.scrypt(password.encode(), salt=base64.b64decode(salt), **_SCRYPT)
     return hmac.compare_digest(actual, base64.b64decode(digest))
+
+
+# Who the command line acts as: the operator, who may do anything. No account can have this
+# name (account names cannot hold ':'), so no writer can pass for the operator.
+OPERATOR = ":operator"
 
 
 @dataclass(frozen=True)
@@ -62,11 +67,16 @@ class Accounts:
         return hashed is not None and verify_password(password, hashed)
 
     def is_admin(self, user: str | None) -> bool:
-        if not self.enabled:
+        if user == OPERATOR or not self.enabled:
             return True
         if self.hf:
             return user is not None and user.casefold() in self.admins
         return user in self.admins
+
+    def require_admin(self, user: str | None, action: str) -> None:
+        """The permission check every path to an admin's action goes through (page, API, command line)."""
+        if not self.is_admin(user):
+            raise NotAllowed(f"Only an admin can {action}.")
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "Accounts":

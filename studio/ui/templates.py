@@ -148,12 +148,14 @@ def build_templates_tab(studio: Studio, accounts: Accounts, who: Callable[[gr.Re
         return listing(request), EXAMPLE, gr.update(choices=template_choices(studio, who(request)))
 
     def on_publish(template_id: str, request: gr.Request):
-        if not accounts.is_admin(who(request)):
-            raise gr.Error("Only an admin can publish templates.")
-        found = _own(studio, who(request), True, template_id)
+        user = who(request)
+        found = _own(studio, user, accounts.is_admin(user), template_id)
         if found is None:
             raise gr.Error("Choose a saved template to publish.")
-        studio.templates.publish(template_id, not found["published"])
+        try:
+            studio.templates.publish(template_id, not found["published"], user=user)
+        except USER_ERRORS as exc:
+            raise gr.Error(str(exc)) from exc
         gr.Info(f"{found['name']} is now {'private' if found['published'] else 'published'}.")
         return listing(request, template_id)
 
