@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -163,6 +164,38 @@ def test_killing_the_training_process_leaves_ratings_and_the_active_version_unto
     with studio.sessions() as session:
         assert [(r.draft_id, r.stars) for _, r in repository.list_rated_drafts(session)] == ratings_before
     assert not list((studio.settings.data_path / "adapters").glob(".staging-*"))
+
+
+def _claim_as(studio, run_id: int, pid: int, silent_for: timedelta) -> None:
+    """The run held by process pid on this host, its last report silent_for ago."""
+    import socket
+
+    with studio.sessions.begin() as session:
+        assert registry.claim_run(session, run_id, f"{socket.gethostname()}:{pid}", pid)
+        registry.get_run(session, run_id).heartbeat_at = datetime.now(timezone.utc) - silent_for
+
+
+def test_a_run_that_fell_silent_is_failed_though_its_pid_is_alive(studio):
+    """A hung process, or another process that got the PID after a restart, does not hold training for good."""
+    run_id, _ = studio.versions.train("button", user="local")
+    _claim_as(studio, run_id, os.getpid(), timedelta(minutes=1))  # alive and reporting: left alone
+    assert recover(studio.sessions, studio.settings.data_path) == []
+    with studio.sessions.begin() as session:
+        registry.get_run(session, run_id).heartbeat_at = datetime.now(timezone.utc) - timedelta(minutes=20)
+    assert recover(studio.sessions, studio.settings.data_path) == [run_id]
+    assert studio.versions.train("button", user="local")[1]  # training is open again
+
+
+def test_the_runner_ends_a_child_that_hangs(studio, monkeypatch, tmp_path):
+    hanging = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    monkeypatch.setattr(studio.jobs, "_spawn", lambda run_id: (hanging, tmp_path / "run.log"))
+    run_id, _ = studio.versions.train("button", user="local")
+    studio.jobs._tick()  # the runner starts the queued run (here: a process that will never report)
+    _claim_as(studio, run_id, hanging.pid, timedelta(minutes=20))
+    studio.jobs._tick()
+    assert hanging.poll() is not None  # ended, not left holding the CPU
+    run = studio.versions.runs()[0]
+    assert run["status"] == "failed" and "reported nothing" in run["error"]
 
 
 def test_the_app_runner_trains_in_a_child_process_and_never_runs_a_run_twice(studio):

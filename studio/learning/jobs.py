@@ -33,7 +33,17 @@ from studio.learning.run import run_training
 log = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-STALE_AFTER = timedelta(minutes=15)  # a run on another machine with no heartbeat for this long is dead
+# A run whose process has not reported for this long is dead or hung, on any host: its PID alone
+# proves nothing (a hung process is alive; after a container restart the PID may be another's).
+STALE_AFTER = timedelta(minutes=15)
+
+
+def _stale(heartbeat: datetime | None, now: datetime) -> bool:
+    if heartbeat is None:
+        return True
+    if heartbeat.tzinfo is None:  # SQLite hands back naive UTC
+        heartbeat = heartbeat.replace(tzinfo=timezone.utc)
+    return now - heartbeat > STALE_AFTER
 POLL_SECONDS = 2.0
 
 
@@ -86,11 +96,8 @@ def recover(sessions, data_dir: Path) -> list[int]:
         running = [(r.id, r.worker, r.heartbeat_at) for r in registry.running_runs(session)]
     for run_id, worker, heartbeat in running:
         host, _, pid = worker.partition(":")
-        here = host == socket.gethostname()
-        dead = (here and pid.isdigit() and not _pid_alive(int(pid))) or (
-            not here and (heartbeat is None or now - heartbeat > STALE_AFTER)
-        )
-        if dead:
+        gone = host == socket.gethostname() and pid.isdigit() and not _pid_alive(int(pid))  # known at once
+        if gone or _stale(heartbeat, now):
             _fail_run(sessions, run_id, "The training process stopped unexpectedly (killed, or the studio "
                                         "restarted). The active version and all ratings are unchanged.")
             failed.append(run_id)
@@ -201,6 +208,15 @@ class TrainingJobs:
         if self._child is not None:
             run_id, process, log_path = self._child
             if process.poll() is None:
+                with self.sessions() as session:
+                    hung = _stale(registry.get_run(session, run_id).heartbeat_at, datetime.now(timezone.utc))
+                if hung:  # alive but silent: end it, so it neither holds the CPU nor blocks the next run
+                    process.kill()
+                    process.wait()
+                    self._child = None
+                    _fail_run(self.sessions, run_id, f"The training process reported nothing for "
+                                                     f"{STALE_AFTER.seconds // 60} minutes and was ended. The active "
+                                                     "version and all ratings are unchanged.")
                 return
             self._child = None
             if process.returncode != 0:
