@@ -303,6 +303,8 @@ class DraftRevision(Base):
     draft_id: Mapped[int] = mapped_column(ForeignKey("drafts.id", ondelete="CASCADE"), index=True)
     text: Mapped[str] = mapped_column(Text)
     reason: Mapped[str] = mapped_column(String(20))  # written, continued, edited or restored
+    # The model version that wrote this state (written, continued); empty for the writer's own.
+    model_version: Mapped[str] = mapped_column(String(100), default="", server_default="")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

@@ -11,8 +11,8 @@ from storage.repository import NotFoundError, get_draft
 MAX_DRAFT_CHARS = 200_000
 
 
-def add_revision(session: Session, draft_id: int, text: str, reason: str) -> DraftRevision:
-    revision = DraftRevision(draft_id=draft_id, text=text, reason=reason)
+def add_revision(session: Session, draft_id: int, text: str, reason: str, model_version: str = "") -> DraftRevision:
+    revision = DraftRevision(draft_id=draft_id, text=text, reason=reason, model_version=model_version)
     session.add(revision)
     session.flush()
     return revision

@@ -67,6 +67,22 @@ def test_continue_extends_the_same_draft(studio):
     assert _count(studio) == 1
 
 
+def test_an_edit_saved_while_continue_streams_is_kept_and_each_revision_names_its_writer(studio):
+    drafting, _ = _write(studio)
+    more = studio.drafts.continue_draft(drafting.draft_id, 12, user="local")
+    stream = iter(more)
+    next(stream)  # the continuation is under way...
+    edited = "A line the writer typed meanwhile."
+    assert studio.revisions.edit(drafting.draft_id, edited, user="local")  # ...when the box's edit is saved
+    list(stream)
+    continuation = more.text[len(drafting.text):]
+    after = studio.drafts.get(drafting.draft_id, user="local")
+    assert after["text"] == edited + continuation and continuation  # the edit is kept, the new words follow it
+    history = studio.revisions.list(drafting.draft_id, user="local")
+    assert [(r["reason"], r["model_version"]) for r in history] == [
+        ("written", "base"), ("edited", ""), ("continued", "base")]
+
+
 @pytest.mark.parametrize("template, fields, sampler, error, message", [
     ("westerns", {}, {}, TemplateError, "Unknown template 'westerns'"),
     ("fantasy", {"premise": ""}, {}, TemplateError, "“Premise” is required"),

@@ -83,15 +83,18 @@ class Drafts:
                                   draft_so_far=previous.text)
 
         def save(result: StreamResult) -> int:
-            text = previous.text + result.text
+            # The continuation extends the text as it is now: an edit saved while it streamed stays.
             with self.sessions.begin() as session:
+                current = repository.get_draft(session, previous.id, user=user)
+                text = current.text + result.text
+                flags = self.content_filter.flags(text, previous.prompt)
                 repository.update_draft(
                     session, previous.id, text=text,
-                    new_tokens=previous.new_tokens + result.new_tokens,
-                    generation_seconds=(previous.generation_seconds or 0.0) + result.generation_seconds,
-                    stopped=result.stopped, continuations=previous.continuations + 1,
-                    **self.content_filter.flags(text, previous.prompt), model_version=writer.model_version)
-                revisions.add_revision(session, previous.id, text, "continued")
+                    new_tokens=current.new_tokens + result.new_tokens,
+                    generation_seconds=(current.generation_seconds or 0.0) + result.generation_seconds,
+                    stopped=result.stopped, continuations=current.continuations + 1,
+                    **flags, model_version=writer.model_version)
+                revisions.add_revision(session, previous.id, text, "continued", writer.model_version)
             return previous.id
 
         return Drafting(writer.stream, save, self.active, key, draft_id=previous.id, text=previous.text)
@@ -102,7 +105,7 @@ class Drafts:
                 session, **row, **self.content_filter.flags(result.text, row["prompt"]), text=result.text,
                 new_tokens=result.new_tokens, first_token_seconds=result.first_token_seconds,
                 generation_seconds=result.generation_seconds, stopped=result.stopped)
-            revisions.add_revision(session, draft.id, result.text, "written")
+            revisions.add_revision(session, draft.id, result.text, "written", row["model_version"])
             return draft.id
 
     def candidates(self, template_id: str, fields: Mapping[str, Any] | None = None,

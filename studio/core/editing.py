@@ -34,7 +34,8 @@ class Revisions:
     def list(self, draft_id: int, *, user: str) -> list[dict[str, Any]]:
         with self.sessions() as session:
             repository.get_draft(session, draft_id, user=user)
-            return [{"id": r.id, "reason": r.reason, "created_at": r.created_at.isoformat(),
+            return [{"id": r.id, "reason": r.reason, "model_version": r.model_version,
+                     "created_at": r.created_at.isoformat(),
                      "words": word_count(r.text), "text": r.text} for r in revisions.list_revisions(session, draft_id)]
 
     def restore(self, draft_id: int, revision_id: int, *, user: str) -> str:
