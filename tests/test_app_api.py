@@ -63,6 +63,15 @@ def test_bad_calls_get_the_readable_message(app, args, api_name, message):
         client.predict(*args, api_name=api_name)
 
 
+def test_calls_at_once_from_one_client_each_get_a_saved_draft(app):
+    studio, client = app
+    jobs = [client.submit("poetry", {}, {"max_new_tokens": 12, "seed": i}, api_name="/generate") for i in range(4)]
+    results = [job.result() for job in jobs]
+    assert all(r["done"] and r["draft_id"] and r["text"] and not r["stopped"] for r in results), results
+    assert len({r["draft_id"] for r in results}) == 4
+    assert sorted(d.id for d in studio.drafts.list(user="local")) == sorted(r["draft_id"] for r in results)
+
+
 def test_a_cancelled_api_call_stops_generating_and_keeps_the_draft(app):
     studio, client = app
     job = client.submit("mystery", {}, {"max_new_tokens": 1500}, api_name="/generate")

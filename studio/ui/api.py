@@ -28,9 +28,10 @@ def register_api(studio: Studio, who: Identity) -> None:
         request: gr.Request = None,
     ) -> dict:
         """Stream a draft. Each message: {text (so far), draft_id (once saved), done, stopped}."""
-        key = request.session_hash if request is not None else None
         try:
-            drafting = studio.drafts.write(template_id, fields or {}, settings or {}, key=key, user=who(request))
+            # No key: every API call is a draft of its own. (The page keys streams by its session, so a
+            # new draft in a tab replaces the running one; a script's calls at once must not.)
+            drafting = studio.drafts.write(template_id, fields or {}, settings or {}, user=who(request))
             for _ in drafting:
                 yield {"text": drafting.text, "draft_id": None, "done": False, "stopped": False}
         except USER_ERRORS as exc:
