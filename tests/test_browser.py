@@ -148,18 +148,40 @@ def test_closing_the_tab_stops_its_generation_and_keeps_the_draft(page):
     assert len(drafts) == 1 and drafts[0].stopped and drafts[0].new_tokens < 1600
 
 
+# The words of these elements that the browser broke across two lines (a word in one line has one box).
+BROKEN_WORDS = """cells => cells.flatMap(cell => {
+    const broken = [], walker = document.createTreeWalker(cell, NodeFilter.SHOW_TEXT);
+    for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+        for (const word of node.data.matchAll(/\\S+/g)) {
+            const range = document.createRange();
+            range.setStart(node, word.index);
+            range.setEnd(node, word.index + word[0].length);
+            const lines = new Set([...range.getClientRects()].map(box => Math.round(box.top)));
+            if (lines.size > 1) broken.push(word[0]);
+        }
+    }
+    return broken;
+})"""
+
+
 def test_train_now_shows_the_run_its_loss_curve_and_the_new_version(page):
     tab, studio = page, page.studio
     expect = playwright_api.expect
     seed_rated_drafts(studio, 8)
     tab.get_by_role("tab", name="Training").click()
     expect(tab.get_by_text("Serving base")).to_be_visible()
+    expect(tab.get_by_text("No fine-tune yet")).to_be_visible()  # a note, not an empty chart
+    expect(tab.get_by_text("Infinity")).to_have_count(0)
     tab.get_by_role("button", name="Train now").click()
     expect(tab.get_by_text("Training run 1 queued.")).to_be_visible()
     # The run trains in a child process; the tab follows it without a reload.
     expect(tab.get_by_role("gridcell", name="succeeded")).to_be_visible(timeout=300_000)
     expect(tab.get_by_role("gridcell", name="v1", exact=True)).to_be_visible()
     expect(tab.get_by_role("gridcell", name=re.compile(r"→ .*\((promoted|rejected)\)"))).to_be_visible()
+    expect(tab.get_by_text("No fine-tune yet")).to_be_hidden()  # the loss curve took its place
+    # Every word of the Versions table's headers stays on one line (at 1280 px they broke: "Versio/n").
+    broken = tab.locator("#versions-table th").evaluate_all(BROKEN_WORDS)
+    assert broken == [], broken
     _shot(tab, "08-training-tab")
     assert studio.versions.runs()[0]["status"] == "succeeded"
 

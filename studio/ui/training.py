@@ -16,9 +16,10 @@ from studio.errors import USER_ERRORS
 from studio.trust.accounts import Accounts
 
 RUN_COLUMNS = ["Run", "Status", "Started by", "Progress", "Message", "Started", "Finished"]
-VERSION_COLUMNS = ["Version", "Status", "Serving", "Learned from", "Held out",
-                   "Held-out perplexity (before → after)", "Held-out ratings and picks ranked as writers did",
-                   "Train tokens/s", "Created"]
+VERSION_COLUMNS = ["Version", "Status", "Serving", "Learned from", "Held out", "Perplexity (before → after)",
+                   "Gate: held-out ratings and drafts", "Tokens/s", "Created"]
+# Narrow columns break their headers mid-word ("Versio/n"): room for the short ones, the rest to the gate.
+VERSION_WIDTHS = ["80px", "90px", "80px", "130px", "80px", "150px", "auto", "85px", "160px"]
 BLIND_COLUMNS = ["Version", "Against", "Blind picks", "Win rate", "95% interval"]
 REFRESH_SECONDS = 2.0
 
@@ -82,14 +83,19 @@ def _blind_table(rates: list[dict]) -> list[list]:
              f"{r['low']:.0%} – {r['high']:.0%}"] for r in rates]
 
 
-def _loss_frame(versions: list[dict]) -> pd.DataFrame:
-    """The loss curve of the newest fine-tune (the one training, or the last one trained)."""
+NO_LOSS_YET = "No fine-tune yet: the loss curve of the newest run appears here once one trains."
+
+
+def _loss(versions: list[dict]) -> tuple[dict, dict]:
+    """The loss curve of the newest fine-tune (the one training, or the last one trained), or, with
+    none, a note in its place (an empty chart would show a "-Infinity" legend)."""
     tuned = [v for v in versions if v["loss_curve"]]
     if not tuned:
-        return pd.DataFrame({"step": [], "loss": [], "split": []})
+        return gr.update(visible=False), gr.update(value=NO_LOSS_YET, visible=True)
     points = tuned[0]["loss_curve"]
-    return pd.DataFrame({"step": [p["step"] for p in points], "loss": [p["loss"] for p in points],
-                         "split": [p["split"] for p in points]})
+    frame = pd.DataFrame({"step": [p["step"] for p in points], "loss": [p["loss"] for p in points],
+                          "split": [p["split"] for p in points]})
+    return gr.update(value=frame, visible=True), gr.update(visible=False)
 
 
 def _learns_from(studio: Studio) -> str:
@@ -140,6 +146,7 @@ class _Panel:
     rollback_btn: gr.Button
     runs: gr.Dataframe
     loss: gr.LinePlot
+    loss_note: gr.Markdown  # in the plot's place while nothing has trained
     versions: gr.Dataframe
     blind: gr.Dataframe
     chosen: gr.Dropdown  # the version to serve
@@ -160,8 +167,10 @@ def _layout(studio: Studio) -> _Panel:
                     "on held-out drafts.")
         runs = gr.Dataframe(headers=RUN_COLUMNS, interactive=False, wrap=True, label="Training runs")
         loss = gr.LinePlot(x="step", y="loss", color="split", label="Loss of the newest fine-tune",
-                           x_title="step", y_title="loss (nats per token)")
-        versions = gr.Dataframe(headers=VERSION_COLUMNS, interactive=False, wrap=True, label="Versions")
+                           x_title="step", y_title="loss (nats per token)", visible=False)
+        loss_note = gr.Markdown(NO_LOSS_YET, elem_id="no-loss-yet")
+        versions = gr.Dataframe(headers=VERSION_COLUMNS, interactive=False, wrap=True, label="Versions",
+                                column_widths=VERSION_WIDTHS, elem_id="versions-table")
         blind = gr.Dataframe(headers=BLIND_COLUMNS, interactive=False, wrap=True, elem_id="blind-win-rates",
                              label="Blind A/B: how often writers picked the newer version (Write tab → Blind A/B)")
         with gr.Row():
@@ -172,8 +181,8 @@ def _layout(studio: Studio) -> _Panel:
             before = gr.Textbox(label="Before", lines=8, interactive=False)
             after = gr.Textbox(label="After", lines=8, interactive=False)
         timer = gr.Timer(REFRESH_SECONDS, active=False)
-    return _Panel(tab, serving, train_btn, rollback_btn, runs, loss, versions, blind, chosen, promote_btn,
-                  change, before, after, timer)
+    return _Panel(tab, serving, train_btn, rollback_btn, runs, loss, loss_note, versions, blind, chosen,
+                  promote_btn, change, before, after, timer)
 
 
 def build_training_tab(studio: Studio, accounts: Accounts, who: Callable[[gr.Request], str]) -> gr.Tab:
@@ -185,12 +194,12 @@ def build_training_tab(studio: Studio, accounts: Accounts, who: Callable[[gr.Req
     def refresh(current):
         version_list = studio.versions.list()
         names = [v["name"] for v in version_list if v["status"] in WRITABLE_VERSION_STATUSES]
-        return (_serving(version_list), _runs_table(studio.versions.runs()), _loss_frame(version_list),
+        return (_serving(version_list), _runs_table(studio.versions.runs()), *_loss(version_list),
                 _versions_table(version_list), _blind_table(studio.blind.win_rates()),
                 gr.update(choices=names, value=current if current in names else None),
                 *before_after(version_list, current))
 
-    outputs = [ui.serving, ui.runs, ui.loss, ui.versions, ui.blind, chosen, ui.change, ui.before, ui.after]
+    outputs = [ui.serving, ui.runs, ui.loss, ui.loss_note, ui.versions, ui.blind, chosen, ui.change, ui.before, ui.after]
     quiet = dict(api_visibility="private", show_progress="hidden")
     # Poll only while the tab is open: runs change in another process.
     ui.tab.select(refresh, chosen, outputs, **quiet).then(lambda: gr.Timer(active=True), None, ui.timer, **quiet)
