@@ -35,7 +35,8 @@ class Studio:
         # Who may do an admin's acts; the services check it (the command line acts as OPERATOR).
         self.accounts = accounts if accounts is not None else Accounts.from_settings(settings)
         self.catalog = TemplateCatalog.load(prompts_dir)
-        self.sessions = storage.open_database(settings.database_url)  # opening changes nothing: see use_model
+        self.sessions = storage.open_database(settings.database_url)
+        self._first_version()
         self.jobs = TrainingJobs(self.sessions, settings)
         self.versions = Versions(settings, self.sessions, self.jobs, self.accounts)
         self.versions.training_config()  # bad training options stop the start, not the first run
@@ -47,6 +48,16 @@ class Studio:
         self.drafts = Drafts(settings, self.sessions, self.pool, self.templates, self.content_filter, self.jobs)
         self.revisions = Revisions(self.sessions, self.content_filter)
         self.blind = BlindComparisons(self.sessions, self.pool, self.drafts, self.jobs)
+
+    def _first_version(self) -> None:
+        """A new database starts serving the base of --model. Nothing else here writes: which model an
+        existing studio serves changes only through use_model (the app's start, or a command that writes)."""
+        with self.sessions() as session:
+            if registry.active_version(session) is not None:
+                return
+        with self.sessions.begin() as session:
+            if registry.active_version(session) is None:
+                registry.ensure_base_version(session, self.settings.model)
 
     def use_model(self) -> None:
         """Serve settings.model: when the active version is of another base model (or none is

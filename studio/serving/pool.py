@@ -47,16 +47,12 @@ class ModelPool:
         """
         with self.sessions() as session:
             version = registry.active_version(session)
-            if version is not None and version.base_model != self.settings.model:
+            if version.base_model != self.settings.model:
                 raise StudioError(f"The studio serves {version.name}, a version of {version.base_model}, not of "
                                   f"{self.settings.model}: start the app with --model {self.settings.model} to "
                                   "switch (its base version then serves).")
-            wanted = (version.id, version.name, version.adapter_path) if version is not None else None
+            wanted = (version.id, version.name, version.adapter_path)
             training = bool(registry.running_runs(session))
-        if wanted is None:  # a new studio: its first draft makes the base version the active one
-            with self.sessions.begin() as session:
-                version = registry.ensure_base_version(session, self.settings.model)
-                wanted = (version.id, version.name, version.adapter_path)
         with self._lock:
             if self._loaded is None or self._loaded.version_id != wanted[0]:
                 self._loaded = self._load(wanted, progress)
