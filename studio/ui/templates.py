@@ -104,6 +104,19 @@ def _own(studio: Studio, user: str, admin: bool, template_id: str) -> dict | Non
     return next((r for r in studio.templates.mine(user=user, reviewer=admin) if r["id"] == template_id), None)
 
 
+def _preview(text: str) -> str:
+    try:
+        return parse_template("preview", text, untrusted=True).render()
+    except USER_ERRORS as exc:
+        raise gr.Error(str(exc)) from exc
+
+
+def _saved(was: dict | None, now: dict) -> str:
+    if was and was["published"] and not now["published"]:
+        return "Template saved. It was published: the change keeps it private until an admin publishes it again."
+    return "Template saved: it is in the Write tab's list now."
+
+
 def build_templates_tab(studio: Studio, accounts: Accounts, who: Callable[[gr.Request], str],
                         write_dropdown: gr.Dropdown) -> gr.Tab:
     ui = _layout()
@@ -117,24 +130,13 @@ def build_templates_tab(studio: Studio, accounts: Accounts, who: Callable[[gr.Re
         found = _own(studio, who(request), accounts.is_admin(who(request)), template_id)
         return (found["source"] if found else EXAMPLE), ""
 
-    def on_preview(text: str):
-        try:
-            return parse_template("preview", text, untrusted=True).render()
-        except USER_ERRORS as exc:
-            raise gr.Error(str(exc)) from exc
-
     def on_save(template_id: str, text: str, request: gr.Request):
-        before = _own(studio, who(request), False, template_id) if template_id and template_id != NEW else None
+        was = _own(studio, who(request), False, template_id) if template_id else None
         try:
             saved = studio.templates.save(text, template_id or None, user=who(request))
         except USER_ERRORS as exc:
             raise gr.Error(str(exc)) from exc
-        after = _own(studio, who(request), False, saved)
-        if before and before["published"] and not after["published"]:
-            gr.Info("Template saved. It was published: the change keeps it private until an admin publishes it "
-                    "again.")
-        else:
-            gr.Info("Template saved: it is in the Write tab's list now.")
+        gr.Info(_saved(was, _own(studio, who(request), False, saved)))
         return listing(request, saved), gr.update(choices=template_choices(studio, who(request)))
 
     def on_delete(template_id: str, request: gr.Request):
@@ -165,7 +167,7 @@ def build_templates_tab(studio: Studio, accounts: Accounts, who: Callable[[gr.Re
 
     ui.tab.select(on_open, None, ui.mine, **quiet)
     ui.mine.change(on_select, ui.mine, [ui.source, ui.preview], **quiet)
-    ui.preview_btn.click(on_preview, ui.source, ui.preview, **quiet)
+    ui.preview_btn.click(_preview, ui.source, ui.preview, **quiet)
     ui.save_btn.click(on_save, [ui.mine, ui.source], [ui.mine, write_dropdown], **quiet)
     ui.delete_btn.click(on_delete, ui.mine, [ui.mine, ui.source, write_dropdown], **quiet)
     ui.publish_btn.click(on_publish, ui.mine, ui.mine, **quiet)
