@@ -124,6 +124,22 @@ def test_a_writer_drafts_stops_rates_and_finds_the_draft_in_history(page):
     _shot(tab, "06-history-exported")
 
 
+# Whether each distinct character of the element's text draws differently in the element's font.
+DISTINCT_GLYPHS = """element => {
+    const font = "32px " + getComputedStyle(element).fontFamily;
+    const draw = character => {
+        const canvas = document.createElement("canvas");
+        canvas.width = canvas.height = 48;
+        const context = canvas.getContext("2d");
+        context.font = font;
+        context.fillText(character, 4, 36);
+        return canvas.toDataURL();
+    };
+    const characters = [...new Set(element.textContent.trim())];
+    return new Set(characters.map(draw)).size === characters.length;
+}"""
+
+
 def test_switching_templates_shows_that_templates_fields(page):
     tab = page
     expect = playwright_api.expect
@@ -131,6 +147,8 @@ def test_switching_templates_shows_that_templates_fields(page):
     tab.get_by_role("option", name="中文诗歌").click()
     expect(tab.get_by_label("主题")).to_have_value("江南春雨")
     expect(tab.get_by_label("Premise")).to_have_count(0)
+    # Without a CJK font every character draws as the same empty box: each must draw its own glyph.
+    assert tab.get_by_text("主题", exact=True).first.evaluate(DISTINCT_GLYPHS)
     _shot(tab, "07-chinese-template")
 
 
