@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from storage import repository
+from storage import registry, repository
 from studio.learning.dataset import all_rated, held_out, held_out_key
 from studio.learning.jobs import execute_run
 from studio.learning.kto_run import NoConsistentPreference
@@ -119,6 +119,21 @@ def test_held_out_drafts_never_train_any_version_across_runs(studio):
     with studio.sessions() as session:
         keys = {e.draft_id: held_out_key(e) for e in all_rated(session)}
     assert all(held_out(keys[i], 0.25) for i in held)
+
+
+def test_the_training_tab_shows_a_dash_where_the_gate_had_no_figure(studio):
+    """With no liked draft held out, held-out perplexity cannot be computed: the tab still renders."""
+    from studio.ui.training import _serving, _versions_table
+
+    songs_and_dirges(studio, 5)
+    train(studio)
+    with studio.sessions.begin() as session:  # as a run that drew no liked draft into the held-out set records it
+        version = registry.get_version_by_name(session, "v1")
+        version.gate = {**version.gate, "candidate_perplexity": None, "serving_perplexity": None}
+    versions = studio.versions.list()
+    row = next(r for r in _versions_table(versions) if r[0] == "v1")
+    assert row[5] == "– → – (undecided)"
+    assert _serving(versions).startswith("Serving **base**")
 
 
 def test_too_few_held_out_ratings_cannot_decide_and_say_how_many_more(studio):

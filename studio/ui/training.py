@@ -65,12 +65,18 @@ def _learned(v: dict) -> str:
     return f"{v['train_drafts']} rated drafts" if v["train_drafts"] else ""
 
 
+def _figure(value: float | None) -> str:
+    """A gate figure, or a dash where none could be computed (e.g. no liked draft held out)."""
+    return "–" if value is None else f"{value:.2f}"
+
+
 def _versions_table(versions: list[dict]) -> list[list]:
     rows = []
     for v in versions:
         gate = v["gate"]
         before = gate.get("serving_perplexity", gate.get("active_perplexity"))
-        figures = f"{before:.2f} → {gate['candidate_perplexity']:.2f} ({gate['decision']})" if gate else ""
+        figures = (f"{_figure(before)} → {_figure(gate.get('candidate_perplexity'))} ({gate['decision']})"
+                   if gate else "")
         speed = v["hyperparameters"].get("train_tokens_per_second")
         learned, ranked = _learned(v), _ranked(gate)
         rows.append([v["name"], v["status"], "✓" if v["active"] else "", learned, v["held_out_drafts"] or "",
@@ -119,7 +125,7 @@ def _serving(versions: list[dict]) -> str:
     if active is None:
         return "No version is active."
     gate = active["gate"]
-    since = f" — held-out perplexity {gate['candidate_perplexity']:.2f}" if gate else ""
+    since = f" — held-out perplexity {gate['candidate_perplexity']:.2f}" if gate.get("candidate_perplexity") else ""
     return f"Serving **{active['name']}**{since}. New drafts are written by this version."
 
 
