@@ -39,11 +39,7 @@ STALE_AFTER = timedelta(minutes=15)
 
 
 def _stale(heartbeat: datetime | None, now: datetime) -> bool:
-    if heartbeat is None:
-        return True
-    if heartbeat.tzinfo is None:  # SQLite hands back naive UTC
-        heartbeat = heartbeat.replace(tzinfo=timezone.utc)
-    return now - heartbeat > STALE_AFTER
+    return heartbeat is None or now - heartbeat > STALE_AFTER  # the column hands back aware UTC
 POLL_SECONDS = 2.0
 
 
