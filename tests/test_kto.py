@@ -11,14 +11,17 @@ from storage import registry, repository
 from studio.learning.dataset import all_rated, held_out, held_out_key
 from studio.learning.jobs import execute_run
 from studio.learning.kto_run import NoConsistentPreference
-from studio.learning.samples import fluency
+from studio.learning.judge import Judge
+from studio.learning.samples import fluency, judge_picks
 from studio.ui.training import before_after
-from tests.drafts import dirge, seed_rated_drafts, song
+from studio.serving.generation import model_input
+from tests.drafts import DIRGE_WORDS, WORDS, dirge, seed_rated_drafts, song
 
 
 def kto_config(studio, **overrides):
+    """Ratings only unless a test asks for the judge's picks: the verse model's every step counts."""
     return studio.versions.training_config(**{"method": "kto", "epochs": 3, "learning_rate": 5e-3, "max_length": 128,
-                                              "batch_size": 4, **overrides})
+                                              "batch_size": 4, "judge_samples": 0, **overrides})
 
 
 def train(studio, **overrides) -> dict:
@@ -55,6 +58,33 @@ def test_a_planted_preference_is_learned_ranked_and_promoted(verse_studio):
     assert summary["candidate_fluency"] <= 2 * summary["serving_fluency"]  # songs read about as naturally as before
     assert studio.pool.load().version == summary["version"]
     assert "ranks" in studio.versions.runs()[0]["message"]
+
+
+def song_words(text: str) -> int:
+    """How many more of the songs' words than the dirges' a text has."""
+    words = text.replace(".", " ").split()
+    return sum(w in WORDS["noun"] + WORDS["adj"] for w in words) - sum(w in DIRGE_WORDS["noun"] + DIRGE_WORDS["adj"]
+                                                                       for w in words)
+
+
+def test_the_judge_picks_the_serving_versions_songs_to_learn_from_and_its_dirges_to_avoid(verse_studio):
+    """A base that writes songs and dirges alike: of its own drafts, what the judge learned from
+    the ratings labels songs liked and dirges disliked, as many of each."""
+    studio = verse_studio
+    songs_and_dirges(studio, 30)
+    with studio.sessions() as session:
+        rated = all_rated(session)
+    judge = Judge.fit(rated, lambda e: e.stars >= 4)
+    loaded = studio.pool.load()
+    prompt = "Write song number 90 about the sea."
+    request = {"prompt": prompt, "template_id": "poetry", "model_input": model_input(loaded, prompt),
+               "sampler": {"seed": 5, "temperature": 0.7, "max_new_tokens": 40}}
+    picks = judge_picks(loaded.model, loaded.tokenizer, [request], 64, judge.scores, chat=loaded.is_chat)
+    songs = [song_words(e.completion) for e in picks if e.stars == 5]
+    dirges = [song_words(e.completion) for e in picks if e.stars == 1]
+    assert len(songs) == len(dirges) >= 5
+    assert sum(w > 0 for w in songs) >= 0.8 * len(songs) and all(w < 0 for w in dirges)
+    assert {e.context for e in picks} == {request["model_input"]} and len({e.completion for e in picks}) == len(picks)
 
 
 def test_the_base_model_finds_word_salad_harder_to_read_than_verses(verse_model_dir):
@@ -103,6 +133,19 @@ def test_shuffled_ratings_are_refused_before_training_and_the_run_says_why(studi
     assert run["status"] == "failed" and "Rate more drafts" in run["error"]
     assert [v["name"] for v in studio.versions.list()] == ["base"]  # nothing was trained
     assert studio.pool.load().version == "base"
+
+
+def test_a_run_trains_the_same_number_of_steps_however_many_ratings_there_are(studio):
+    """By default KTO trains kto_steps steps: a run costs the same on 20 ratings as on 60, and the
+    first rounds' few ratings are seen several times."""
+    songs_and_dirges(studio, 10)
+    small = train(studio, epochs=None, kto_steps=6)
+    songs_and_dirges(studio, 20, start=20)
+    large = train(studio, epochs=None, kto_steps=6)
+    curves = {v["name"]: v["loss_curve"] for v in studio.versions.list()}
+    assert small["train_drafts"] < large["train_drafts"]
+    assert len(curves[small["version"]]) == len(curves[large["version"]]) == 6
+    assert small["epochs"] > large["epochs"]  # the fewer ratings, the more often each is seen
 
 
 def test_held_out_drafts_never_train_any_version_across_runs(studio):

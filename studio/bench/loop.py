@@ -60,9 +60,12 @@ class Loop:
         samplers = [{"max_new_tokens": self.tokens, "seed": seed} for seed in seeds]
         return write_at_once(self.studio, self.template, self.fields, samplers)
 
-    def fresh(self, count: int) -> dict[str, Any]:
-        """The serving version's fresh drafts: the trait's frequency and their diversity."""
+    def fresh(self, count: int, last: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The serving version's fresh drafts: the trait's frequency and their diversity. When the
+        serving version is the one last measured, the same seeds would write the same drafts again."""
         version = self.studio.pool.load().version
+        if last is not None and last["version"] == version and last["drafts"] == count:
+            return last
         texts = [d.text for d in self.write(range(FRESH_SEED, FRESH_SEED + count))]
         return {"version": version, "trait_frequency": trait_frequency(self.trait, texts),
                 "distinct_2": distinct_2(texts), "drafts": count}
@@ -128,7 +131,7 @@ def run(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
         figures: dict[str, Any] = loop.rate(loop.write(range(round_seed, round_seed + args.drafts)))
         figures["run"] = train(loop.studio)
         figures["control"] = shuffled_control(loop.studio, seed=r) if args.control else None
-        figures["after"] = loop.fresh(args.fresh)
+        figures["after"] = loop.fresh(args.fresh, last=report["rounds"][-1]["after"] if r else report["before"])
         report["rounds"].append(figures)
         print_round(r + 1, figures, report["before"], flush=True)
     report["minutes"] = (time.perf_counter() - started) / 60

@@ -20,10 +20,10 @@ FROM_SETTINGS = {"min_stars": "train_min_stars", "gate_margin": "gate_margin",
 
 METHODS = ("auto", "sft", "dpo", "kto")
 KTO_LOSSES = ("apo_zero_unpaired", "kto")
-# Per method, when not given: KTO sees each rated draft once (a pass costs three model passes per
-# draft on a CPU), at a higher rate; sft and dpo stop early on their validation loss.
+# Per method, when not given: sft and dpo stop early on their validation loss; KTO trains a fixed
+# number of steps (kto_steps), so a run costs the same however many ratings there are.
 DEFAULT_EPOCHS = {"sft": 3, "dpo": 3, "kto": 1}
-DEFAULT_LEARNING_RATE = {"sft": 3e-4, "dpo": 3e-4, "kto": 1e-3}
+DEFAULT_LEARNING_RATE = {"sft": 3e-4, "dpo": 3e-4, "kto": 7e-4}
 
 
 @dataclass
@@ -33,9 +33,10 @@ class TrainingConfig:
     min_held_out: int = field(default=2, metadata={"help": "Never fewer held-out drafts than this."})
     min_train: int = field(default=4, metadata={"help": "Fewest training drafts worth a run."})
     epochs: int | None = field(default=None, metadata={
-        "help": "Passes over the training data; by default 3 for sft and dpo (early stopping may end sooner), 1 for kto."})
+        "help": "Passes over the training data; by default 3 for sft and dpo (early stopping may end sooner); kto "
+                "trains kto_steps steps unless this is given."})
     learning_rate: float | None = field(default=None, metadata={
-        "help": "AdamW learning rate for the LoRA weights; by default 3e-4 for sft and dpo, 1e-3 for kto."})
+        "help": "AdamW learning rate for the LoRA weights; by default 3e-4 for sft and dpo, 7e-4 for kto."})
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay."})
     batch_size: int = field(default=4, metadata={"help": "Drafts per optimisation step."})
     max_length: int = field(default=512, metadata={"help": "Tokens per example (prompt + draft); longer drafts are cut."})
@@ -56,6 +57,9 @@ class TrainingConfig:
                 "only; dpo: picks only; kto: every rated draft, judged by how it ranks held-out ratings."})
     min_pairs: int = field(default=Settings.train_min_pairs, metadata={"help": "Fewest picks (chosen, rejected pairs) for preference training."})
     dpo_beta: float = field(default=0.1, metadata={"help": "DPO beta: higher keeps the model closer to its base."})
+    kto_steps: int = field(default=32, metadata={
+        "help": "kto: optimisation steps per run when epochs is not given (0: one epoch). The first rounds' few "
+                "ratings are seen several times, many ratings once or less, and each run costs the same."})
     kto_beta: float = field(default=0.1, metadata={"help": "KTO beta: higher keeps the model closer to its base."})
     kto_loss: str = field(default="apo_zero_unpaired", metadata={
         "help": "kto: TRL's loss_type. apo_zero_unpaired (default) raises liked and lowers disliked drafts against the "
@@ -67,6 +71,9 @@ class TrainingConfig:
     rank_margin: float = field(default=0.0, metadata={
         "help": "kto: the judge must prefer the candidate's drafts in more than 50% + this of pairs."})
     gate_samples: int = field(default=32, metadata={"help": "kto: drafts each version writes for the judge to compare."})
+    judge_samples: int = field(default=64, metadata={
+        "help": "kto: drafts the serving version writes of training prompts before training; the trusted judge's "
+                "favourites train as liked and as many of its least favourites as disliked (0: ratings only)."})
     min_diversity: float = field(default=0.9, metadata={
         "help": "kto: reject a candidate whose drafts' distinct-2 falls below this share of the serving version's."})
     gate_min_liked: int = field(default=2, metadata={
@@ -85,6 +92,8 @@ class TrainingConfig:
             raise StudioError(f"min_stars must be 1 to 5, not {self.min_stars}.")
         if not 0 < self.held_out_fraction < 1:
             raise StudioError(f"held_out_fraction must be between 0 and 1, not {self.held_out_fraction}.")
+        if self.judge_samples < 0 or self.kto_steps < 0 or self.gate_samples < 1:
+            raise StudioError("judge_samples and kto_steps must be at least 0, gate_samples at least 1.")
         if (self.epochs is not None and self.epochs < 1) or self.batch_size < 1 or self.lora_r < 1:
             raise StudioError("epochs, batch_size and lora_r must be at least 1.")
         if not 0 <= self.gate_margin < 1:
@@ -117,7 +126,8 @@ class TrainingConfig:
     def resolved(self, method: str) -> "TrainingConfig":
         """This config for one method (sft, dpo or kto), with that method's epochs and learning rate
         where none were given."""
-        return dataclasses.replace(self, method=method, epochs=self.epochs or DEFAULT_EPOCHS[method],
+        steps = method == "kto" and self.kto_steps > 0 and self.epochs is None  # kto_steps decide, not epochs
+        return dataclasses.replace(self, method=method, epochs=None if steps else self.epochs or DEFAULT_EPOCHS[method],
                                    learning_rate=self.learning_rate or DEFAULT_LEARNING_RATE[method])
 
     def to_dict(self) -> dict[str, Any]:

@@ -66,7 +66,7 @@ def _common_arguments(config: TrainingConfig, output: Path) -> dict[str, Any]:
 
     return dict(
         output_dir=str(output),
-        num_train_epochs=config.epochs,
+        num_train_epochs=config.epochs or 1,  # None: kto's fixed steps (max_steps) decide
         learning_rate=config.learning_rate,
         weight_decay=config.weight_decay,
         optim="adamw_torch",
@@ -103,7 +103,7 @@ def _train(trainer, train_tokens: int, config: TrainingConfig) -> Figures:
     started = time.perf_counter()
     result = trainer.train()
     seconds = time.perf_counter() - started
-    epochs_run = float(result.metrics.get("epoch", config.epochs))
+    epochs_run = float(result.metrics.get("epoch", config.epochs or 1))
     return {
         "train_seconds": seconds,
         "train_tokens": train_tokens * epochs_run,
@@ -155,7 +155,7 @@ def train_kto_adapter(model, tokenizer, examples: list[Example], liked: Callable
 
     Unpaired, so every rating counts, whatever prompt it answers. The rarer side is weighted up so
     both sides pull equally (TRL's advice: desirable x count within 1 to 4/3 of undesirable x count).
-    No validation split: the held-out drafts are the gate's alone, so the epochs are fixed.
+    No validation split: the held-out drafts are the gate's alone, so the steps (or epochs) are fixed.
     """
     from datasets import Dataset, disable_progress_bars
     from transformers import set_seed
@@ -168,7 +168,7 @@ def train_kto_adapter(model, tokenizer, examples: list[Example], liked: Callable
     desirable = sum(r["label"] for r in rows)
     undesirable = len(rows) - desirable
     arguments = {**_common_arguments(config, output), "eval_strategy": "no", "save_strategy": "no",
-                 "load_best_model_at_end": False}
+                 "load_best_model_at_end": False, "max_steps": config.kto_steps if config.epochs is None else -1}
     # The reference (the base: the adapter switched off) scores each draft once, before training.
     args = KTOConfig(**arguments, beta=config.kto_beta, loss_type=config.kto_loss, precompute_ref_log_probs=True,
                      max_length=config.max_length, gradient_checkpointing=False,

@@ -23,7 +23,7 @@ from studio.learning.ranking import accuracy, permutation_p_value
 from studio.learning.ranking_gate import (GateOptions, Samples, build_held_out, decide, enough_held_out,
                                           judge_trusted, score)
 from studio.learning.run import save_candidate
-from studio.learning.samples import fluency, sample_requests, write_samples
+from studio.learning.samples import fluency, judge_picks, sample_requests, write_samples
 from studio.serving.models import load_model
 
 log = logging.getLogger(__name__)
@@ -34,6 +34,7 @@ class NotEnoughRatings(StudioError):
 
 
 NOTHING_TO_LEARN = "Nothing to learn yet"
+PICK_PROMPTS = 8  # the newest distinct training prompts the judge's picks are written of
 
 
 class NoConsistentPreference(StudioError):
@@ -80,7 +81,8 @@ class _Run:
     up: int
     serving_adapter: str | None
     serving_name: str
-    requests: list[dict[str, Any]]
+    requests: list[dict[str, Any]]  # held-out prompts the gate's samples are written of
+    pick_requests: list[dict[str, Any]]  # training prompts the judge's picks are written of
     judge: Judge
     judge_scores: dict[int, float]  # the judge on the held-out drafts
     trusted: bool  # enough held out, and the judge ranks it as the writers did (else the run stopped)
@@ -105,24 +107,27 @@ def _judge_ratings(train: list, held, liked, options: GateOptions) -> tuple[Judg
 
 
 def _start(sessions, settings: Settings, config: TrainingConfig, run_id: int) -> _Run:
-    with sessions.begin() as session:
-        active = registry.ensure_base_version(session, settings.model)
+    with sessions() as session:  # a read: removing near duplicates and fitting the judge hold no lock
         train, held, liked, up = choose_rated(session, config)
         judge, judge_scores, trusted = _judge_ratings(train, held, liked, _options(config))
+        requests = sample_requests(session, [e.draft_id for e in held.drafts])
+        pick_requests = sample_requests(session, [e.draft_id for e in train], limit=PICK_PROMPTS)
+    with sessions.begin() as session:
+        active = registry.ensure_base_version(session, settings.model)
         candidate = registry.add_version(
             session, name=registry.next_version_name(session), parent_id=active.id, base_model=settings.model,
             adapter_path=None, status=VersionStatus.TRAINING, is_active=False,
             train_draft_ids=[e.draft_id for e in train], held_out_draft_ids=[e.draft_id for e in held.drafts],
             hyperparameters=config.to_dict(), loss_curve=[], gate={})
         registry.update_run(session, run_id, version_id=candidate.id)
-        return _Run(train, held, liked, up, active.adapter_path, active.name,
-                    sample_requests(session, [e.draft_id for e in held.drafts]), judge, judge_scores,
-                    trusted, candidate.id, candidate.name)
+        return _Run(train, held, liked, up, active.adapter_path, active.name, requests, pick_requests, judge,
+                    judge_scores, trusted, candidate.id, candidate.name)
 
 
-def _judge_candidate(settings: Settings, config: TrainingConfig, run: _Run, base, model, base_scores,
+def _judge_candidate(config: TrainingConfig, run: _Run, base, serving, model, base_scores,
                      report: Report) -> tuple[Any, dict[str, Any]]:
-    """The gate's verdict on the trained candidate (a PeftModel over the base), and the before/after."""
+    """The gate's verdict on the trained candidate (a PeftModel over the base), and the before/after.
+    serving is the serving version's model, or None when that is the base."""
     report(0.85, "Scoring held-out drafts with the candidate…", [])
     held, judge, judge_scores = run.held, run.judge, run.judge_scores
     candidate_scores = score(model, base.tokenizer, held.drafts, config.max_length)
@@ -133,12 +138,11 @@ def _judge_candidate(settings: Settings, config: TrainingConfig, run: _Run, base
         report(0.9, f"The candidate and {run.serving_name} write {count} draft{'s' * (count > 1)} each of held-out "
                     "prompts…", [])
     candidate_texts = write_samples(model, base.tokenizer, run.requests, count, chat=base.is_chat)
-    if run.serving_adapter is None:
+    if serving is None:
         serving_scores = base_scores
         with model.disable_adapter():  # the LoRA switched off: the base itself
             serving_texts = write_samples(model, base.tokenizer, run.requests, count, chat=base.is_chat)
     else:
-        serving = load_model(settings.model, settings.data_path, settings.device, adapter=run.serving_adapter)
         serving_scores = score(serving.model, serving.tokenizer, held.drafts, config.max_length)
         serving_texts = write_samples(serving.model, serving.tokenizer, run.requests, count, chat=serving.is_chat)
     samples = None
@@ -156,6 +160,21 @@ def _judge_candidate(settings: Settings, config: TrainingConfig, run: _Run, base
     return verdict, {"before_after": before_after, "judge_likes": judge.top_words()}
 
 
+def _pick(config: TrainingConfig, run: _Run, serving, report: Report) -> list:
+    """The judge's picks among the serving version's drafts of training prompts (samples.judge_picks);
+    none unless the judge is trusted, since an untrusted judge would teach its own noise."""
+    if not (run.trusted and config.judge_samples and run.pick_requests):
+        return []
+    report(0.03, f"{run.serving_name} writes {config.judge_samples} drafts of {len(run.pick_requests)} training "
+                 "prompt(s); the judge picks what to learn from…", [])
+    picks = judge_picks(serving.model, serving.tokenizer, run.pick_requests, config.judge_samples, run.judge.scores,
+                        chat=serving.is_chat)
+    liked = sum(run.liked(e) for e in picks)
+    report(0.04, f"The judge picked {liked} of {run.serving_name}'s drafts to learn from as liked and "
+                 f"{len(picks) - liked} as disliked.", [])
+    return picks
+
+
 def run_kto(sessions, settings: Settings, config: TrainingConfig, run_id: int, report: Report) -> dict[str, Any]:
     """One KTO run end to end; returns the candidate's figures. Raises on failure."""
     config = config.resolved("kto")
@@ -165,13 +184,18 @@ def run_kto(sessions, settings: Settings, config: TrainingConfig, run_id: int, r
     try:
         base = load_model(settings.model, settings.data_path, settings.device)
         base_scores = score(base.model, base.tokenizer, run.held.drafts, config.max_length)  # before LoRA is added
+        serving = None if run.serving_adapter is None else load_model(
+            settings.model, settings.data_path, settings.device, adapter=run.serving_adapter)
+        picks = _pick(config, run, serving or base, report)
         with tempfile.TemporaryDirectory(prefix="studio-train-") as scratch:
-            model, curve, stats = train_kto_adapter(base.model, base.tokenizer, run.train, run.liked, config,
+            model, curve, stats = train_kto_adapter(base.model, base.tokenizer, run.train + picks, run.liked, config,
                                                     Path(scratch), report)
         save_candidate(sessions, settings, run.candidate_id, run.candidate_name, model, curve)
-        verdict, extra = _judge_candidate(settings, config, run, base, model, base_scores, report)
+        verdict, extra = _judge_candidate(config, run, base, serving, model, base_scores, report)
+        picked_liked = sum(run.liked(e) for e in picks)
         figures = {**verdict.to_dict(), "against": run.serving_name, "method": "kto", "train_liked": run.up,
-                   "train_disliked": len(run.train) - run.up, **extra}
+                   "train_disliked": len(run.train) - run.up, "picked_liked": picked_liked,
+                   "picked_disliked": len(picks) - picked_liked, **extra}
         with sessions.begin() as session:
             registry.update_version(session, run.candidate_id, gate=figures, status=VersionStatus.REJECTED,
                                     hyperparameters={**config.to_dict(), **stats, "method": "kto"})

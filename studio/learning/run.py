@@ -102,9 +102,10 @@ def save_candidate(sessions, settings: Settings, version_id: int, name: str, mod
 def run_training(sessions, settings: Settings, config: TrainingConfig, run_id: int,
                  report: Report) -> dict[str, Any]:
     """One training run end to end; returns the candidate's figures. Raises on failure."""
+    with sessions() as session:  # a read: removing near duplicates holds no lock
+        data = choose_data(session, config)
     with sessions.begin() as session:
         active = registry.ensure_base_version(session, settings.model)
-        data = choose_data(session, config)
         candidate = registry.add_version(
             session, name=registry.next_version_name(session), parent_id=active.id, base_model=settings.model,
             adapter_path=None, status=VersionStatus.TRAINING, is_active=False, train_draft_ids=data.train_draft_ids,

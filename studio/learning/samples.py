@@ -1,9 +1,16 @@
-"""Drafts the candidate and the serving version write for the gate, and for writers to compare.
+"""Drafts written during a run: the judge's picks to train on, and the gate's samples.
 
-The prompts are the newest held-out drafts' (what writers asked for lately, which no version
-trained on), each with its own sampler settings. Both versions write the same number of drafts
-of each prompt, batched, from the same seed; the first of each prompt is shown in the Training
-tab as a before/after.
+The gate's prompts are the newest held-out drafts' (what writers asked for lately, which no
+version trained on), each with its own sampler settings. Both versions write the same number of
+drafts of each prompt, batched, from the same seed; the first of each prompt is shown in the
+Training tab as a before/after.
+
+The judge's picks: before training, the serving version writes more drafts of the training
+prompts, and the judge labels its favourites liked and its least favourites disliked. A few
+ratings teach the judge a trait (one word shared by three liked drafts is enough), but teach the
+model little; its own drafts that show the trait, in its own fluent style, teach it much more.
+This is best-of-n with a reward model learned from the ratings, as in RLHF, kept honest by the
+gate: the judge must first rank held-out ratings as the writers did.
 """
 
 from __future__ import annotations
@@ -13,10 +20,11 @@ from typing import Any
 from storage.models import Draft
 from studio.learning.dataset import Example
 from studio.learning.ranking_gate import perplexity, score
-from studio.serving.sampling import SamplerSettings
+from studio.serving.sampling import MAX_SEED, SamplerSettings
 
 MAX_SAMPLE_TOKENS = 160  # enough to judge a draft by, a few seconds per batch on a CPU
 MAX_PROMPTS = 4
+PICK_SEED_OFFSET = 7_919  # the judge's picks use other seeds than the rated drafts they share prompts with
 
 
 def sample_requests(session, draft_ids: list[int], limit: int = MAX_PROMPTS) -> list[dict[str, Any]]:
@@ -70,3 +78,23 @@ def fluency(model, tokenizer, requests: list[dict[str, Any]], texts: list[list[s
                         stars=0, user="", template_id=request["template_id"])
                 for index, (request, text) in enumerate(written)]
     return perplexity(score(model, tokenizer, examples, max_length), list(range(len(examples))))
+
+
+def judge_picks(model, tokenizer, requests: list[dict[str, Any]], count: int, judge_score, *,
+                chat: bool) -> list[Example]:
+    """count drafts of these prompts by this model; of each prompt's, those the judge expects writers
+    to like (log-odds above 0) as liked (5 stars) and as many of those it expects them to dislike,
+    its least favourites first, as disliked (1 star). Drafts it is unsure of (0) teach nothing."""
+    shifted = [{**r, "sampler": {**r["sampler"], "seed": (r["sampler"]["seed"] + PICK_SEED_OFFSET) % (MAX_SEED + 1)}}
+               for r in requests]
+    picks: list[Example] = []
+    for request, texts in zip(shifted, write_samples(model, tokenizer, shifted, count, chat=chat)):
+        texts = [t for t in dict.fromkeys(texts) if t]  # a repeated draft would count twice
+        ranked = sorted(zip(judge_score(texts), texts), key=lambda pair: pair[0], reverse=True)
+        liked = [text for value, text in ranked if value > 0]
+        disliked = [text for value, text in reversed(ranked) if value < 0][:len(liked)]
+        for stars, group in ((5, liked[:len(disliked)]), (1, disliked)):
+            picks += [Example(draft_id=-(len(picks) + 1), context=request["model_input"], prompt=request["prompt"],
+                              completion=text, stars=stars, user="", template_id=request["template_id"])
+                      for text in group]
+    return picks
