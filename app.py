@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import threading
 import time
 
 from studio.config import Settings, add_arguments, hf_sign_in_available, settings_from
@@ -16,6 +17,23 @@ from studio.errors import USER_ERRORS
 from studio.logs import configure_logging, redact
 
 log = logging.getLogger("studio")
+
+
+def mark_interrupted_drafts(studio) -> None:
+    """Drafts whose stream died with an earlier process are marked interrupted now, and once more
+    when a stream that was live just before a quick restart has been quiet long enough to tell."""
+    from studio.core.drafts import INTERRUPTED_AFTER_SECONDS
+
+    def mark() -> None:
+        ids = studio.drafts.mark_interrupted()
+        if ids:
+            log.warning("%d draft(s) were being written when the studio last stopped; kept as interrupted: %s",
+                        len(ids), ", ".join(map(str, ids)))
+
+    mark()
+    later = threading.Timer(INTERRUPTED_AFTER_SECONDS + 1, mark)
+    later.daemon = True
+    later.start()
 
 
 def create_app(settings: Settings, load_model: bool = True):
@@ -31,6 +49,7 @@ def create_app(settings: Settings, load_model: bool = True):
         check_local_sign_in()  # Gradio's local stand-in for the sign-in needs the hub: fail clearly first
     studio = Studio(settings, accounts=accounts)
     studio.use_model()  # --model decides what the app serves (a switch is logged)
+    mark_interrupted_drafts(studio)
     studio.content_filter.prepare(progress=log.info)  # the moderation classifier, if any: load it now, once
     if load_model:
         studio.pool.load(progress=log.info)

@@ -6,16 +6,18 @@ Typical use::
     with Session.begin() as session:   # commits on success, rolls back on error
         draft = add_draft(session, ...)
 
-Keep sessions short (one request, one unit of work): on SQLite every
-transaction holds the database's single write lock until it ends (see
-``_make_sqlite_engine``).
+``Session()`` is for reading, ``Session.begin()`` for writing. On SQLite a
+read neither takes nor waits for the database's single write lock (WAL: it
+sees the last commit), and a write holds that lock until it ends (see
+``_make_sqlite_engine``), so keep writes short and do slow work before them.
 """
 
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from alembic import command
 from alembic.config import Config
@@ -27,6 +29,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from storage.repository import StorageError
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+READ_ONLY = "studio_read_only"  # an execution option: this connection's transactions only read
 
 
 def _json_dumps(value: Any) -> str:
@@ -84,12 +87,19 @@ def _make_sqlite_engine(url: URL) -> Engine:
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
-        # IMMEDIATE takes the write lock up front. With a plain (deferred)
-        # BEGIN a transaction that reads and then writes cannot wait for a
-        # concurrent writer: SQLite fails it at once with "database is
-        # locked" (its snapshot is stale), whatever busy_timeout says.
-        # IMMEDIATE makes it wait its turn instead. The price is that
-        # transactions run one at a time, which is fine for short ones.
+        if connection.get_execution_options().get(READ_ONLY):
+            # A read: a deferred BEGIN takes no lock, and in WAL mode it never
+            # waits for a writer. query_only makes a write here fail loudly
+            # rather than race for the lock from a stale snapshot.
+            connection.exec_driver_sql("PRAGMA query_only=ON")
+            connection.exec_driver_sql("BEGIN")
+            return
+        # A write: IMMEDIATE takes the write lock up front. With a plain
+        # (deferred) BEGIN a transaction that reads and then writes cannot
+        # wait for a concurrent writer: SQLite fails it at once with
+        # "database is locked" (its snapshot is stale), whatever
+        # busy_timeout says. IMMEDIATE makes it wait its turn instead.
+        connection.exec_driver_sql("PRAGMA query_only=OFF")
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
@@ -138,10 +148,31 @@ def current_revision(engine: Engine) -> str | None:
         return MigrationContext.configure(connection).get_current_revision()
 
 
-def open_database(url: str) -> sessionmaker[Session]:
+class Sessions(sessionmaker):
+    """A session factory whose sessions read (``sessions()``) unless a write is asked for
+    (``with sessions.begin() as session``: commits on success, rolls back on error).
+
+    On SQLite, readers (an open Training tab polling, the History list) then never queue behind
+    the write lock, and writers never wait for them. Elsewhere both are ordinary sessions.
+    """
+
+    def __init__(self, engine: Engine):
+        # expire_on_commit=False: returned drafts stay readable after the
+        # ``with Session.begin()`` block has committed and closed.
+        super().__init__(engine, expire_on_commit=False)
+        self._reads = engine.execution_options(**{READ_ONLY: True})
+
+    def __call__(self, **local_kw: Any) -> Session:
+        return super().__call__(**{"bind": self._reads, **local_kw})
+
+    @contextmanager
+    def begin(self) -> Iterator[Session]:
+        with super().__call__() as session, session.begin():
+            yield session
+
+
+def open_database(url: str) -> Sessions:
     """Connect, migrate to the newest schema and return a session factory."""
     engine = make_engine(url)
     migrate(engine)
-    # expire_on_commit=False: returned drafts stay readable after the
-    # ``with Session.begin()`` block has committed and closed.
-    return sessionmaker(engine, expire_on_commit=False)
+    return Sessions(engine)

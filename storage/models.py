@@ -83,6 +83,15 @@ class Base(DeclarativeBase):
     }
 
 
+class DraftStatus(StrEnum):
+    """A draft's row is created while it streams and saved every few seconds, so a crash loses at
+    most those seconds; the next start marks a draft whose stream died as interrupted."""
+
+    WRITING = "writing"
+    DONE = "done"
+    INTERRUPTED = "interrupted"
+
+
 class Draft(Base):
     """One generated piece of writing, with everything needed to reproduce it."""
 
@@ -121,6 +130,7 @@ class Draft(Base):
     # Marked by the content filter: shown with a warning, never used as training data.
     flagged: Mapped[bool] = mapped_column(default=False, server_default=false())
     flag_reason: Mapped[str] = mapped_column(Text, default="", server_default="")
+    status: Mapped[str] = mapped_column(String(20), default=DraftStatus.DONE, server_default=DraftStatus.DONE.value)
 
     # passive_deletes: the database's ON DELETE CASCADE removes the ratings,
     # so deleting a draft does not first load them all.

@@ -19,7 +19,7 @@ from sqlalchemy import and_, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from storage.models import Draft, Rating, utcnow
+from storage.models import Draft, DraftStatus, Rating, utcnow
 
 EXCERPT_CHARS = 120
 MAX_COMMENT_CHARS = 2000
@@ -235,6 +235,7 @@ def list_rated_drafts(session: Session, *, user: str | None = None) -> list[tupl
     stmt = (
         select(Draft, Rating)
         .join(Rating, and_(Rating.draft_id == Draft.id, Rating.user == Draft.user))
+        .where(Draft.status != DraftStatus.WRITING)  # a draft still streaming is not data yet
         .order_by(Draft.id)
     )
     if user is not None:

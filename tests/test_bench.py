@@ -67,3 +67,17 @@ def test_the_loop_benchmark_refuses_a_bad_trait(tmp_path, capsys):
     except SystemExit as exit:
         assert exit.code == 2
     assert "--trait is not a regular expression" in capsys.readouterr().err
+
+
+def test_the_load_benchmark_keeps_every_rating_with_no_locked_database(tiny_model_dir, tmp_path, capsys):
+    """Writers writing and rating, Training tabs reading and a training run writing progress, at once."""
+    out = tmp_path / "load.json"
+    assert bench.main(["load", "--model", str(tiny_model_dir), "--writers", "4", "--tabs", "2", "--seconds", "12",
+                       "--tokens", "8", "--json", str(out)]) == 0
+
+    report = json.loads(out.read_text())
+    assert report["locked_errors"] == [] and report["other_errors"] == [] and report["ratings_missing"] == []
+    assert report["ratings_confirmed"] > 4 and report["tab_reads"] >= 2 and report["training_runs"] >= 1
+    assert report["write_transaction_seconds"]["count"] > 0 and report["rating_seconds"]["p95"] > 0
+    printed = capsys.readouterr().out
+    assert '"database is locked" errors: 0' in printed and "missing from the database: 0" in printed

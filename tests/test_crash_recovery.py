@@ -13,8 +13,11 @@ from pathlib import Path
 import pytest
 from gradio_client import Client
 
+from storage import revisions
 from studio.config import Settings
+from studio.core.drafts import INTERRUPTED_AFTER_SECONDS
 from studio.core.studio import Studio
+from studio.serving.drafting import CHECKPOINT_SECONDS
 from tests.conftest import _free_port
 
 REPO = Path(__file__).resolve().parent.parent
@@ -41,32 +44,48 @@ def _start_app(model: Path, data_dir: Path, port: int) -> subprocess.Popen:
     pytest.fail("the app did not start within 90 s")
 
 
-def test_kill_9_mid_stream_loses_nothing_committed_and_the_app_restarts(tiny_model_dir, tmp_path):
+def test_kill_9_mid_stream_loses_at_most_seconds_of_the_draft_and_the_app_restarts(slower_model_dir, tmp_path):
     data_dir, port = tmp_path / "data", _free_port()
-    app = _start_app(tiny_model_dir, data_dir, port)
+    app = _start_app(slower_model_dir, data_dir, port)
     try:
         client = Client(f"http://127.0.0.1:{port}/", verbose=False)
         kept = client.predict("poetry", {}, {"max_new_tokens": 8}, api_name="/generate")
         client.predict(kept["draft_id"], 5, "keep me", api_name="/rate")
         job = client.submit("mystery", {}, {"max_new_tokens": 1500}, api_name="/generate")
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 120
         while len(job.outputs()) < 3 and time.monotonic() < deadline:
             time.sleep(0.05)
+        assert len(job.outputs()) >= 3, "the draft did not start streaming"
+        time.sleep(2 * CHECKPOINT_SECONDS + 1)  # streaming for a while: at least one checkpoint saved
+        streamed = job.outputs()[-1]["text"]
         os.kill(app.pid, signal.SIGKILL)  # mid-stream
         app.wait()
     finally:
         if app.poll() is None:
             app.kill()
+    assert not job.outputs()[-1]["done"]  # it really was killed mid-stream
 
-    app = _start_app(tiny_model_dir, data_dir, port)  # the next start migrates, recovers, serves
+    app = _start_app(slower_model_dir, data_dir, port)  # the next start migrates, recovers, serves
     try:
         client = Client(f"http://127.0.0.1:{port}/", verbose=False)
         again = client.predict("poetry", {}, {"max_new_tokens": 4}, api_name="/generate")
         assert again["done"] and again["draft_id"]
+        studio = Studio(Settings(model=str(slower_model_dir), data_dir=str(data_dir)))
+        deadline = time.monotonic() + INTERRUPTED_AFTER_SECONDS + 30  # the app marks it once it is quiet long enough
+        while True:
+            (cut,) = [d for d in studio.drafts.list(user="local") if d.template_id == "mystery"]
+            record = studio.drafts.get(cut.id, user="local")
+            if record["status"] == "interrupted" or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
     finally:
         app.terminate()
         app.wait(timeout=30)
-    studio = Studio(Settings(model=str(tiny_model_dir), data_dir=str(data_dir)))
+    assert record["status"] == "interrupted" and record["stopped"]
+    assert record["text"] and streamed.startswith(record["text"])  # what was streamed, to the last checkpoint
+    assert len(record["text"]) > len(streamed) / 3  # at most the last few seconds are lost
+    with studio.sessions() as session:
+        assert [r.reason for r in revisions.list_revisions(session, cut.id)] == ["interrupted"]
     record = studio.drafts.get(kept["draft_id"], user="local")
     assert (record["stars"], record["comment"], record["text"]) == (5, "keep me", kept["text"])
     assert studio.pool.load().version == "base"

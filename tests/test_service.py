@@ -54,6 +54,44 @@ def test_a_stopped_draft_is_kept_and_marked_stopped(studio):
     assert len(studio.drafts.active) == 0 and not studio.drafts.stop("tab-1")
 
 
+def test_a_draft_is_saved_as_it_streams_and_finished_in_the_same_row(studio, monkeypatch):
+    from storage import revisions
+    from studio.serving import drafting as drafting_module
+
+    monkeypatch.setattr(drafting_module, "CHECKPOINT_SECONDS", 0.0)  # save at every chunk
+    drafting = studio.drafts.write("fantasy", {}, {"max_new_tokens": 12, "seed": 5}, user="local")
+    chunks = iter(drafting)
+    next(chunks), next(chunks)
+    partial = studio.drafts.get(drafting.draft_id, user="local")
+    assert partial["status"] == "writing" and partial["text"] and drafting.text.startswith(partial["text"])
+    assert studio.drafts.mark_interrupted() == []  # a stream saving right now is alive, not interrupted
+    rest = list(chunks)
+    record = studio.drafts.get(drafting.draft_id, user="local")
+    assert (record["status"], record["text"], record["new_tokens"]) == ("done", drafting.text, 12) and rest
+    assert _count(studio) == 1
+    with studio.sessions() as session:
+        assert [r.reason for r in revisions.list_revisions(session, drafting.draft_id)] == ["written"]
+
+
+def test_a_draft_left_writing_by_a_dead_process_is_kept_as_interrupted_and_not_trained_on(studio, monkeypatch):
+    from studio.learning.dataset import all_rated
+    from studio.serving import drafting as drafting_module
+
+    monkeypatch.setattr(drafting_module, "CHECKPOINT_SECONDS", 0.0)
+    drafting = studio.drafts.write("fantasy", {}, {"max_new_tokens": 12, "seed": 5}, user="local")
+    chunks = iter(drafting)
+    next(chunks), next(chunks)  # the process "dies" here: the iterator is never finished
+    draft_id = drafting.draft_id
+    studio.drafts.rate(draft_id, 5, user="local")
+    with studio.sessions() as session:
+        assert draft_id not in [e.draft_id for e in all_rated(session)]  # still streaming: not data yet
+    assert studio.drafts.mark_interrupted(quiet_seconds=0) == [draft_id]
+    record = studio.drafts.get(draft_id, user="local")
+    assert record["status"] == "interrupted" and record["stopped"] and record["text"]
+    with studio.sessions() as session:
+        assert draft_id in [e.draft_id for e in all_rated(session)]
+
+
 def test_continue_extends_the_same_draft(studio):
     drafting, _ = _write(studio)
     before = studio.drafts.get(drafting.draft_id, user="local")
@@ -192,3 +230,32 @@ def test_word_counts_treat_each_chinese_character_as_a_word():
     assert word_count("江南春雨") == 4
     assert word_count("Rain 江南 falls") == 4
     assert word_count("") == 0
+
+
+def test_an_open_read_never_holds_up_a_writers_rating(studio):
+    """An open Training tab or History list reads; a writer's rating must not wait for it."""
+    import threading
+
+    drafting, _ = _write(studio)
+    rated = threading.Event()
+
+    def rate() -> None:
+        studio.drafts.rate(drafting.draft_id, 4, user="local")
+        rated.set()
+
+    with studio.sessions() as session:  # a read, mid-transaction
+        assert repository.list_drafts(session, limit=10)
+        writer = threading.Thread(target=rate)
+        writer.start()
+        assert rated.wait(10), "the rating waited for a reader to finish"
+    writer.join()
+    assert studio.drafts.get(drafting.draft_id, user="local")["stars"] == 4
+
+
+def test_a_write_in_a_reading_session_fails_loudly_instead_of_racing_for_the_lock(studio):
+    from sqlalchemy.exc import OperationalError
+
+    drafting, _ = _write(studio)
+    with studio.sessions() as session, pytest.raises(OperationalError, match="readonly"):
+        repository.update_draft(session, drafting.draft_id, text="lost")
+    assert studio.drafts.get(drafting.draft_id, user="local")["text"] == drafting.text

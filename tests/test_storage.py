@@ -87,7 +87,7 @@ def rating_rows(session_factory, draft_id=None) -> list[Rating]:
 
 # --- schema and migrations ------------------------------------------------
 
-HEAD = "0010"
+HEAD = "0011"
 
 
 def test_migrate_creates_tables_and_is_idempotent(url):

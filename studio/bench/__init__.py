@@ -1,5 +1,6 @@
 """The benchmarks: `python -m studio.bench` (speed: streaming, many writers, training beside
-serving) and `python -m studio.bench loop --trait REGEX` (does the studio learn what writers rate?).
+serving), `python -m studio.bench loop --trait REGEX` (does the studio learn what writers rate?)
+and `python -m studio.bench load` (does the database keep up with a busy studio?).
 Each prints its figures and writes one JSON file."""
 
 from __future__ import annotations
@@ -13,6 +14,10 @@ def main(argv: list[str] | None = None) -> int:
         from studio.bench.loop import main as loop
 
         return loop(argv[1:])
+    if argv[:1] == ["load"]:
+        from studio.bench.load import main as load
+
+        return load(argv[1:])
     from studio.bench.speed import main as speed
 
     return speed(argv)

@@ -1,15 +1,20 @@
 """Writing drafts: write, compare candidates, continue, stop, pick, rate, list, read and export.
 
-Each draft's row is saved once its stream ends (however it ends); ratings and picks may queue a
-training run once they are committed. The writer is always given by the caller.
+A new draft's row is saved every few seconds as it streams and once more when the stream ends
+(however it ends); ratings and picks may queue a training run once they are committed. The
+writer is always given by the caller.
 """
 
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 from typing import Any, Mapping
 
+from sqlalchemy import select
+
 from storage import preferences, repository, revisions
+from storage.models import Draft, DraftStatus, utcnow
 from studio.config import Settings
 from studio.core.export import draft_markdown
 from studio.core.records import draft_record
@@ -25,6 +30,9 @@ from studio.serving.pool import ModelPool
 from studio.serving.sampling import MAX_SEED, SamplerSettings
 from studio.trust.limits import RateLimit
 from studio.trust.moderation import ContentFilter
+
+
+INTERRUPTED_AFTER_SECONDS = 10.0  # a live stream saves every 3 s (serving.drafting); a later save heals a mistake
 
 
 class Drafts:
@@ -65,7 +73,8 @@ class Drafts:
         row = dict(user=user, template_id=template.id, template_name=template.name, fields=values,
                    prompt=prompt, model_input=writer.model_input, settings=settings.to_dict(),
                    seed=settings.seed, model_name=writer.model_name, model_version=writer.model_version)
-        return Drafting(writer.stream, lambda result: self._save_new(row, result), self.active, key)
+        new = _NewDraft(self, row)
+        return Drafting(writer.stream, new.finish, self.active, key, checkpoint=new.checkpoint)
 
     def continue_draft(self, draft_id: int, max_new_tokens: int | None = None, *, user: str,
                        key: str | None = None) -> Drafting:
@@ -84,10 +93,16 @@ class Drafts:
 
         def save(result: StreamResult) -> int:
             # The continuation extends the text as it is now: an edit saved while it streamed stays.
+            # The content filter reads it before the write (a classifier takes a while), and again
+            # inside it only if an edit landed in between.
+            with self.sessions() as session:
+                seen = repository.get_draft(session, previous.id, user=user).text
+            flags = self.content_filter.flags(seen + result.text, previous.prompt)
             with self.sessions.begin() as session:
                 current = repository.get_draft(session, previous.id, user=user)
                 text = current.text + result.text
-                flags = self.content_filter.flags(text, previous.prompt)
+                if current.text != seen:
+                    flags = self.content_filter.flags(text, previous.prompt)
                 repository.update_draft(
                     session, previous.id, text=text,
                     new_tokens=current.new_tokens + result.new_tokens,
@@ -99,14 +114,26 @@ class Drafts:
 
         return Drafting(writer.stream, save, self.active, key, draft_id=previous.id, text=previous.text)
 
-    def _save_new(self, row: dict, result: StreamResult) -> int:
+    def mark_interrupted(self, quiet_seconds: float = INTERRUPTED_AFTER_SECONDS) -> list[int]:
+        """Drafts still marked as being written whose stream has not saved for quiet_seconds died
+        with their process: mark them interrupted (their text so far kept, checked by the content
+        filter, recorded as a revision). The app calls this as it starts."""
+        cutoff = utcnow() - timedelta(seconds=quiet_seconds)
+        with self.sessions() as session:
+            drafts = session.scalars(select(Draft).where(Draft.status == DraftStatus.WRITING,
+                                                         Draft.updated_at < cutoff)).all()
+        flags = {draft.id: self.content_filter.flags(draft.text, draft.prompt) for draft in drafts}  # before the lock
+        marked = []
         with self.sessions.begin() as session:
-            draft = repository.add_draft(
-                session, **row, **self.content_filter.flags(result.text, row["prompt"]), text=result.text,
-                new_tokens=result.new_tokens, first_token_seconds=result.first_token_seconds,
-                generation_seconds=result.generation_seconds, stopped=result.stopped)
-            revisions.add_revision(session, draft.id, result.text, "written", row["model_version"])
-            return draft.id
+            for draft in drafts:
+                current = session.get(Draft, draft.id)
+                if current.status != DraftStatus.WRITING or current.text != draft.text:
+                    continue  # its stream saved meanwhile: alive after all
+                repository.update_draft(session, draft.id, status=DraftStatus.INTERRUPTED, stopped=True,
+                                        **flags[draft.id])
+                revisions.add_revision(session, draft.id, draft.text, "interrupted", draft.model_version)
+                marked.append(draft.id)
+        return marked
 
     def candidates(self, template_id: str, fields: Mapping[str, Any] | None = None,
                    sampler: Mapping[str, Any] | None = None, count: int = 3, *, user: str,
@@ -168,3 +195,34 @@ class Drafts:
         """Every writer's rated drafts or picks as training rows (an operator's export)."""
         with self.sessions() as session:
             return export_rows(session, fmt, min_stars, self.templates.system_prompt)
+
+
+class _NewDraft:
+    """A new draft's row: created by the first checkpoint with the text so far (status writing),
+    updated by later ones, and finished (status done, every figure) when the stream ends."""
+
+    def __init__(self, drafts: Drafts, row: dict):
+        self.drafts = drafts
+        self.row = row
+        self.draft_id: int | None = None
+
+    def checkpoint(self, text: str) -> int:
+        with self.drafts.sessions.begin() as session:
+            if self.draft_id is None:
+                self.draft_id = repository.add_draft(session, **self.row, text=text, status=DraftStatus.WRITING).id
+            else:
+                repository.update_draft(session, self.draft_id, text=text)
+        return self.draft_id
+
+    def finish(self, result: StreamResult) -> int:
+        figures = dict(**self.drafts.content_filter.flags(result.text, self.row["prompt"]), text=result.text,
+                       new_tokens=result.new_tokens, first_token_seconds=result.first_token_seconds,
+                       generation_seconds=result.generation_seconds, stopped=result.stopped,
+                       status=DraftStatus.DONE)
+        with self.drafts.sessions.begin() as session:
+            if self.draft_id is None:
+                self.draft_id = repository.add_draft(session, **self.row, **figures).id
+            else:
+                repository.update_draft(session, self.draft_id, **figures)
+            revisions.add_revision(session, self.draft_id, result.text, "written", self.row["model_version"])
+        return self.draft_id

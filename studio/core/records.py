@@ -23,6 +23,7 @@ def draft_record(draft, rating) -> dict[str, Any]:
         "first_token_seconds": draft.first_token_seconds,
         "generation_seconds": draft.generation_seconds,
         "stopped": draft.stopped,
+        "status": draft.status,  # writing, done, or interrupted (its process died while it streamed)
         "continuations": draft.continuations,
         "stars": rating.stars if rating else None,
         "comment": rating.comment if rating else "",

@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 import traceback
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -41,6 +42,7 @@ STALE_AFTER = timedelta(minutes=15)
 def _stale(heartbeat: datetime | None, now: datetime) -> bool:
     return heartbeat is None or now - heartbeat > STALE_AFTER  # the column hands back aware UTC
 POLL_SECONDS = 2.0
+PROGRESS_SECONDS = 1.0  # a run records its progress at most this often (each a short write)
 
 
 def worker_id(pid: int | None = None) -> str:
@@ -117,16 +119,21 @@ def execute_run(sessions, settings: Settings, config: TrainingConfig, run_id: in
             run = registry.get_run(session, run_id)
             raise StudioError(f"Training run {run_id} is {run.status}, not queued: nothing to do.")
 
+    last_write = [float("-inf")]
+
     def report(progress: float, message: str, curve: list) -> None:
+        if echo:
+            echo(f"[{progress:4.0%}] {message}")
+        if time.monotonic() - last_write[0] < PROGRESS_SECONDS:
+            return  # a tiny model's steps take milliseconds: the Training tab needs no more than this
         with sessions.begin() as session:
             run = registry.update_run(session, run_id, progress=progress, message=message)
             if curve and run.version_id is not None:
                 registry.update_version(session, run.version_id, loss_curve=list(curve))
-        if echo:
-            echo(f"[{progress:4.0%}] {message}")
+        last_write[0] = time.monotonic()
 
     try:
-        with sessions.begin() as session:
+        with sessions() as session:
             method, why = choose_method(session, config)
         if why:
             report(0.01, why, [])

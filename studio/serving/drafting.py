@@ -1,26 +1,33 @@
-"""A draft being written: the stream a writer iterates, saved however the stream ends."""
+"""A draft being written: the stream a writer iterates, saved as it streams and however it ends."""
 
 from __future__ import annotations
 
+import time
 import uuid
 from typing import Callable, Iterator
 
 from studio.serving.generation import ActiveStreams, DraftStream, StreamResult
+
+CHECKPOINT_SECONDS = 3.0  # a crash loses at most this much of a draft being written
 
 
 class Drafting:
     """A draft being written: iterate for text chunks; draft_id is set once the stream has ended.
 
     However iteration ends (the last token, stop(), or the iterator closed or dropped because a
-    tab closed or a request was cancelled), the worker is joined and the draft is saved.
+    tab closed or a request was cancelled), the worker is joined and the draft is saved. With a
+    checkpoint, the text so far is also saved every CHECKPOINT_SECONDS while it streams (the
+    checkpoint returns the draft's id).
     """
 
     def __init__(self, stream: DraftStream, save: Callable[[StreamResult], int], active: ActiveStreams,
-                 key: str | None = None, draft_id: int | None = None, text: str = ""):
+                 key: str | None = None, draft_id: int | None = None, text: str = "",
+                 checkpoint: Callable[[str], int] | None = None):
         self.stream = stream
         self.draft_id = draft_id
         self.text = text  # the whole draft so far (for Continue, the earlier text too)
         self._save = save
+        self._checkpoint = checkpoint
         self._active = active
         self._key = key or uuid.uuid4().hex
 
@@ -29,9 +36,13 @@ class Drafting:
         # dropping the iterator finalizes it at once (no reference cycle waiting for the GC).
         self._active.add(self._key, self.stream)
         chunks = iter(self.stream)
+        saved_at = time.monotonic()
         try:
             for chunk in chunks:
                 self.text += chunk
+                if self._checkpoint is not None and time.monotonic() - saved_at >= CHECKPOINT_SECONDS:
+                    self.draft_id = self._checkpoint(self.text)
+                    saved_at = time.monotonic()
                 yield chunk
         finally:
             chunks.close()  # ends the worker and fills stream.result before saving
