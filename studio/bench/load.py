@@ -1,13 +1,16 @@
 """Load benchmark: does the database keep up with a busy studio?
 
-`python -m studio.bench load [--writers 8] [--tabs 4] [--seconds 120] [--tokens 48] [--json load-results.json]`
+`python -m studio.bench load [--writers 8] [--tabs 4] [--seconds 120] [--tokens 48] [--train-method sft]
+[--json load-results.json]`
 
 For --seconds, on a scratch database: --writers writers each write a draft (saved as it streams)
 and rate it, again and again; a training run is always going in a child process (a new one is
 queued as soon as one ends), recording its progress; and --tabs open Training tabs read what the
-tab shows every 2 seconds. It prints the "database is locked" errors (the target is 0), whether
-every rating the writers were told was saved is in the database, and how long this process's
-write transactions and the writers' ratings took (p50, p95, max).
+tab shows every 2 seconds. The writers' stars are random, so with the default method runs mostly
+stop early (nothing consistent to learn); `--train-method sft` keeps one training. It prints the
+"database is locked" errors (the target is 0), whether every rating the writers were told was
+saved is in the database, and how long this process's write transactions and the writers'
+ratings took (p50, p95, max).
 """
 
 from __future__ import annotations
@@ -179,7 +182,7 @@ def print_report(report: dict[str, Any]) -> None:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING)
     parser = argparse.ArgumentParser(prog="python -m studio.bench load", description=__doc__.splitlines()[0])
-    add_arguments(parser, only=("model", "device", "max_batch"))
+    add_arguments(parser, only=("model", "device", "max_batch", "train_method"))
     parser.add_argument("--writers", type=int, default=8, help="Writers writing and rating at once.")
     parser.add_argument("--tabs", type=int, default=4, help="Open Training tabs, each refreshing every 2 s.")
     parser.add_argument("--seconds", type=float, default=120, help="How long the load lasts.")
