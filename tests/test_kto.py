@@ -87,6 +87,18 @@ def test_the_judge_picks_the_serving_versions_songs_to_learn_from_and_its_dirges
     assert {e.context for e in picks} == {request["model_input"]} and len({e.completion for e in picks}) == len(picks)
 
 
+def test_the_next_run_builds_on_and_must_beat_the_version_being_served(verse_studio):
+    studio = verse_studio
+    songs_and_dirges(studio, 30)
+    first = train(studio)
+    assert first["decision"] == "promoted", first["reason"]
+    songs_and_dirges(studio, 10, start=60)
+    second = train(studio)
+    assert second["against"] == first["version"]  # the serving fine-tune, not the base
+    versions = {v["name"]: v for v in studio.versions.list()}
+    assert versions[second["version"]]["parent_id"] == versions[first["version"]]["id"]
+
+
 def test_the_base_model_finds_word_salad_harder_to_read_than_verses(verse_model_dir):
     """The fluency guard's measure: the same words, shuffled, read far less naturally."""
     from transformers import AutoModelForCausalLM, AutoTokenizer

@@ -113,7 +113,8 @@ def _start(sessions, settings: Settings, config: TrainingConfig, run_id: int) ->
         requests = sample_requests(session, [e.draft_id for e in held.drafts])
         pick_requests = sample_requests(session, [e.draft_id for e in train], limit=PICK_PROMPTS)
     with sessions.begin() as session:
-        active = registry.ensure_base_version(session, settings.model)
+        registry.ensure_base_version(session, settings.model)
+        active = registry.active_version(session)  # what is served now: the parent, and what to beat
         candidate = registry.add_version(
             session, name=registry.next_version_name(session), parent_id=active.id, base_model=settings.model,
             adapter_path=None, status=VersionStatus.TRAINING, is_active=False,

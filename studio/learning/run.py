@@ -105,7 +105,8 @@ def run_training(sessions, settings: Settings, config: TrainingConfig, run_id: i
     with sessions() as session:  # a read: removing near duplicates holds no lock
         data = choose_data(session, config)
     with sessions.begin() as session:
-        active = registry.ensure_base_version(session, settings.model)
+        registry.ensure_base_version(session, settings.model)
+        active = registry.active_version(session)  # what is served now: the parent, and what to beat
         candidate = registry.add_version(
             session, name=registry.next_version_name(session), parent_id=active.id, base_model=settings.model,
             adapter_path=None, status=VersionStatus.TRAINING, is_active=False, train_draft_ids=data.train_draft_ids,
