@@ -119,18 +119,19 @@ def execute_run(sessions, settings: Settings, config: TrainingConfig, run_id: in
             run = registry.get_run(session, run_id)
             raise StudioError(f"Training run {run_id} is {run.status}, not queued: nothing to do.")
 
-    last_write = [float("-inf")]
+    last_write = float("-inf")
 
     def report(progress: float, message: str, curve: list) -> None:
+        nonlocal last_write
         if echo:
             echo(f"[{progress:4.0%}] {message}")
-        if time.monotonic() - last_write[0] < PROGRESS_SECONDS:
+        if time.monotonic() - last_write < PROGRESS_SECONDS:
             return  # a tiny model's steps take milliseconds: the Training tab needs no more than this
         with sessions.begin() as session:
             run = registry.update_run(session, run_id, progress=progress, message=message)
             if curve and run.version_id is not None:
                 registry.update_version(session, run.version_id, loss_curve=list(curve))
-        last_write[0] = time.monotonic()
+        last_write = time.monotonic()
 
     try:
         with sessions() as session:
