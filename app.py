@@ -42,6 +42,7 @@ def create_app(settings: Settings, load_model: bool = True):
     from studio.core.studio import Studio
     from studio.trust.accounts import Accounts
     from studio.ui.auth import check_local_sign_in
+    from studio.ui.endpoints import watch
     from studio.ui.page import build_ui, exports_dir
 
     accounts = Accounts.from_settings(settings)
@@ -58,17 +59,23 @@ def create_app(settings: Settings, load_model: bool = True):
     demo = build_ui(studio, accounts)
     batched = studio.pool.batches_drafts() if load_model else True
     demo.queue(default_concurrency_limit=settings.page_concurrency(batched), max_size=settings.queue_size)
+    watch(studio, demo)
+    if settings.metrics == "on" and settings.auth_mode != "single" and not settings.metrics_token:
+        log.warning("Writers sign in, so /metrics answers only with --metrics-token: none is set.")
     exports_dir(studio).mkdir(parents=True, exist_ok=True)
     return studio, demo, accounts
 
 
 def launch_options(studio, accounts) -> dict:
+    from studio.ui.endpoints import routes
+
     settings = studio.settings
     # No allowed_paths: exports reach writers through Gradio's cache, never from the data dir.
     # With Hugging Face sign-in there is no login form: gr.LoginButton on the page signs writers in.
     return dict(server_name=settings.host, server_port=settings.port,
                 auth=accounts.check if accounts.passwords else None,
-                auth_message="Story Studio: log in with your writer account.")
+                auth_message="Story Studio: log in with your writer account.",
+                app_kwargs={"routes": routes(studio)})  # /metrics, /healthz, /readyz, ahead of the page's
 
 
 def main(argv: list[str] | None = None) -> int:

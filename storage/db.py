@@ -15,9 +15,10 @@ sees the last commit), and a write holds that lock until it ends (see
 from __future__ import annotations
 
 import json
+import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from alembic import command
 from alembic.config import Config
@@ -161,14 +162,19 @@ class Sessions(sessionmaker):
         # ``with Session.begin()`` block has committed and closed.
         super().__init__(engine, expire_on_commit=False)
         self._reads = engine.execution_options(**{READ_ONLY: True})
+        self.on_commit: Callable[[float], None] | None = None  # told each commit's seconds (the metrics)
 
     def __call__(self, **local_kw: Any) -> Session:
         return super().__call__(**{"bind": self._reads, **local_kw})
 
     @contextmanager
     def begin(self) -> Iterator[Session]:
-        with super().__call__() as session, session.begin():
-            yield session
+        with super().__call__() as session:
+            with session.begin():
+                yield session
+                committing = time.perf_counter()  # the block is done: leaving the with commits
+            if self.on_commit is not None:
+                self.on_commit(time.perf_counter() - committing)
 
 
 def open_database(url: str) -> Sessions:

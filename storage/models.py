@@ -261,6 +261,9 @@ class TrainingRun(Base):
     progress: Mapped[float] = mapped_column(Double, default=0.0)  # 0..1
     message: Mapped[str] = mapped_column(Text, default="")
     error: Mapped[str] = mapped_column(Text, default="")
+    # How it ended: the gate's decision, nothing_to_learn (too few or inconsistent ratings), or failed;
+    # None while it runs (and for runs from before this column: read from status and version).
+    outcome: Mapped[str | None] = mapped_column(String(20))
     # Which process holds the run, so a restart can tell a live run from a dead one.
     worker: Mapped[str] = mapped_column(String(200), default="")
     pid: Mapped[int | None] = mapped_column()

@@ -170,10 +170,11 @@ def update_run(session: Session, run_id: int, **columns: Any) -> TrainingRun:
     return run
 
 
-def finish_run(session: Session, run_id: int, status: RunStatus, message: str = "", error: str = "") -> TrainingRun:
+def finish_run(session: Session, run_id: int, status: RunStatus, message: str = "", error: str = "",
+               outcome: str = "") -> TrainingRun:
     progress = 1.0 if status == RunStatus.SUCCEEDED else get_run(session, run_id).progress
     return update_run(session, run_id, status=status, message=message, error=error, finished_at=_now(),
-                      progress=progress)
+                      progress=progress, outcome=outcome or str(status))
 
 
 def running_runs(session: Session) -> list[TrainingRun]:
@@ -196,3 +197,25 @@ def count_high_ratings_since(session: Session, min_stars: int, since: datetime |
     if since is not None:
         query = query.where(Rating.updated_at > since)
     return session.scalar(query) or 0
+
+
+# -- what the metrics read -----------------------------------------------------------------
+
+def run_outcomes(session: Session) -> dict[str, int]:
+    """Ended runs by how they ended; runs from before outcomes were recorded count by status."""
+    rows = session.execute(select(TrainingRun.outcome, TrainingRun.status, func.count())
+                           .where(TrainingRun.status.in_([RunStatus.SUCCEEDED, RunStatus.FAILED]))
+                           .group_by(TrainingRun.outcome, TrainingRun.status))
+    counts: dict[str, int] = {}
+    for outcome, status, count in rows:
+        counts[outcome or status] = counts.get(outcome or status, 0) + count
+    return counts
+
+
+def gate_decisions(session: Session) -> dict[str, int]:
+    """The gate's decisions on every trained version (promoted, rejected, undecided)."""
+    counts: dict[str, int] = {}
+    for gate in session.scalars(select(ModelVersion.gate).where(ModelVersion.parent_id.is_not(None))):
+        if gate and gate.get("decision"):
+            counts[gate["decision"]] = counts.get(gate["decision"], 0) + 1
+    return counts

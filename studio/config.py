@@ -168,6 +168,13 @@ class Settings:
     train_min_pairs: int = field(
         default=8, metadata={"help": "Fewest picks (chosen over rejected pairs) for preference training."}
     )
+    metrics: str = field(
+        default="on", metadata={"help": "on: Prometheus metrics at /metrics; off: none recorded or served."}
+    )
+    metrics_token: str = field(
+        default="", metadata={"help": "A bearer token /metrics asks for (Authorization: Bearer TOKEN). When writers "
+                                      "sign in (accounts or Hugging Face), /metrics answers only with it."},
+    )
 
     def page_concurrency(self, batched: bool = True) -> int:
         """How many generations the page runs at once: --concurrency, or automatically as many as the
@@ -188,6 +195,8 @@ class Settings:
             raise ValueError(f"--max-batch must be at least 1, not {self.max_batch}.")
         if self.concurrency < 0 or self.queue_size < 1:
             raise ValueError("--concurrency must be at least 1 (or 0 = automatic) and --queue-size at least 1.")
+        if self.metrics not in ("on", "off"):
+            raise ValueError(f"--metrics must be on or off, not {self.metrics!r}.")
         if self.moderation not in ("on", "off"):
             raise ValueError(f"--moderation must be on or off, not {self.moderation!r}.")
         if self.moderation_model and self.moderation == "off":

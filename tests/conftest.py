@@ -234,3 +234,42 @@ def pytest_runtest_makereport(item, call):
     report = yield
     setattr(item, f"report_{report.when}", report)
     return report
+
+
+@pytest.fixture
+def launch(tmp_path, tiny_model_dir):
+    """Start the app as app.main does (create_app, launch_options) with these settings: (studio, url)."""
+    from app import create_app, launch_options
+
+    started = []
+
+    def start(**overrides):
+        settings = Settings(**{"model": str(tiny_model_dir), "data_dir": str(tmp_path / f"data{len(started)}"),
+                               "backup_every": 0, **overrides})
+        studio, demo, accounts = create_app(settings)
+        demo.launch(**{**launch_options(studio, accounts), "server_name": "127.0.0.1", "server_port": _free_port()},
+                    prevent_thread_lock=True, quiet=True)
+        started.append((studio, demo))
+        return studio, demo.local_url.rstrip("/")
+
+    yield start
+    for studio, demo in started:
+        demo.close()
+        studio.jobs.close()
+
+
+@pytest.fixture
+def two_writers(studio):
+    """The page with password accounts, alice (the admin) and bob: (studio, url)."""
+    from studio.trust.accounts import Accounts
+    from studio.ui.page import build_ui
+
+    accounts = Accounts.from_settings(Settings(auth=["alice:pw-a", "bob:pw-b"]))
+    demo = build_ui(studio, accounts)
+    demo.queue()
+    demo.launch(server_name="127.0.0.1", server_port=_free_port(), prevent_thread_lock=True, quiet=True,
+                auth=accounts.check)
+    try:
+        yield studio, demo.local_url
+    finally:
+        demo.close()

@@ -9,8 +9,6 @@ from storage import NotFoundError
 from studio.config import Settings
 from studio.errors import StudioError
 from studio.trust.accounts import Accounts, add_user, hash_password, read_auth_file, verify_password
-from studio.ui.page import build_ui
-from tests.conftest import _free_port
 
 
 def test_passwords_are_stored_hashed_and_checked():
@@ -93,19 +91,6 @@ def test_only_admins_train_serve_and_publish_whichever_way_they_ask(settings):
     assert studio.templates.mine(user="bob")[0]["published"]
     assert studio.versions.train("cli", user=OPERATOR)[1]  # the command line acts as the operator
     assert not Accounts.from_settings(Settings(auth=["alice:pw-a"])).check(OPERATOR, "")  # nobody logs in as it
-
-
-@pytest.fixture
-def two_writers(studio):
-    accounts = Accounts.from_settings(Settings(auth=["alice:pw-a", "bob:pw-b"]))
-    demo = build_ui(studio, accounts)
-    demo.queue()
-    demo.launch(server_name="127.0.0.1", server_port=_free_port(), prevent_thread_lock=True, quiet=True,
-                auth=accounts.check)
-    try:
-        yield studio, demo.local_url
-    finally:
-        demo.close()
 
 
 def test_two_writers_cannot_reach_each_others_drafts_through_the_api(two_writers):

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-FOUNDATIONS = {"studio.config", "studio.errors", "studio.text", "studio.files", "studio.logs"}
+FOUNDATIONS = {"studio.config", "studio.errors", "studio.text", "studio.files", "studio.logs", "studio.metrics"}
 ENTRY_POINTS = {"studio.__main__", "app"}  # and the benchmarks, studio.bench.*
 LAYERS = {"storage": 0, "foundations": 1, "studio.serving": 2, "studio.learning": 3, "studio.trust": 3,
           "studio.core": 4, "studio.ui": 5, "entry": 6}

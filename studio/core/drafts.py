@@ -23,6 +23,7 @@ from studio.core.writer_templates import WriterTemplates
 from studio.errors import GenerationError
 from studio.learning.exports import export_rows
 from studio.learning.jobs import TrainingJobs
+from studio.metrics import Metrics
 from studio.serving.drafting import Drafting
 from studio.serving.generation import ActiveStreams, StreamResult
 from studio.serving.models import LoadedModel
@@ -37,8 +38,9 @@ INTERRUPTED_AFTER_SECONDS = 10.0  # a live stream saves every 3 s (serving.draft
 
 class Drafts:
     def __init__(self, settings: Settings, sessions, pool: ModelPool, templates: WriterTemplates,
-                 content_filter: ContentFilter, jobs: TrainingJobs):
+                 content_filter: ContentFilter, jobs: TrainingJobs, metrics: Metrics | None = None):
         self.settings = settings
+        self.metrics = metrics or Metrics(enabled=False)
         self.sessions = sessions
         self.pool = pool
         self.templates = templates
@@ -74,7 +76,8 @@ class Drafts:
                    prompt=prompt, model_input=writer.model_input, settings=settings.to_dict(),
                    seed=settings.seed, model_name=writer.model_name, model_version=writer.model_version)
         new = _NewDraft(self, row)
-        return Drafting(writer.stream, new.finish, self.active, key, checkpoint=new.checkpoint)
+        return Drafting(writer.stream, new.finish, self.active, key, checkpoint=new.checkpoint, metrics=self.metrics,
+                        labels=(template.id, writer.model_version))
 
     def continue_draft(self, draft_id: int, max_new_tokens: int | None = None, *, user: str,
                        key: str | None = None) -> Drafting:
@@ -112,7 +115,8 @@ class Drafts:
                 revisions.add_revision(session, previous.id, text, "continued", writer.model_version)
             return previous.id
 
-        return Drafting(writer.stream, save, self.active, key, draft_id=previous.id, text=previous.text)
+        return Drafting(writer.stream, save, self.active, key, draft_id=previous.id, text=previous.text,
+                        metrics=self.metrics, labels=(previous.template_id, writer.model_version))
 
     def mark_interrupted(self, quiet_seconds: float = INTERRUPTED_AFTER_SECONDS) -> list[int]:
         """Drafts still marked as being written whose stream has not saved for quiet_seconds died
@@ -159,6 +163,7 @@ class Drafts:
         """Record that the writer picked chosen_id over each of rejected_ids; return the new pairs."""
         with self.sessions.begin() as session:
             added = preferences.record_preference(session, user, chosen_id, rejected_ids)
+        self.metrics.picks.inc(added)
         self.jobs.maybe_auto_train()  # after the commit, as for ratings: picks are training data too
         return added
 
@@ -167,6 +172,7 @@ class Drafts:
             repository.get_draft(session, draft_id, user=user)
             rating = repository.rate_draft(session, draft_id, stars, comment or "", user=user)
             saved = {"draft_id": draft_id, "stars": rating.stars, "comment": rating.comment}
+        self.metrics.ratings.labels(str(saved["stars"])).inc()
         # After the commit: the rating is safe whatever happens to the training queue.
         saved["training_run"] = self.jobs.maybe_auto_train()  # a run it queued, if it was the one that tipped it
         return saved

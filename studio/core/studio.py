@@ -2,7 +2,7 @@
 
 Each part is one concern: `pool` (the models), `drafts` (writing, rating, reading), `revisions`
 (the writer's edits), `templates` (shipped and writers' own), `versions` (training and serving),
-`blind` (blind comparisons). Every use case takes the writer as an argument: who a request's
+`blind` (blind comparisons), `metrics` (what an operator watches). Every use case takes the writer as an argument: who a request's
 writer is gets decided at the edge. Nothing here knows Gradio.
 """
 
@@ -21,6 +21,7 @@ from studio.core.templates import PROMPTS_DIR, TemplateCatalog
 from studio.core.versions import Versions
 from studio.core.writer_templates import WriterTemplates
 from studio.learning.jobs import TrainingJobs
+from studio.metrics import Metrics
 from studio.serving.pool import ModelPool
 from studio.trust.accounts import Accounts
 from studio.trust.classifier import Classifier
@@ -35,7 +36,9 @@ class Studio:
         # Who may do an admin's acts; the services check it (the command line acts as OPERATOR).
         self.accounts = accounts if accounts is not None else Accounts.from_settings(settings)
         self.catalog = TemplateCatalog.load(prompts_dir)
+        self.metrics = Metrics(enabled=settings.metrics == "on")
         self.sessions = storage.open_database(settings.database_url)
+        self.sessions.on_commit = self.metrics.db_commit.observe
         self._first_version()
         self.jobs = TrainingJobs(self.sessions, settings)
         self.versions = Versions(settings, self.sessions, self.jobs, self.accounts)
@@ -43,9 +46,10 @@ class Studio:
         classifier = (Classifier(settings.moderation_model, settings.flag_labels, settings.moderation_threshold,
                                  settings.device) if settings.moderation_model else None)
         self.content_filter = ContentFilter.load(settings.blocklist, settings.moderation == "on", classifier)
-        self.pool = ModelPool(settings, self.sessions)
+        self.pool = ModelPool(settings, self.sessions, self.metrics)
         self.templates = WriterTemplates(self.catalog, self.sessions, self.accounts)
-        self.drafts = Drafts(settings, self.sessions, self.pool, self.templates, self.content_filter, self.jobs)
+        self.drafts = Drafts(settings, self.sessions, self.pool, self.templates, self.content_filter, self.jobs,
+                             self.metrics)
         self.revisions = Revisions(self.sessions, self.content_filter)
         self.blind = BlindComparisons(self.sessions, self.pool, self.drafts, self.jobs)
 

@@ -74,12 +74,12 @@ def train_command(settings: Settings, run_id: int) -> list[str]:
     return command
 
 
-def _fail_run(sessions, run_id: int, error: str) -> None:
+def _fail_run(sessions, run_id: int, error: str, outcome: str = "failed") -> None:
     with sessions.begin() as session:
         run = registry.get_run(session, run_id)
         if run.status not in (RunStatus.QUEUED, RunStatus.RUNNING):
             return
-        registry.finish_run(session, run_id, RunStatus.FAILED, message="Failed.", error=error)
+        registry.finish_run(session, run_id, RunStatus.FAILED, message="Failed.", error=error, outcome=outcome)
         if run.version_id is not None:
             version = registry.get_version(session, run.version_id)
             if version.status == VersionStatus.TRAINING:
@@ -140,15 +140,15 @@ def execute_run(sessions, settings: Settings, config: TrainingConfig, run_id: in
             report(0.01, why, [])
         run = run_kto if method == "kto" else run_training
         summary = run(sessions, settings, config.resolved(method), run_id, report)
-    except USER_ERRORS as exc:
-        _fail_run(sessions, run_id, str(exc))
+    except USER_ERRORS as exc:  # too few ratings, none consistent, a bad option: nothing broke
+        _fail_run(sessions, run_id, str(exc), outcome="nothing_to_learn")
         raise
     except BaseException as exc:
         _fail_run(sessions, run_id, f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=5)}")
         raise
     message = f"{summary['version']} {summary['decision']}: {gate_words(summary)}"
     with sessions.begin() as session:
-        registry.finish_run(session, run_id, RunStatus.SUCCEEDED, message=message)
+        registry.finish_run(session, run_id, RunStatus.SUCCEEDED, message=message, outcome=summary["decision"])
     return summary
 
 
@@ -195,6 +195,14 @@ class TrainingJobs:
             log.warning("Marked interrupted training runs as failed: %s", recovered)
         self._thread = threading.Thread(target=self._loop, name="training-runner", daemon=True)
         self._thread.start()
+
+    def readiness(self) -> tuple[bool, str]:
+        """Whether the runner that starts queued runs is alive (for /readyz)."""
+        if self._thread is None:
+            return False, "not started"
+        if not self._thread.is_alive():
+            return False, "stopped: queued runs will not start"
+        return True, f"running training run {self._child[0]}" if self._child else "waiting for runs"
 
     def close(self) -> None:
         self._stop.set()

@@ -161,11 +161,12 @@ def _judge_candidate(config: TrainingConfig, run: _Run, base, serving, model, ba
     return verdict, {"before_after": before_after, "judge_likes": judge.top_words()}
 
 
-def _pick(config: TrainingConfig, run: _Run, serving, report: Report) -> list:
-    """The judge's picks among the serving version's drafts of training prompts (samples.judge_picks);
-    none unless the judge is trusted, since an untrusted judge would teach its own noise."""
+def _pick(config: TrainingConfig, run: _Run, serving, report: Report) -> tuple[list, int]:
+    """The judge's picks among the serving version's drafts of training prompts (samples.judge_picks)
+    and how many are liked; none unless the judge is trusted, since an untrusted judge would teach
+    its own noise."""
     if not (run.trusted and config.judge_samples and run.pick_requests):
-        return []
+        return [], 0
     report(0.03, f"{run.serving_name} writes {config.judge_samples} drafts of {len(run.pick_requests)} training "
                  "prompt(s); the judge picks what to learn from…", [])
     picks = judge_picks(serving.model, serving.tokenizer, run.pick_requests, config.judge_samples, run.judge.scores,
@@ -173,7 +174,7 @@ def _pick(config: TrainingConfig, run: _Run, serving, report: Report) -> list:
     liked = sum(run.liked(e) for e in picks)
     report(0.04, f"The judge picked {liked} of {run.serving_name}'s drafts to learn from as liked and "
                  f"{len(picks) - liked} as disliked.", [])
-    return picks
+    return picks, liked
 
 
 def run_kto(sessions, settings: Settings, config: TrainingConfig, run_id: int, report: Report) -> dict[str, Any]:
@@ -187,13 +188,12 @@ def run_kto(sessions, settings: Settings, config: TrainingConfig, run_id: int, r
         base_scores = score(base.model, base.tokenizer, run.held.drafts, config.max_length)  # before LoRA is added
         serving = None if run.serving_adapter is None else load_model(
             settings.model, settings.data_path, settings.device, adapter=run.serving_adapter)
-        picks = _pick(config, run, serving or base, report)
+        picks, picked_liked = _pick(config, run, serving or base, report)
         with tempfile.TemporaryDirectory(prefix="studio-train-") as scratch:
             model, curve, stats = train_kto_adapter(base.model, base.tokenizer, run.train + picks, run.liked, config,
                                                     Path(scratch), report)
         save_candidate(sessions, settings, run.candidate_id, run.candidate_name, model, curve)
         verdict, extra = _judge_candidate(config, run, base, serving, model, base_scores, report)
-        picked_liked = sum(run.liked(e) for e in picks)
         figures = {**verdict.to_dict(), "against": run.serving_name, "method": "kto", "train_liked": run.up,
                    "train_disliked": len(run.train) - run.up, "picked_liked": picked_liked,
                    "picked_disliked": len(picks) - picked_liked, **extra}

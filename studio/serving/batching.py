@@ -27,7 +27,7 @@ import inspect
 import logging
 import threading
 import weakref
-from typing import Any
+from typing import Any, Callable
 
 from studio.serving.batch_sampling import RowSampler, choose
 from studio.serving.sampling import SamplerSettings
@@ -120,12 +120,14 @@ class Request:
 class BatchEngine:
     """The batch of running drafts on one model, and the thread that steps it."""
 
-    def __init__(self, model: Any, max_batch: int = 16, prefill_tokens: int = 2048):
+    def __init__(self, model: Any, max_batch: int = 16, prefill_tokens: int = 2048,
+                 on_step: Callable[[int], None] | None = None):
         if max_batch < 1:
             raise ValueError(f"max_batch must be at least 1, not {max_batch}.")
         self.model = model
         self.max_batch = max_batch
         self.prefill_tokens = prefill_tokens  # most (padded) prompt tokens prefilled in one pass
+        self.on_step = on_step  # told how many drafts each decoding step carried (the metrics)
         eos = model.generation_config.eos_token_id
         self.eos: set[int] = set() if eos is None else {eos} if isinstance(eos, int) else set(eos)
         # transformers 5.2x renamed forward's past_key_values to cache; take whichever this one has.
@@ -156,6 +158,17 @@ class BatchEngine:
         """Drafts waiting or running (not yet finished)."""
         with self._lock:
             return sum(not r.done.is_set() for r in [*self._pending, *self._batch.rows])
+
+    def health(self) -> tuple[bool, str]:
+        """Whether drafts submitted now will be decoded: not closed, and drafts waiting have a thread
+        (the thread ends when the batch is empty and the next draft starts another)."""
+        with self._lock:
+            if self._closed:
+                return False, "closed: the model was unloaded"
+            waiting = len(self._pending) + len(self._batch.rows)
+            if waiting and (self._thread is None or not self._thread.is_alive()):
+                return False, f"{waiting} draft(s) waiting and no thread decoding them"
+            return True, f"{waiting} draft(s) in the batch" if waiting else "idle"
 
     def close(self) -> None:
         """Refuse new requests, stop the running ones, and wait for the loop thread to end."""
@@ -196,6 +209,8 @@ class BatchEngine:
                             request.finish()
                     self._batch = self._batch.without_finished()
                     if self._batch.rows:
+                        if self.on_step is not None:
+                            self.on_step(len(self._batch.rows))
                         self._step()
                         self._batch = self._batch.without_finished()
                 except BaseException as exc:  # a failed step fails the batch, never the process

@@ -6,7 +6,10 @@ import time
 import uuid
 from typing import Callable, Iterator
 
+from studio.metrics import Metrics
 from studio.serving.generation import ActiveStreams, DraftStream, StreamResult
+
+_UNWATCHED = Metrics(enabled=False)
 
 CHECKPOINT_SECONDS = 3.0  # a crash loses at most this much of a draft being written
 
@@ -22,7 +25,8 @@ class Drafting:
 
     def __init__(self, stream: DraftStream, save: Callable[[StreamResult], int], active: ActiveStreams,
                  key: str | None = None, draft_id: int | None = None, text: str = "",
-                 checkpoint: Callable[[str], int] | None = None):
+                 checkpoint: Callable[[str], int] | None = None, metrics: Metrics = _UNWATCHED,
+                 labels: tuple[str, str] = ("", "")):
         self.stream = stream
         self.draft_id = draft_id
         self.text = text  # the whole draft so far (for Continue, the earlier text too)
@@ -30,25 +34,47 @@ class Drafting:
         self._checkpoint = checkpoint
         self._active = active
         self._key = key or uuid.uuid4().hex
+        self._metrics = metrics
+        self._labels = labels  # template and version, for the metrics
 
     def __iter__(self) -> Iterator[str]:
         # A generator method: the iterator refers to the Drafting, not the other way round, so
         # dropping the iterator finalizes it at once (no reference cycle waiting for the GC).
+        metrics = self._metrics
+        metrics.drafts_started.labels(*self._labels).inc()
         self._active.add(self._key, self.stream)
         chunks = iter(self.stream)
-        saved_at = time.monotonic()
+        asked = saved_at = time.monotonic()
+        last = None
+        outcome = "failed"  # unless the stream ends or is closed
         try:
             for chunk in chunks:
+                now = time.monotonic()
+                if last is None:
+                    metrics.first_token.observe(now - asked)
+                else:
+                    metrics.chunk_gap.observe(now - last)
+                last = now
                 self.text += chunk
-                if self._checkpoint is not None and time.monotonic() - saved_at >= CHECKPOINT_SECONDS:
+                if self._checkpoint is not None and now - saved_at >= CHECKPOINT_SECONDS:
                     self.draft_id = self._checkpoint(self.text)
                     saved_at = time.monotonic()
                 yield chunk
+            outcome = ""
+        except GeneratorExit:  # the reader went away: a closed tab, a cancelled request
+            outcome = "stopped"
+            raise
         finally:
             chunks.close()  # ends the worker and fills stream.result before saving
             self._active.remove(self._key, self.stream)
-            if self.stream.result.text:
-                self.draft_id = self._save(self.stream.result)
+            result = self.stream.result
+            try:
+                if result.text:
+                    self.draft_id = self._save(result)
+            finally:
+                outcome = outcome or ("stopped" if result.stopped else "finished")
+                metrics.drafts_ended.labels(*self._labels, outcome).inc()
+                metrics.tokens.labels(self._labels[1]).inc(result.new_tokens or 0)
 
     def stop(self) -> None:
         self.stream.stop()

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass
 
 from storage import registry
 from storage.models import WRITABLE_VERSION_STATUSES
 from studio.config import Settings
 from studio.errors import GenerationError, StudioError
+from studio.metrics import Metrics
 from studio.serving.batching import BatchEngine, batching_obstacle
 from studio.serving.generation import DraftStream, chat_messages, model_input
 from studio.serving.models import LoadedModel, Progress, load_model
@@ -31,9 +33,10 @@ class Writer:
 
 
 class ModelPool:
-    def __init__(self, settings: Settings, sessions):
+    def __init__(self, settings: Settings, sessions, metrics: Metrics | None = None):
         self.settings = settings
         self.sessions = sessions
+        self.metrics = metrics or Metrics(enabled=False)
         self._loaded: LoadedModel | None = None
         self._other: LoadedModel | None = None  # see load_version
         self._lock = threading.Lock()
@@ -84,8 +87,10 @@ class ModelPool:
 
     def _load(self, version: tuple[int, str, str | None], progress: Progress) -> LoadedModel:
         """Load a version (id, name, adapter path), with the batch engine its drafts will join."""
+        started = time.perf_counter()
         loaded = load_model(self.settings.model, self.settings.data_path, self.settings.device, progress,
                             adapter=version[2], version=version[1], version_id=version[0], weights=not self.remote)
+        self.metrics.model_load.observe(time.perf_counter() - started)
         # One engine per loaded model (made even with batching off: it costs nothing until a
         # draft joins, and the benchmark switches between the two). The engine it replaces
         # needs no shutdown: its thread ends when the drafts still running on it are done.
@@ -93,10 +98,21 @@ class ModelPool:
             return loaded
         obstacle = batching_obstacle(loaded.model)
         if obstacle is None:
-            loaded.engine = BatchEngine(loaded.model, self.settings.max_batch)
+            loaded.engine = BatchEngine(loaded.model, self.settings.max_batch, on_step=self.metrics.batch_size.observe)
         elif self.settings.batching == "on":
             log.info("%s cannot be batched (%s): each draft generates on its own.", self.settings.model, obstacle)
         return loaded
+
+    def readiness(self) -> dict[str, tuple[bool, str]]:
+        """Whether the serving model is loaded and its batch engine can take drafts (for /readyz)."""
+        loaded = self._loaded
+        if loaded is None:
+            return {"model": (False, "not loaded yet"), "batch_engine": (False, "no model to decode with")}
+        model = (True, f"{loaded.version} on {loaded.device}" if not self.remote else f"{loaded.version} on the server")
+        engine = self._engine(loaded)
+        if engine is None:
+            return {"model": model, "batch_engine": (True, "not used: each draft generates on its own")}
+        return {"model": model, "batch_engine": engine.health()}
 
     def batches_drafts(self) -> bool:
         """Whether writers' drafts run together: on the remote server, or in the local model's batch."""

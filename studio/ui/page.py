@@ -14,6 +14,7 @@ from studio.trust.accounts import Accounts
 from studio.ui.api import register_api
 from studio.ui.auth import SIGN_IN_NOTE, SINGLE_USER_NOTE, Identity
 from studio.ui.history import build_history_tab, exports_dir
+from studio.ui.monitor import build_monitor_tab
 from studio.ui.templates import build_templates_tab
 from studio.ui.training import build_training_tab
 from studio.ui.write import build_write_tab
@@ -43,5 +44,6 @@ def build_ui(studio: Studio, accounts: Accounts | None = None) -> gr.Blocks:
         build_history_tab(studio, who)
         build_templates_tab(studio, accounts, who, write.template)  # saving a template refreshes Write's list
         build_training_tab(studio, accounts, who)
+        build_monitor_tab(studio, accounts, who)  # admins only (everyone in single-user mode)
         register_api(studio, who)
     return demo
