@@ -162,6 +162,16 @@ def claim_run(session: Session, run_id: int, worker: str, pid: int) -> bool:
     return result.rowcount == 1
 
 
+def hand_over_run(session: Session, run_id: int, claimed_by: str, worker: str, pid: int) -> bool:
+    """Atomically give a run claimed_by holds (a runner that claimed it before starting a process
+    for it) to that process; False if it is no longer that runner's to give."""
+    result = session.execute(
+        update(TrainingRun)
+        .where(TrainingRun.id == run_id, TrainingRun.status == RunStatus.RUNNING, TrainingRun.worker == claimed_by)
+        .values(worker=worker, pid=pid, heartbeat_at=_now()))
+    return result.rowcount == 1
+
+
 def update_run(session: Session, run_id: int, **columns: Any) -> TrainingRun:
     run = get_run(session, run_id)
     _assign(run, columns)

@@ -129,7 +129,7 @@ def cmd_train(args, studio) -> int:
     config = studio.versions.training_config(**overrides)
     run_id = args.run_id if args.run_id is not None else studio.versions.train("cli", user=OPERATOR)[0]
     echo = (lambda line: print(line, file=sys.stderr, flush=True))
-    summary = execute_run(studio.sessions, studio.settings, config, run_id, echo=echo)
+    summary = execute_run(studio.sessions, studio.settings, config, run_id, echo=echo, claimed_by=args.claimed_by or "")
     _print(args, {"run_id": run_id, **summary},
            f"Run {run_id}: {summary['version']} {summary['decision']} — {gate_words(summary)} "
            f"({summary['train_seconds']:.0f} s, {summary['train_tokens_per_second']:.0f} tokens/s)")
@@ -251,6 +251,7 @@ def _add_drafting_commands(commands, common) -> None:
 def _add_model_commands(commands, common) -> None:
     train = commands.add_parser("train", parents=[common], help="Fine-tune on the writers' ratings now (in this process).")
     train.add_argument("--run-id", type=int, help="Carry out this queued run (what the app's runner does).")
+    train.add_argument("--claimed-by", help="The runner (host:pid) that claimed --run-id for this process.")
     add_arguments(train, only=tuple(FROM_SETTINGS.values()))
     for name in ("epochs", "learning_rate"):
         f = TrainingConfig.__dataclass_fields__[name]

@@ -15,9 +15,10 @@ def test_bench_reports_every_figure_side_by_side(tiny_model_dir, tmp_path, capsy
 
     report = json.loads(out.read_text())
     single = report["single"]
-    for label in ("bare", "batched", "threads"):
+    for label in ("bare", "batched", "threads", "metrics_off"):
         assert single[label]["tokens_per_s"] > 0 and single[label]["ttft_s"] > 0
     assert single["ratio"] == single[report["path"]]["ratio"]
+    assert single["metrics_on_off"] == single[report["path"]]["tokens_per_s"] / single["metrics_off"]["tokens_per_s"]
     assert [(c["writers"], c["path"]) for c in report["concurrent"]] == [
         (1, "batched"), (1, "threads"), (2, "batched"), (2, "threads")]
     for c in report["concurrent"]:
@@ -29,7 +30,7 @@ def test_bench_reports_every_figure_side_by_side(tiny_model_dir, tmp_path, capsy
     assert training["trainer_peak_rss_mb"] > 0 and report["memory"]["peak_rss_mb"] > 0
 
     table = capsys.readouterr().out
-    assert "streaming / bare on the page's path" in table
+    assert "streaming / bare on the page's path" in table and "metrics on / off" in table
     assert "training on 8 rated drafts" in table and "serving: idle" in table
 
 

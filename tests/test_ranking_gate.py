@@ -91,11 +91,12 @@ BASE = scores({i: -300.0 for i in range(30)})
 TRUSTED_JUDGE = {i: (2.0 if i in LIKED else 0.0) + 0.01 * i for i in range(30)}  # ranks held-out pairs as rated
 
 
-def verdict(candidate_sea: float, serving_sea: float = 0.1, judge=None, candidate=BASE, samples=None):
+def verdict(candidate_sea: float, serving_sea: float = 0.1, judge=None, candidate=BASE, samples=None,
+            serving_diversity: float = 1.0):
     samples = samples or Samples([verses(1, 16, candidate_sea), verses(2, 16, candidate_sea)],
                                  [verses(3, 16, serving_sea), verses(4, 16, serving_sea)], 12.0, 11.0)
     return decide(held(LIKED, DISLIKED), BASE, BASE, candidate, judge or TRUSTED_JUDGE, likes_sea_words, samples,
-                  OPTIONS)
+                  OPTIONS, serving_diversity=serving_diversity)
 
 
 def test_a_candidate_whose_drafts_the_trusted_judge_prefers_is_promoted():
@@ -128,6 +129,16 @@ def test_a_candidate_that_repeats_itself_or_writes_far_worse_is_rejected():
     assert salad.decision == "rejected" and "less naturally" in salad.reason and salad.preferred > 0.8
     broken = verdict(candidate_sea=0.3, candidate=scores({i: -800.0 for i in range(30)}))
     assert broken.decision == "rejected" and "perplexity" in broken.reason
+
+
+def test_variety_lost_round_after_round_adds_up_against_the_base():
+    """Each round as varied as the last is fine; a serving version that already lost some variety
+    leaves its successor less room, so rounds cannot each lose a little."""
+    fresh = verdict(candidate_sea=0.3)
+    assert fresh.decision == "promoted" and fresh.diversity_vs_base == pytest.approx(
+        fresh.candidate_distinct_2 / fresh.serving_distinct_2)
+    worn = verdict(candidate_sea=0.3, serving_diversity=0.85 / fresh.diversity_vs_base)  # OPTIONS: at least 0.9
+    assert worn.decision == "rejected" and "85% of the base model's variety" in worn.reason
 
 
 def test_too_few_held_out_ratings_leave_the_gate_undecided():

@@ -8,7 +8,8 @@ ratios hold on a noisy machine even when the absolute numbers move:
      model) and unbatched (a generate() thread per writer), side by side: aggregate and per-writer
      tokens/s, time to first token, gaps between tokens;
   3. the fine-tune job's training tokens/s, and serving tokens/s while it trains;
-  4. peak memory (RSS, and GPU memory when there is a GPU).
+  4. peak memory (RSS, and GPU memory when there is a GPU);
+  5. with section 1, the page's path with metrics on against off (what /metrics costs a stream).
 """
 
 from __future__ import annotations
@@ -121,11 +122,29 @@ def batching(studio, label: str):
         studio.settings.batching = before
 
 
+@contextmanager
+def metrics_off(studio):
+    """Stream as --metrics off does: nothing recorded per chunk, per step or per commit."""
+    from studio.metrics import Metrics
+
+    engine = studio.pool.load().engine
+    saved = studio.drafts.metrics, studio.sessions.on_commit, engine.on_step if engine else None
+    studio.drafts.metrics, studio.sessions.on_commit = Metrics(enabled=False), None
+    if engine:
+        engine.on_step = None
+    try:
+        yield
+    finally:
+        studio.drafts.metrics, studio.sessions.on_commit = saved[0], saved[1]
+        if engine:
+            engine.on_step = saved[2]
+
+
 def single_writer(studio, tokens: int, repeats: int) -> dict[str, Any]:
     loaded = studio.pool.load()
     template = studio.catalog.get(PROMPT_TEMPLATE)
     text_in = model_input(loaded, template.render(), template.system)
-    runs: dict[str, list] = {"bare": [], **{label: [] for label in PATHS}}
+    runs: dict[str, list] = {"bare": [], **{label: [] for label in PATHS}, "metrics_off": []}
     bare_generate(loaded, text_in, 8, seed=0)  # warm-up, every path
     for label in PATHS:
         with batching(studio, label):
@@ -135,6 +154,8 @@ def single_writer(studio, tokens: int, repeats: int) -> dict[str, Any]:
         for label in PATHS:
             with batching(studio, label):
                 runs[label].append(studio_stream(studio, tokens, seed=i))
+        with metrics_off(studio):  # the page's path without metrics: what they cost
+            runs["metrics_off"].append(studio_stream(studio, tokens, seed=i))
 
     def rate(label):
         return statistics.median(r["tokens"] / r["seconds"] for r in runs[label])
@@ -144,6 +165,8 @@ def single_writer(studio, tokens: int, repeats: int) -> dict[str, Any]:
         figures[label] = {"tokens_per_s": rate(label), "ttft_s": statistics.median(r["ttft"] for r in runs[label]),
                           "ratio": rate(label) / rate("bare")}
     figures["ratio"] = figures[studio_path(studio)]["ratio"]  # the target: the path the page uses
+    # Metrics on (the page's path as it runs) against off: 1.00 when they cost nothing.
+    figures["metrics_on_off"] = rate(studio_path(studio)) / rate("metrics_off")
     return figures
 
 
@@ -259,11 +282,12 @@ def print_table(report: dict[str, Any]) -> None:
     print(f"\nmodel {report['model']} on {report['device']}, {report['tokens']} new tokens per draft\n")
     print(f"{'path (one writer)':<36}{'tokens/s':>10}{'TTFT s':>10}{'x bare':>8}")
     names = {"bare": "bare model.generate", "batched": "studio streaming, batching on",
-             "threads": "studio streaming, batching off"}
+             "threads": "studio streaming, batching off", "metrics_off": f"... {report['path']}, metrics off"}
     for label, name in names.items():
         f = s[label]
         print(f"{name:<36}{f['tokens_per_s']:>10.1f}{f['ttft_s']:>10.3f}{f['ratio']:>8.2f}")
-    print(f"streaming / bare on the page's path ({report['path']}) = {s['ratio']:.2f}  (target >= 0.95)\n")
+    print(f"streaming / bare on the page's path ({report['path']}) = {s['ratio']:.2f}  (target >= 0.95)")
+    print(f"metrics on / off on that path = {s['metrics_on_off']:.2f}  (1.00: they cost nothing)\n")
     print(f"{'writers':>8}  {'path':<9}{'aggregate t/s':>14}{'per-writer t/s':>16}{'p50 TTFT s':>12}"
           f"{'p95 TTFT s':>12}{'p95 gap s':>11}{'agg x1':>8}{'gap x1':>8}")
     for c in report["concurrent"]:

@@ -64,11 +64,14 @@ def _pid_alive(pid: int) -> bool:
     return state != "Z"
 
 
-def train_command(settings: Settings, run_id: int) -> list[str]:
-    """The command line that carries out one queued run in a process of its own (run from REPO_ROOT,
-    with child_environment(settings): the database URL travels there, not here)."""
+def train_command(settings: Settings, run_id: int, claimed_by: str = "") -> list[str]:
+    """The command line that carries out one queued run (or one claimed_by a runner for it) in a
+    process of its own (run from REPO_ROOT, with child_environment(settings): the database URL
+    travels there, not here)."""
     command = [sys.executable, "-m", "studio", "train", "--run-id", str(run_id), "--model", settings.model,
                "--data-dir", str(settings.data_path.resolve()), "--device", settings.device]
+    if claimed_by:
+        command += ["--claimed-by", claimed_by]
     for name in FROM_SETTINGS.values():  # options given to the app, not only its environment, reach the run
         command += ["--" + name.replace("_", "-"), str(getattr(settings, name))]
     return command
@@ -112,12 +115,18 @@ def gate_words(gate: dict[str, Any]) -> str:
 
 
 def execute_run(sessions, settings: Settings, config: TrainingConfig, run_id: int,
-                echo: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Claim a queued run for this process and carry it out; it always ends recorded."""
+                echo: Callable[[str], None] | None = None, claimed_by: str = "") -> dict[str, Any]:
+    """Claim a queued run for this process (or take it from the runner that claimed it for this
+    process) and carry it out; it always ends recorded."""
     with sessions.begin() as session:
-        if not registry.claim_run(session, run_id, worker_id(), os.getpid()):
+        if claimed_by:
+            taken = registry.hand_over_run(session, run_id, claimed_by, worker_id(), os.getpid())
+        else:
+            taken = registry.claim_run(session, run_id, worker_id(), os.getpid())
+        if not taken:
             run = registry.get_run(session, run_id)
-            raise StudioError(f"Training run {run_id} is {run.status}, not queued: nothing to do.")
+            raise StudioError(f"Training run {run_id} is {run.status} ({run.worker or 'no one'}'s), not "
+                              f"{'claimed by ' + claimed_by if claimed_by else 'queued'}: nothing to do.")
 
     last_write = float("-inf")
 
@@ -238,15 +247,26 @@ class TrainingJobs:
         with self.sessions() as session:
             run = registry.open_run(session)
             queued = run.id if run is not None and run.status == RunStatus.QUEUED else None
-        if queued is not None:
+        if queued is None:
+            return
+        # Claimed here, before a process is started: with replicas on one database, every runner
+        # sees the queued run, and only the one whose claim lands starts a process for it.
+        with self.sessions.begin() as session:
+            claimed = registry.claim_run(session, queued, worker_id(), os.getpid())
+        if not claimed:
+            return
+        try:
             self._child = (queued, *self._spawn(queued))
+        except BaseException as exc:  # no process to carry it out: say so now, not when it goes stale
+            _fail_run(self.sessions, queued, f"The training process could not start: {exc}")
+            raise
 
     def _spawn(self, run_id: int) -> tuple[subprocess.Popen, Path]:
         settings = self.settings
         logs = settings.data_path / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         log_path = logs / f"training-run-{run_id}.log"
-        command = train_command(settings, run_id)
+        command = train_command(settings, run_id, claimed_by=worker_id())
         log.info("Starting training run %s in a separate process", run_id)
         with open(log_path, "ab") as out:
             process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=out, stderr=subprocess.STDOUT,

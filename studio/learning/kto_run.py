@@ -81,6 +81,7 @@ class _Run:
     up: int
     serving_adapter: str | None
     serving_name: str
+    serving_diversity: float  # the serving version's distinct-2 against the base's (gate.diversity_vs_base)
     requests: list[dict[str, Any]]  # held-out prompts the gate's samples are written of
     pick_requests: list[dict[str, Any]]  # training prompts the judge's picks are written of
     judge: Judge
@@ -121,8 +122,10 @@ def _start(sessions, settings: Settings, config: TrainingConfig, run_id: int) ->
             train_draft_ids=[e.draft_id for e in train], held_out_draft_ids=[e.draft_id for e in held.drafts],
             hyperparameters=config.to_dict(), loss_curve=[], gate={})
         registry.update_run(session, run_id, version_id=candidate.id)
-        return _Run(train, held, liked, up, active.adapter_path, active.name, requests, pick_requests, judge,
-                    judge_scores, trusted, candidate.id, candidate.name)
+        # Unknown (the base, a version from before this figure, one served by hand undecided): as the base's.
+        diversity = (active.gate or {}).get("diversity_vs_base") or 1.0
+        return _Run(train, held, liked, up, active.adapter_path, active.name, diversity, requests, pick_requests,
+                    judge, judge_scores, trusted, candidate.id, candidate.name)
 
 
 def _judge_candidate(config: TrainingConfig, run: _Run, base, serving, model, base_scores,
@@ -153,7 +156,8 @@ def _judge_candidate(config: TrainingConfig, run: _Run, base, serving, model, ba
             samples = Samples(candidate_texts, serving_texts,
                               fluency(model, base.tokenizer, run.requests, candidate_texts, config.max_length),
                               fluency(model, base.tokenizer, run.requests, serving_texts, config.max_length))
-    verdict = decide(held, base_scores, serving_scores, candidate_scores, judge_scores, judge.scores, samples, options)
+    verdict = decide(held, base_scores, serving_scores, candidate_scores, judge_scores, judge.scores, samples, options,
+                     serving_diversity=run.serving_diversity)
     before_after = {}
     if run.requests and candidate_texts[0] and serving_texts[0]:
         before_after = {**run.requests[0], "parent": run.serving_name, "parent_text": serving_texts[0][0],

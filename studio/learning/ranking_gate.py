@@ -13,8 +13,10 @@ question, in three steps, each of which a candidate trained on shuffled ratings 
    prompt the judge ranks the candidate's higher (ties half) above 50% + margin, p <= alpha. A 95%
    bootstrap interval of that share is shown with it.
 3. Guards against damage, since a bag-of-words judge also likes broken text full of liked words:
-   the candidate's samples are as varied (distinct-2 at least min_diversity of the serving
-   version's: no collapse into one text) and as fluent (the base model's perplexity of them at
+   the candidate's samples are as varied (distinct-2 at least min_diversity of the base model's,
+   chained through the versions: the candidate's against the serving version's, times the
+   serving version's against its parent's and so on, so rounds cannot each lose a little; no
+   collapse into one text) and as fluent (the base model's perplexity of them at
    most max_sample_perplexity_increase above that of the serving version's samples: no word
    salad) as the serving version's, and its perplexity on the held-out liked drafts has not risen
    more than max_perplexity_increase.
@@ -87,6 +89,7 @@ class Verdict:
     p_value: float
     candidate_distinct_2: float
     serving_distinct_2: float
+    diversity_vs_base: float  # the candidate's distinct-2 against the base's, chained through its ancestors
     candidate_accuracy: float  # the implicit reward's ranking of held-out pairs (shown, not decisive)
     serving_accuracy: float
     candidate_perplexity: float
@@ -175,10 +178,11 @@ def _preference(judge_score, samples: Samples, seed: int) -> tuple[float, float,
 
 def decide(held: HeldOut, base: dict[int, tuple[float, int]], serving: dict[int, tuple[float, int]],
            candidate: dict[int, tuple[float, int]], judge_scores: dict[int, float], judge_score,
-           samples: Samples | None, options: GateOptions) -> Verdict:
+           samples: Samples | None, options: GateOptions, serving_diversity: float = 1.0) -> Verdict:
     """Promote, reject, or say there is too little held out to decide; see the module's docstring.
     judge_scores: the judge on the held-out drafts; judge_score(texts): the judge on any texts;
-    samples: None when the judge was not trusted (step 1), so none were written."""
+    samples: None when the judge was not trusted (step 1), so none were written;
+    serving_diversity: the serving version's diversity_vs_base (1 for the base itself)."""
     liked, disliked = _sides(held)
     cand_texts, serv_texts = samples.flat() if samples else ([], [])
     nan = float("nan")
@@ -189,6 +193,8 @@ def decide(held: HeldOut, base: dict[int, tuple[float, int]], serving: dict[int,
         samples=len(cand_texts), preferred=nan, low=nan, high=nan, p_value=nan,
         candidate_distinct_2=distinct_2(cand_texts) if cand_texts else nan,
         serving_distinct_2=distinct_2(serv_texts) if serv_texts else nan,
+        diversity_vs_base=(distinct_2(cand_texts) / distinct_2(serv_texts) * serving_diversity
+                           if cand_texts and serv_texts and distinct_2(serv_texts) else nan),
         candidate_accuracy=accuracy({i: candidate[i][0] - base[i][0] for i in candidate}, held.pairs),
         serving_accuracy=accuracy({i: serving[i][0] - base[i][0] for i in serving}, held.pairs),
         candidate_perplexity=perplexity(candidate, held.liked), serving_perplexity=perplexity(serving, held.liked),
@@ -225,10 +231,11 @@ def _verdict_on_samples(figures: dict[str, Any], options: GateOptions) -> Verdic
         return verdict("rejected", f"Not shown to write what the writers like better than the serving version: "
                                    f"{prefers}; promotion needs p <= {options.alpha:g} and more than "
                                    f"{0.5 + options.margin:.0%}.")
-    if figures["candidate_distinct_2"] < options.min_diversity * figures["serving_distinct_2"]:
+    if figures["diversity_vs_base"] < options.min_diversity:
         return verdict("rejected", f"It writes what the writers like, but repeats itself: distinct-2 of its drafts "
                                    f"{figures['candidate_distinct_2']:.2f} against {figures['serving_distinct_2']:.2f} "
-                                   f"(at least {options.min_diversity:.0%} of it).")
+                                   f"for the serving version's, {figures['diversity_vs_base']:.0%} of the base "
+                                   f"model's variety (at least {options.min_diversity:.0%}).")
     stranger = figures["candidate_fluency"] / figures["serving_fluency"] - 1
     if stranger > options.max_sample_perplexity_increase:
         return verdict("rejected", f"It writes what the writers like, but less naturally: the base model's perplexity "
