@@ -5,12 +5,12 @@ names each part and says 503 when one is down; a token guards /metrics when writ
 
 from __future__ import annotations
 
-import time
 import urllib.error
 import urllib.request
 
 import pytest
 from gradio_client import Client
+from tests.waiting import wait_for
 from prometheus_client.parser import text_string_to_metric_families
 
 
@@ -32,15 +32,6 @@ def samples(text: str) -> dict[tuple[str, frozenset], float]:
 
 def value(page: dict, name: str, **labels: str) -> float:
     return page.get((name, frozenset(labels.items())), 0.0)
-
-
-def wait_for(check, seconds: float = 30.0) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.1)
-    return False
 
 
 def test_a_draft_written_rated_and_picked_through_the_api_shows_in_the_metrics(launch):
@@ -77,9 +68,9 @@ def test_a_stopped_draft_counts_as_stopped_and_a_waiting_request_as_waiting(laun
     studio, url = launch(model=str(slower_model_dir), concurrency=1, queue_size=1)
     client = Client(url, verbose=False)
     running = client.submit("mystery", {}, {"max_new_tokens": 1500}, api_name="/generate")
-    assert wait_for(lambda: len(running.outputs()) >= 1)
+    assert wait_for(lambda: len(running.outputs()) >= 1, 30)
     waiting = client.submit("poetry", {}, {"max_new_tokens": 4}, api_name="/generate")
-    assert wait_for(lambda: value(samples(get(f"{url}/metrics")[1]), "studio_drafts_waiting") == 1)
+    assert wait_for(lambda: value(samples(get(f"{url}/metrics")[1]), "studio_drafts_waiting") == 1, 30)
     page = samples(get(f"{url}/metrics")[1])
     assert value(page, "studio_queue_capacity") == 1 and value(page, "studio_drafts_streaming") == 1
     running.cancel()

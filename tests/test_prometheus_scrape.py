@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import time
 import urllib.parse
 import urllib.request
 
@@ -14,6 +13,7 @@ import pytest
 from gradio_client import Client
 
 from tests.conftest import _free_port
+from tests.waiting import wait_for
 
 PROMETHEUS = shutil.which("prometheus")
 
@@ -25,16 +25,6 @@ def query(port: int, expression: str) -> list[dict]:
             return json.load(response)["data"]["result"]
     except OSError:  # not listening yet
         return []
-
-
-def wait_for(check, seconds: float = 60.0):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        found = check()
-        if found:
-            return found
-        time.sleep(0.5)
-    return None
 
 
 @pytest.fixture
@@ -70,14 +60,14 @@ scrape_configs:
 def test_prometheus_scrapes_the_draft_counter_as_a_draft_is_written(launch, prometheus):
     studio, url = launch()
     port = prometheus(url.removeprefix("http://"))
-    assert wait_for(lambda: [r for r in query(port, 'up{job="studio"}') if r["value"][1] == "1"]), \
+    assert wait_for(lambda: [r for r in query(port, 'up{job="studio"}') if r["value"][1] == "1"], 60, 0.5), \
         "Prometheus never scraped the studio"
     draft = Client(url, verbose=False).predict("poetry", {}, {"max_new_tokens": 6}, api_name="/generate")
     assert draft["done"] and draft["draft_id"]
     counted = wait_for(lambda: [r for r in query(port, 'studio_drafts_started_total{template="poetry"}')
-                                if float(r["value"][1]) >= 1])
+                                if float(r["value"][1]) >= 1], 60, 0.5)
     assert counted and counted[0]["metric"]["version"] == "base"
-    tokens = wait_for(lambda: [r for r in query(port, "studio_tokens_generated_total") if float(r["value"][1]) >= 6])
-    assert tokens
+    assert wait_for(lambda: [r for r in query(port, "studio_tokens_generated_total") if float(r["value"][1]) >= 6],
+                    60, 0.5)
     serving = query(port, "studio_serving_version_info")
     assert serving and serving[0]["metric"]["version"] == "base"

@@ -11,16 +11,7 @@ from gradio_client import Client
 from storage import registry
 from tests.drafts import seed_rated_drafts
 from tests.test_kto import songs_and_dirges
-
-
-def wait_for(check, seconds: float = 300.0):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        found = check()
-        if found:
-            return found
-        time.sleep(0.5)
-    return None
+from tests.waiting import wait_for
 
 
 def test_two_replicas_on_one_database_behave_as_one_studio(launch, postgres_url, tmp_path):
@@ -46,7 +37,7 @@ def test_two_replicas_on_one_database_behave_as_one_studio(launch, postgres_url,
     songs_and_dirges(a, 20)
     run_id, _ = b.versions.train("button", user="local")
     finished = wait_for(lambda: [r for r in a.versions.runs() if r["id"] == run_id and r["status"] != "running"
-                                 and r["status"] != "queued"])
+                                 and r["status"] != "queued"], seconds=300, interval=0.5)
     assert finished and finished[0]["status"] == "succeeded", finished
     time.sleep(2 * 2.5)  # two more ticks of both runners: neither starts it again
     assert len(spawned) == 1, spawned

@@ -5,11 +5,12 @@ from __future__ import annotations
 import time
 
 
-def wait_for(condition, seconds: float = 10.0, interval: float = 0.05) -> bool:
+def wait_for(condition, seconds: float = 10.0, interval: float = 0.05):
     """Poll condition until it holds or the time is up; returns its last value."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        if condition():
-            return True
+        value = condition()
+        if value:
+            return value
         time.sleep(interval)
     return condition()
