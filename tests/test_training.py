@@ -15,7 +15,7 @@ import pytest
 from storage import registry, repository
 from studio.errors import StudioError
 from studio.learning.dataset import NotEnoughDrafts
-from studio.learning.jobs import execute_run, recover
+from studio.learning.jobs import execute_run, recover, worker_id
 from tests.drafts import seed_picks, seed_rated_drafts
 
 REPO = Path(__file__).resolve().parent.parent
@@ -190,8 +190,10 @@ def test_the_runner_ends_a_child_that_hangs(studio, monkeypatch, tmp_path):
     hanging = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
     monkeypatch.setattr(studio.jobs, "_spawn", lambda run_id: (hanging, tmp_path / "run.log"))
     run_id, _ = studio.versions.train("button", user="local")
-    studio.jobs._tick()  # the runner starts the queued run (here: a process that will never report)
-    _claim_as(studio, run_id, hanging.pid, timedelta(minutes=20))
+    studio.jobs._tick()  # the runner claims the queued run and starts it (here: a process that will never report)
+    with studio.sessions.begin() as session:  # which took it over, then fell silent 20 minutes ago
+        assert registry.hand_over_run(session, run_id, worker_id(), worker_id(hanging.pid), hanging.pid)
+        registry.get_run(session, run_id).heartbeat_at = datetime.now(timezone.utc) - timedelta(minutes=20)
     studio.jobs._tick()
     assert hanging.poll() is not None  # ended, not left holding the CPU
     run = studio.versions.runs()[0]
