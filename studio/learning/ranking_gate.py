@@ -186,15 +186,14 @@ def decide(held: HeldOut, base: dict[int, tuple[float, int]], serving: dict[int,
     liked, disliked = _sides(held)
     cand_texts, serv_texts = samples.flat() if samples else ([], [])
     nan = float("nan")
+    cand_d2, serv_d2 = (distinct_2(cand_texts), distinct_2(serv_texts)) if cand_texts and serv_texts else (nan, nan)
     figures = dict(
         pairs=len(held.pairs), liked=len(liked), disliked=len(disliked),
         judge_accuracy=accuracy(judge_scores, held.pairs),
         judge_p=permutation_p_value(judge_scores, held.clusters, options.seed) if held.pairs else nan,
         samples=len(cand_texts), preferred=nan, low=nan, high=nan, p_value=nan,
-        candidate_distinct_2=distinct_2(cand_texts) if cand_texts else nan,
-        serving_distinct_2=distinct_2(serv_texts) if serv_texts else nan,
-        diversity_vs_base=(distinct_2(cand_texts) / distinct_2(serv_texts) * serving_diversity
-                           if cand_texts and serv_texts and distinct_2(serv_texts) else nan),
+        candidate_distinct_2=cand_d2, serving_distinct_2=serv_d2,
+        diversity_vs_base=cand_d2 / serv_d2 * serving_diversity if serv_d2 else nan,
         candidate_accuracy=accuracy({i: candidate[i][0] - base[i][0] for i in candidate}, held.pairs),
         serving_accuracy=accuracy({i: serving[i][0] - base[i][0] for i in serving}, held.pairs),
         candidate_perplexity=perplexity(candidate, held.liked), serving_perplexity=perplexity(serving, held.liked),
