@@ -16,7 +16,6 @@ import pytest
 from studio.config import Settings
 from studio.ui.page import exports_dir
 from tests.drafts import dirge, seed_rated_drafts
-from tests.waiting import wait_for
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 SHOTS = Path(__file__).resolve().parent.parent / "test-artifacts" / "screenshots"
@@ -232,9 +231,9 @@ def test_a_writer_compares_three_candidates_and_picks_one(page):
     tab.get_by_role("button", name="Write 3 candidates").click()
     for n in (1, 2, 3):
         expect(tab.locator(f"#candidate-{n} textarea")).not_to_have_value("")
-    # Wait until all three are saved (their ids arrive with the last update), then pick.
-    wait_for(lambda: len(studio.drafts.list(user="local")) >= 3, 60, interval=0.2)
-    tab.wait_for_timeout(500)
+    # Once all three are saved the page says so and the pick buttons come on.
+    _expect_candidates_saved(tab, [1, 2, 3])
+    expect(tab.get_by_role("button", name="Pick candidate 2")).to_be_enabled()
     _shot(tab, "09-candidates")
     tab.get_by_role("button", name="Pick candidate 2").click()
     expect(tab.get_by_text("Candidate 2 picked: it is your current draft now.")).to_be_visible()
@@ -289,13 +288,19 @@ def test_a_writer_edits_the_draft_and_goes_back_to_an_earlier_revision(page):
     _shot(tab, "12-revisions")
 
 
+def _expect_candidates_saved(tab, draft_ids: list[int]) -> None:
+    """Wait for the note that these drafts are saved (in any order: candidates finish as they will)."""
+    one = "(" + "|".join(map(str, draft_ids)) + ")"
+    note = tab.get_by_text(re.compile(rf"^Saved as drafts {one}, {one} and {one}\. Pick the best\.$"))
+    playwright_api.expect(note).to_be_visible(timeout=60_000)
+
+
 def _write_and_pick_candidates(tab, studio, premise: str, pick: int) -> None:
     expect = playwright_api.expect
     before = len(studio.drafts.list(user="local"))
     tab.get_by_label("Premise").fill(premise)
     tab.get_by_role("button", name="Write 3 candidates").click()
-    wait_for(lambda: len(studio.drafts.list(user="local")) >= before + 3, 60, interval=0.2)
-    tab.wait_for_timeout(500)  # the ids arrive with the last update
+    _expect_candidates_saved(tab, [before + 1, before + 2, before + 3])
     tab.get_by_role("button", name=f"Pick candidate {pick}").click()
     expect(tab.get_by_text(f"Candidate {pick} picked: it is your current draft now.")).to_be_visible()
 

@@ -22,6 +22,7 @@ def build_compare(studio: Studio, who: Callable[[gr.Request], str], read_form: C
         gr.Markdown("Writes three drafts of the same prompt with different seeds. Pick the best: it becomes "
                     "your current draft, and your pick teaches the studio what you prefer.")
         compare_btn = gr.Button("Write 3 candidates")
+        note = gr.Markdown()
         ids = gr.State([])
         boxes, picks = [], []
         with gr.Row():
@@ -29,21 +30,27 @@ def build_compare(studio: Studio, who: Callable[[gr.Request], str], read_form: C
                 with gr.Column(min_width=120):  # three abreast even in the draft column
                     boxes.append(gr.Textbox(label=f"Candidate {n + 1}", lines=10, interactive=False,
                                             elem_id=f"candidate-{n + 1}"))
-                    picks.append(gr.Button(f"Pick candidate {n + 1}"))
+                    # Enabled once the candidates are saved, so a pick never races their ids.
+                    picks.append(gr.Button(f"Pick candidate {n + 1}", interactive=False))
 
     def on_compare(form: dict, request: gr.Request):
         try:
             template_id, fields, sampler = read_form(form, request)
             drafts = studio.drafts.candidates(template_id, fields, sampler, count=CANDIDATES, user=who(request),
                                        key=request.session_hash)
-            yield {**{box: "" for box in boxes}, ids: []}
+            yield {**{box: "" for box in boxes}, **{button: gr.Button(interactive=False) for button in picks},
+                   ids: [], note: f"Writing {CANDIDATES} candidates…"}
             for index, text in stream_together(drafts):
                 yield {boxes[index]: text}
         except USER_ERRORS as exc:
             raise gr.Error(str(exc)) from exc
-        yield {ids: [d.draft_id for d in drafts]}
+        saved = [d.draft_id for d in drafts]
+        done = None not in saved
+        yield {ids: saved, **{button: gr.Button(interactive=done) for button in picks},
+               note: f"Saved as drafts {saved[0]}, {saved[1]} and {saved[2]}. Pick the best." if done
+               else "Not every candidate was saved: write them again to pick."}
 
-    compare_btn.click(on_compare, form_inputs, [*boxes, ids], concurrency_id="generation",
+    compare_btn.click(on_compare, form_inputs, [*boxes, *picks, ids, note], concurrency_id="generation",
                       api_visibility="private", show_progress="minimal")
 
     def pick(n: int):
