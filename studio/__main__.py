@@ -3,7 +3,8 @@
 
 Every subcommand works on the same database as the page and prints JSON with --json; the
 command line acts as the writer --user names. Errors print one readable line on stderr and exit
-with status 2.
+with status 2. `train` also runs under `accelerate launch`: rank 0 carries out the run, the other
+processes only train (studio/learning/ranks.py).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from studio.errors import USER_ERRORS
 from studio.logs import configure_logging, redact
 from studio.learning.config import FROM_SETTINGS, TrainingConfig
 from studio.learning.exports import EXPORT_FORMATS, write_jsonl
+from studio.learning import ranks
 from studio.learning.jobs import execute_run, gate_words
 from studio.serving.sampling import SAMPLER_NAMES, SamplerSettings
 from studio.trust.accounts import OPERATOR, add_user
@@ -249,13 +251,14 @@ def _add_drafting_commands(commands, common) -> None:
 
 
 def _add_model_commands(commands, common) -> None:
-    train = commands.add_parser("train", parents=[common], help="Fine-tune on the writers' ratings now (in this process).")
+    train = commands.add_parser("train", parents=[common], help="Fine-tune on the writers' ratings now, in this process "
+                                "(or data parallel: accelerate launch --num_processes N -m studio train).")
     train.add_argument("--run-id", type=int, help="Carry out this queued run (what the app's runner does).")
     train.add_argument("--claimed-by", help="The runner (host:pid) that claimed --run-id for this process.")
     add_arguments(train, only=tuple(FROM_SETTINGS.values()))
     for name in ("epochs", "learning_rate"):
         f = TrainingConfig.__dataclass_fields__[name]
-        train.add_argument("--" + name.replace("_", "-"), type=float if f.type == "float" else int,
+        train.add_argument("--" + name.replace("_", "-"), type=float if "float" in f.type else int,  # "float | None"
                            help=f"{f.metadata['help']} Default: {f.default}.")
     train.set_defaults(func=cmd_train)
 
@@ -299,9 +302,18 @@ def run(args: argparse.Namespace) -> int:
         return args.func(args)
     if args.command == "export":
         _check_export(args)
+    settings = settings_from(args)
+    if args.func is not cmd_train:
+        return _run_in_studio(args, settings)
+    if not ranks.state().is_main_process:  # another process of `accelerate launch`: it trains, no more
+        return ranks.follow(settings)
+    with ranks.leading():
+        return _run_in_studio(args, settings)
+
+
+def _run_in_studio(args: argparse.Namespace, settings) -> int:
     from studio.core.studio import Studio
 
-    settings = settings_from(args)
     args.user = settings.user  # the writer this command acts as: --user, STUDIO_USER or the default
     studio = Studio(settings)
     if args.func in (cmd_generate, cmd_continue, cmd_train):  # they write with --model: it serves from now on

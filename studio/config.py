@@ -168,6 +168,11 @@ class Settings:
     train_min_pairs: int = field(
         default=8, metadata={"help": "Fewest picks (chosen over rejected pairs) for preference training."}
     )
+    train_processes: int = field(
+        default=1,
+        metadata={"help": "Processes each training run trains on, data parallel (the runner starts it with "
+                          "accelerate launch): the number of GPUs on a machine with several; 1 = one process."},
+    )
     metrics: str = field(
         default="on", metadata={"help": "on: Prometheus metrics at /metrics; off: none recorded or served."}
     )
@@ -205,8 +210,10 @@ class Settings:
             raise ValueError(f"--moderation-threshold must be above 0 and below 1, not {self.moderation_threshold}.")
         if self.moderation_model and not self.flag_labels:
             raise ValueError("--moderation-labels must name at least one label of --moderation-model, e.g. toxic.")
+        if self.train_processes < 1:
+            raise ValueError(f"--train-processes must be at least 1 (one process per GPU), not {self.train_processes}.")
         self._resolve_auth_mode()
-        # The training options (train_*, gate_margin) are checked once, by TrainingConfig, when the studio starts.
+        # The other training options (train_*, gate_margin) are checked once, by TrainingConfig, when the studio starts.
         if not self.model.strip():
             self.model = EMBEDDED_MODEL
         if self.backend not in ("local", "openai"):

@@ -6,7 +6,9 @@
   DPO can lower the likelihood of both sides, which the held-out gate would rightly reject).
 
 Both run under accelerate (CPU or GPU alike), keep the best epoch by validation loss with early
-stopping, and report progress to the run record.
+stopping, and report progress to the run record. Under `accelerate launch` every process trains
+(ranks.py): each trainer here turns the run's data into rows on the main process, and _fit_* trains
+on them on every process.
 """
 
 from __future__ import annotations
@@ -18,9 +20,11 @@ from typing import Any, Callable
 
 from studio.learning.config import TrainingConfig
 from studio.learning.dataset import DatasetSplit, Example, PreferencePair, PreferenceSplit, tokenize_example
+from studio.learning.ranks import state, train_everywhere
 
 Report = Callable[[float, str, list], None]  # (progress 0..1, message, loss curve so far)
 Figures = dict[str, float]
+Trained = tuple[Any, list[dict[str, Any]], Figures]  # the model with its adapter, the loss curve, figures
 
 
 class _Examples:
@@ -64,14 +68,17 @@ def _common_arguments(config: TrainingConfig, output: Path) -> dict[str, Any]:
     """TrainingArguments shared by both trainers (DPOConfig extends TrainingArguments)."""
     import torch
 
+    # batch_size drafts a step in all, shared by the processes: a run takes the same steps on one
+    # process or several (exactly when they divide batch_size, else a slightly larger batch).
+    per_process = -(-config.batch_size // state().num_processes)
     return dict(
         output_dir=str(output),
         num_train_epochs=config.epochs or 1,  # None: kto's fixed steps (max_steps) decide
         learning_rate=config.learning_rate,
         weight_decay=config.weight_decay,
         optim="adamw_torch",
-        per_device_train_batch_size=config.batch_size,
-        per_device_eval_batch_size=config.batch_size,
+        per_device_train_batch_size=per_process,
+        per_device_eval_batch_size=per_process,
         eval_strategy="epoch",
         save_strategy="epoch",
         save_total_limit=1,
@@ -86,6 +93,7 @@ def _common_arguments(config: TrainingConfig, output: Path) -> dict[str, Any]:
         use_cpu=not torch.cuda.is_available(),
         disable_tqdm=True,
         save_only_model=True,
+        ddp_find_unused_parameters=False,  # every LoRA weight takes part in each step: no search for idle ones
     )
 
 
@@ -114,16 +122,21 @@ def _train(trainer, train_tokens: int, config: TrainingConfig) -> Figures:
 
 
 def train_adapter(model, tokenizer, split: DatasetSplit, config: TrainingConfig, output: Path,
-                  report: Report) -> tuple[Any, list[dict[str, Any]], Figures]:
+                  report: Report) -> Trained:
     """Fine-tune a LoRA on split.train; validation loss on split.held_out each epoch."""
+    data = (split.train, split.held_out)
+    return train_everywhere(_fit_sft, model, tokenizer, data, config.resolved("sft"), output, report)
+
+
+def _fit_sft(model, tokenizer, data: tuple[list[Example], list[Example]], config: TrainingConfig, output: Path,
+             report: Report) -> Trained:
     from peft import get_peft_model
     from transformers import DataCollatorForSeq2Seq, EarlyStoppingCallback, Trainer, TrainingArguments, set_seed
 
-    config = config.resolved("sft")
     set_seed(config.seed)
     peft_model = get_peft_model(model, _lora(config))
-    train = _Examples(tokenizer, split.train, config.max_length)
-    validation = _Examples(tokenizer, split.held_out, config.max_length)
+    train = _Examples(tokenizer, data[0], config.max_length)
+    validation = _Examples(tokenizer, data[1], config.max_length)
     curve: list[dict[str, Any]] = []
     trainer = Trainer(
         model=peft_model,
@@ -150,33 +163,41 @@ def _preference_rows(tokenizer, pairs: list[PreferencePair]) -> list[dict[str, s
 
 
 def train_kto_adapter(model, tokenizer, examples: list[Example], liked: Callable[[Example], bool],
-                      config: TrainingConfig, output: Path, report: Report) -> tuple[Any, list[dict[str, Any]], Figures]:
+                      config: TrainingConfig, output: Path, report: Report) -> Trained:
     """KTO (TRL's KTOTrainer) of a LoRA on every rated draft: liked ones desirable, disliked ones not.
 
     Unpaired, so every rating counts, whatever prompt it answers. The rarer side is weighted up so
     both sides pull equally (TRL's advice: desirable x count within 1 to 4/3 of undesirable x count).
     No validation split: the held-out drafts are the gate's alone, so the steps (or epochs) are fixed.
     """
+    rows = [{"prompt": _prompt(tokenizer, e), "completion": e.completion, "label": liked(e)} for e in examples]
+    return train_everywhere(_fit_kto, model, tokenizer, rows, config.resolved("kto"), output, report)
+
+
+def _fit_kto(model, tokenizer, rows: list[dict[str, Any]], config: TrainingConfig, output: Path,
+             report: Report) -> Trained:
     from datasets import Dataset, disable_progress_bars
     from transformers import set_seed
     from trl import KTOConfig, KTOTrainer
 
     disable_progress_bars()
-    config = config.resolved("kto")
     set_seed(config.seed)
-    rows = [{"prompt": _prompt(tokenizer, e), "completion": e.completion, "label": liked(e)} for e in examples]
     desirable = sum(r["label"] for r in rows)
     undesirable = len(rows) - desirable
     arguments = {**_common_arguments(config, output), "eval_strategy": "no", "save_strategy": "no",
                  "load_best_model_at_end": False, "max_steps": config.kto_steps if config.epochs is None else -1}
-    # The reference (the base: the adapter switched off) scores each draft once, before training.
-    args = KTOConfig(**arguments, beta=config.kto_beta, loss_type=config.kto_loss, precompute_ref_log_probs=True,
+    # The reference (the base: the adapter switched off) scores each draft once, before training. Not on
+    # several processes: TRL hands its scores to the others in a cache file beside the dataset, and an
+    # in-memory dataset's is in each process's own temporary folder; there it scores each batch as it comes.
+    alone = state().num_processes == 1
+    args = KTOConfig(**arguments, beta=config.kto_beta, loss_type=config.kto_loss, precompute_ref_log_probs=alone,
                      max_length=config.max_length, gradient_checkpointing=False,
                      desirable_weight=max(1.0, undesirable / max(desirable, 1)),
                      undesirable_weight=max(1.0, desirable / max(undesirable, 1)))
     curve: list[dict[str, Any]] = []
     os.environ.setdefault("TQDM_DISABLE", "1")  # TRL's scoring bar would fill the run's log
-    report(0.04, f"Scoring {len(rows)} rated drafts with the base model…", curve)
+    if alone:
+        report(0.04, f"Scoring {len(rows)} rated drafts with the base model…", curve)
     trainer = KTOTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
                          peft_config=_lora(config), callbacks=[_progress_callback(report, curve)])
     tokens = sum(len(r["prompt_ids"]) + len(r["completion_ids"]) for r in trainer.train_dataset
@@ -185,15 +206,20 @@ def train_kto_adapter(model, tokenizer, examples: list[Example], liked: Callable
 
 
 def train_preference_adapter(model, tokenizer, split: PreferenceSplit, config: TrainingConfig, output: Path,
-                             report: Report) -> tuple[Any, list[dict[str, Any]], Figures]:
+                             report: Report) -> Trained:
     """DPO (sigmoid + SFT on the chosen side) of a LoRA on split.train; the reference is the base
     itself, with the adapter switched off, so no second copy of the model is held."""
+    rows = (_preference_rows(tokenizer, split.train), _preference_rows(tokenizer, split.held_out))
+    return train_everywhere(_fit_dpo, model, tokenizer, rows, config.resolved("dpo"), output, report)
+
+
+def _fit_dpo(model, tokenizer, rows: tuple[list[dict[str, str]], list[dict[str, str]]], config: TrainingConfig,
+             output: Path, report: Report) -> Trained:
     from datasets import Dataset, disable_progress_bars
     from transformers import EarlyStoppingCallback, set_seed
     from trl import DPOConfig, DPOTrainer
 
     disable_progress_bars()  # TRL's dataset preparation would fill the run's log with bars
-    config = config.resolved("dpo")
     set_seed(config.seed)
     curve: list[dict[str, Any]] = []
     # Checkpointing off, as in the supervised run: these models are small, and it costs time.
@@ -202,8 +228,8 @@ def train_preference_adapter(model, tokenizer, split: PreferenceSplit, config: T
     trainer = DPOTrainer(
         model=model,
         args=args,
-        train_dataset=Dataset.from_list(_preference_rows(tokenizer, split.train)),
-        eval_dataset=Dataset.from_list(_preference_rows(tokenizer, split.held_out)),
+        train_dataset=Dataset.from_list(rows[0]),
+        eval_dataset=Dataset.from_list(rows[1]),
         processing_class=tokenizer,
         peft_config=_lora(config),
         callbacks=[EarlyStoppingCallback(config.early_stopping_patience), _progress_callback(report, curve)],

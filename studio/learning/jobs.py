@@ -4,7 +4,8 @@ The page, the auto-trigger and `python -m studio train` all queue a run row. The
 thread starts `python -m studio train --run-id N` as a child process for the oldest queued run;
 the child claims the run with a conditional UPDATE, so a run never executes twice, and records
 progress, the outcome or the error. A crash of the child cannot take the studio down; a run
-whose process died is marked failed (by the runner at once, or at the next start).
+whose process died is marked failed (by the runner at once, or at the next start). With
+--train-processes N the child is `accelerate launch` of N processes, and its rank 0 does all that.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ STALE_AFTER = timedelta(minutes=15)
 def _stale(heartbeat: datetime | None, now: datetime) -> bool:
     return heartbeat is None or now - heartbeat > STALE_AFTER  # the column hands back aware UTC
 POLL_SECONDS = 2.0
+END_SECONDS = 60.0  # how long a child asked to stop may take (accelerate launch stops its processes first)
 PROGRESS_SECONDS = 1.0  # a run records its progress at most this often (each a short write)
 
 
@@ -67,8 +69,16 @@ def _pid_alive(pid: int) -> bool:
 def train_command(settings: Settings, run_id: int, claimed_by: str = "") -> list[str]:
     """The command line that carries out one queued run (or one claimed_by a runner for it) in a
     process of its own (run from REPO_ROOT, with child_environment(settings): the database URL
-    travels there, not here)."""
-    command = [sys.executable, "-m", "studio", "train", "--run-id", str(run_id), "--model", settings.model,
+    travels there, not here), or with --train-processes N, in N processes started by accelerate."""
+    launcher = [sys.executable]
+    if settings.train_processes > 1:
+        # --multi_gpu is accelerate's DDP launch (torchrun), on GPUs and on CPU (gloo) alike: without it a
+        # CPU machine would get one process. Port 0: a free one. Mixed precision: the trainer sets bf16 on
+        # CUDA. --quiet: a failed run's log ends with its error, not the launcher's traceback.
+        launcher += ["-m", "accelerate.commands.launch", "--multi_gpu", "--quiet",
+                     "--num_processes", str(settings.train_processes), "--num_machines", "1",
+                     "--main_process_port", "0", "--mixed_precision", "no", "--dynamo_backend", "no"]
+    command = [*launcher, "-m", "studio", "train", "--run-id", str(run_id), "--model", settings.model,
                "--data-dir", str(settings.data_path.resolve()), "--device", settings.device]
     if claimed_by:
         command += ["--claimed-by", claimed_by]
@@ -161,6 +171,17 @@ def execute_run(sessions, settings: Settings, config: TrainingConfig, run_id: in
     return summary
 
 
+def _end(process: subprocess.Popen) -> None:
+    """Stop a child: asked first, since accelerate launch then stops the processes it started (a
+    killed launcher would leave them training, and rank 0 recording), killed if it will not go."""
+    process.terminate()
+    try:
+        process.wait(timeout=END_SECONDS)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 class TrainingJobs:
     """Queues runs and, in the app, runs them one at a time in child processes."""
 
@@ -232,8 +253,7 @@ class TrainingJobs:
                 with self.sessions() as session:
                     hung = _stale(registry.get_run(session, run_id).heartbeat_at, datetime.now(timezone.utc))
                 if hung:  # alive but silent: end it, so it neither holds the CPU nor blocks the next run
-                    process.kill()
-                    process.wait()
+                    _end(process)
                     self._child = None
                     _fail_run(self.sessions, run_id, f"The training process reported nothing for "
                                                      f"{STALE_AFTER.seconds // 60} minutes and was ended. The active "

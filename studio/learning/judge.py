@@ -42,7 +42,8 @@ class Judge:
         from sklearn.pipeline import make_pipeline
 
         pipeline = make_pipeline(CountVectorizer(analyzer=features, binary=True),
-                                 LogisticRegression(C=10.0, l1_ratio=1.0, solver="liblinear", class_weight="balanced"))
+                                 LogisticRegression(C=10.0, l1_ratio=1.0, solver="liblinear", class_weight="balanced",
+                                                    random_state=0))  # the same ratings, the same judge
         pipeline.fit([e.completion for e in examples], [int(liked(e)) for e in examples])
         return cls(pipeline)
 

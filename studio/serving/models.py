@@ -57,8 +57,20 @@ def pick_device(requested: str = "auto") -> tuple[str, Any]:
     if requested == "cuda" and not torch.cuda.is_available():
         raise ModelError("--device cuda was asked for, but no CUDA GPU is visible; use --device auto or cpu.")
     if requested in ("auto", "cuda") and torch.cuda.is_available():
-        return "cuda", torch.bfloat16
+        return _this_process_gpu(), torch.bfloat16
     return "cpu", torch.float32
+
+
+def _this_process_gpu() -> str:
+    """cuda; under `accelerate launch`, this process's own GPU (cuda:LOCAL_RANK), so that N training
+    processes use N GPUs instead of each putting a copy on GPU 0."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return "cuda"
+    from accelerate import PartialState
+
+    return str(PartialState().device)
 
 
 def embedded_gguf_path() -> Path:
