@@ -73,6 +73,17 @@ def ensure_base_version(session: Session, base_model: str) -> ModelVersion:
     return base
 
 
+def assigned_drafts(session: Session) -> tuple[set[int], set[int]]:
+    """The drafts some version trained on, and those some version was judged on (held out): each
+    keeps its side for good. A draft on both (a version from before held-out drafts were fixed)
+    counts as trained on: it can no longer judge fairly."""
+    trained, held = set(), set()
+    for train_ids, held_ids in session.execute(select(ModelVersion.train_draft_ids, ModelVersion.held_out_draft_ids)):
+        trained.update(train_ids or [])
+        held.update(held_ids or [])
+    return trained, held - trained
+
+
 def next_version_name(session: Session) -> str:
     count = session.scalar(select(func.count()).where(ModelVersion.adapter_path.is_not(None)))
     return f"v{count + 1}"

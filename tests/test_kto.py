@@ -171,9 +171,41 @@ def test_held_out_drafts_never_train_any_version_across_runs(studio):
     trained = set(v1["train_draft_ids"]) | set(v2["train_draft_ids"])
     assert held and trained and not held & trained
     assert set(v1["held_out_draft_ids"]) <= set(v2["held_out_draft_ids"])  # once held out, always held out
+
+
+def test_a_draft_keeps_its_side_even_when_the_held_out_share_changes(studio):
+    """The split is remembered, not redrawn: with a larger share the second run would otherwise hold out
+    drafts the first version trained on, and judge it on what it learned."""
+    songs_and_dirges(studio, 20)
+    first = train(studio)
+    songs_and_dirges(studio, 10, start=40)
+    second = train(studio, held_out_fraction=0.6)
+    versions = {v["name"]: v for v in studio.versions.list()}
+    v1, v2 = versions[first["version"]], versions[second["version"]]
+    assert set(v1["held_out_draft_ids"]) <= set(v2["held_out_draft_ids"])
+    assert set(v1["train_draft_ids"]) <= set(v2["train_draft_ids"])
+    assert len(v2["held_out_draft_ids"]) - len(v1["held_out_draft_ids"]) >= 8  # new drafts: about 60% of 20
+
+
+@pytest.mark.parametrize("liked, held_liked", [(4, 2), (3, 1), (12, None)])
+def test_a_few_liked_drafts_still_hold_out_enough_to_judge(studio, liked, held_liked):
+    """Few liked drafts: a draw of 25% often holds out fewer than the gate needs (2), so new liked drafts are
+    held out to reach it, never more than half of them; many liked drafts are left to the draw."""
+    from studio.learning.kto_run import choose_rated
+
+    seed_rated_drafts(studio, liked, stars=5)
+    seed_rated_drafts(studio, 30, stars=1, start=liked, text=dirge)
+    config = kto_config(studio)
     with studio.sessions() as session:
+        train_side, held, _, up = choose_rated(session, config)
         keys = {e.draft_id: held_out_key(e) for e in all_rated(session)}
-    assert all(held_out(keys[i], 0.25) for i in held)
+    drawn = sum(held_out(keys[i], config.held_out_fraction) for i in held.liked)
+    if held_liked is None:  # as the draw decides
+        assert len(held.liked) == sum(held_out(keys[i], config.held_out_fraction)
+                                      for i in keys if i <= liked) >= 2 and drawn == len(held.liked)
+    else:
+        assert len(held.liked) == held_liked and up == liked - held_liked
+    assert len(held.drafts) - len(held.liked) >= 2
 
 
 def test_the_training_tab_shows_a_dash_where_the_gate_had_no_figure(studio):

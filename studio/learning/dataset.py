@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from storage.models import Draft
 from storage.preferences import list_preferences
+from storage.registry import assigned_drafts
 from storage.repository import list_rated_drafts
 from studio.errors import StudioError
 from studio.text import unspaced
@@ -215,14 +216,19 @@ def build_split(
     return DatasetSplit(train=train, held_out=held_out, duplicates_dropped=dropped)
 
 
+def draw(key: str) -> float:
+    """A fixed draw in [0, 1) for an item, from a hash of its key."""
+    digest = hashlib.sha256(f"studio-held-out:{key}".encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
 def held_out(key: str, fraction: float) -> bool:
     """Whether an item is held out: a hash of its key decides, once, for every run to come.
 
     A held-out item never trains any version, and every version is judged on the same items, so
     neither the serving version nor a candidate is scored on what it learned from.
     """
-    digest = hashlib.sha256(f"studio-held-out:{key}".encode("utf-8")).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64 < fraction
+    return draw(key) < fraction
 
 
 @dataclass(frozen=True)
@@ -241,13 +247,26 @@ def held_out_key(example: Example) -> str:
     return f"draft:{example.draft_id}:{example.created}"
 
 
+Side = tuple[Callable[[Example], bool], int]  # (which drafts, how many of them to hold out at least)
+
+
 def build_rated_split(session: Session, *, held_out_fraction: float = 0.2, near_threshold: float = 0.85,
-                      max_per_writer: int = 0) -> RatedSplit:
-    """All rated drafts (each with its stars), deduplicated and split by held_out_key; the cap per
-    writer applies to what trains (the held-out drafts only judge)."""
+                      max_per_writer: int = 0, sides: Sequence[Side] = ()) -> RatedSplit:
+    """All rated drafts, deduplicated and split: one some version trained or was judged on keeps its
+    side; a new one is held out by its draw. Each of sides gets its minimum held out, topped up from
+    its new drafts by lowest draw, at most half of them (a 25% draw of few liked drafts often holds
+    out none, and the gate could not judge). The cap per writer trims only what trains."""
+    trained, judged = assigned_drafts(session)
     kept, dropped = dedupe(all_rated(session), near_threshold)
-    held = [e for e in kept if held_out(held_out_key(e), held_out_fraction)]
-    held_ids = {e.draft_id for e in held}
+    new = [e for e in kept if e.draft_id not in trained and e.draft_id not in judged]
+    held_ids = {e.draft_id for e in kept if e.draft_id in judged}
+    held_ids |= {e.draft_id for e in new if held_out(held_out_key(e), held_out_fraction)}
+    for on_side, minimum in sides:
+        fresh = sorted((e for e in new if on_side(e)), key=lambda e: draw(held_out_key(e)))
+        room = min(minimum - sum(on_side(e) for e in kept if e.draft_id in held_ids),
+                   len(fresh) // 2 - sum(e.draft_id in held_ids for e in fresh))
+        held_ids.update(e.draft_id for e in [e for e in fresh if e.draft_id not in held_ids][:max(0, room)])
+    held = [e for e in kept if e.draft_id in held_ids]
     train = [e for e in kept if e.draft_id not in held_ids]
     if max_per_writer:
         train = cap_per_writer(train, max_per_writer, lambda e: e.user, lambda e: (e.stars, e.draft_id))

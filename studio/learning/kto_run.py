@@ -44,14 +44,14 @@ class NoConsistentPreference(StudioError):
 def choose_rated(session, config: TrainingConfig):
     """The training drafts (liked or disliked), the gate's held-out set, the liked test and how many liked.
     Raises NotEnoughRatings when one side is missing."""
-    split = build_rated_split(session, held_out_fraction=config.held_out_fraction,
-                              max_per_writer=config.max_per_writer)
-
     def liked(e):
         return e.stars >= config.min_stars
 
     def disliked(e):
         return e.stars <= config.max_disliked_stars
+
+    split = build_rated_split(session, held_out_fraction=config.held_out_fraction, max_per_writer=config.max_per_writer,
+                              sides=((liked, config.gate_min_liked), (disliked, config.gate_min_disliked)))
 
     train = [e for e in split.train if liked(e) or disliked(e)]
     up = sum(liked(e) for e in train)
