@@ -17,6 +17,7 @@ from pathlib import Path
 EMBEDDED_MODEL = "embedded"
 # The same model on the Hugging Face hub, used on Spaces when the package is not installed.
 EMBEDDED_MODEL_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
+QUANTIZE_MODES = ("none", "int8", "int4")  # --quantize
 
 
 def _default_data_dir() -> str:
@@ -84,6 +85,11 @@ class Settings:
     device: str = field(
         default="auto",
         metadata={"help": "Where the model runs: auto (CUDA when present), cuda or cpu."},
+    )
+    quantize: str = field(
+        default="none",
+        metadata={"help": "Serve the local model with its linear weights in fewer bits (torchao): none, int8 "
+                          "(CPU or CUDA) or int4 (CUDA only). Training always uses the float weights."},
     )
     user: str = field(default="local", metadata={"help": "Writer name recorded on drafts and ratings."})
     batching: str = field(
@@ -220,6 +226,11 @@ class Settings:
             raise ValueError(f"--backend must be local or openai, not {self.backend!r}.")
         if self.backend == "openai" and not self.base_url:
             raise ValueError("--backend openai needs --base-url, e.g. http://127.0.0.1:8000/v1.")
+        if self.quantize not in QUANTIZE_MODES:
+            raise ValueError(f"--quantize must be none, int8 or int4, not {self.quantize!r}.")
+        if self.quantize != "none" and self.backend == "openai":
+            raise ValueError("--quantize applies to --backend local: an OpenAI-compatible server "
+                             "quantises its own model.")
 
     def _resolve_auth_mode(self) -> None:
         modes = ("auto", "hf", "accounts", "single")

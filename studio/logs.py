@@ -40,3 +40,12 @@ def configure_logging(fmt: str, stream: TextIO | None = None, datefmt: str | Non
         if not any(isinstance(f, RedactPasswords) for f in handler.filters):
             handler.addFilter(RedactPasswords())
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    quiet_libraries()
+
+
+def quiet_libraries() -> None:
+    """transformers imports torchao (--quantize) with every model it loads. torchao's wheel carries
+    CUDA-only kernels and, beside a CPU build of torch, warns at each import that they cannot load;
+    torch then warns about torchao's enums. Neither is for an operator to act on."""
+    logging.getLogger("torchao").setLevel(logging.ERROR)
+    logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)

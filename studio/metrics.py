@@ -120,6 +120,8 @@ class _Now:
                     counter.add_metric([value], count)
                 yield counter
         if now.get("version"):
-            info = InfoMetricFamily("studio_serving_version", "The version the studio serves now.")
-            info.add_metric([], {"version": now["version"], "base_model": now.get("base_model", "")})
+            info = InfoMetricFamily("studio_serving_version", "The version the studio serves now, and how its "
+                                    "weights serve in this process (quantize: none, int8 or int4).")
+            info.add_metric([], {"version": now["version"], "base_model": now.get("base_model", ""),
+                                 "quantize": now.get("quantize", "none")})
             yield info

@@ -28,10 +28,23 @@ def test_bench_reports_every_figure_side_by_side(tiny_model_dir, tmp_path, capsy
     assert training["training_drafts"] == 8  # the four concurrent runs' six drafts, and two more
     assert training["train_tokens_per_s"] > 0 and training["gate"] in ("promoted", "rejected")
     assert training["trainer_peak_rss_mb"] > 0 and report["memory"]["peak_rss_mb"] > 0
+    quantization = report["quantization"]
+    assert list(quantization["modes"]) == ["none", "int8"] and list(quantization["ratios"]) == ["int8"]
+    assert list(quantization["skipped"]) == ["int4"]  # no CPU kernel worth serving with
+    assert quantization["drafts"] == 6  # the concurrent runs' drafts, written by the unquantised model
+    for figures in quantization["modes"].values():
+        assert figures["writers_1_tokens_per_s"] > 0 and figures["writers_8_tokens_per_s"] > 0
+        assert figures["perplexity"] > 1 and figures["weight_mb"] > 0 and figures["load_peak_rss_mb"] > 0
+    ratios = quantization["ratios"]["int8"]
+    assert ratios["weight_mb"] < 0.9 and 0.8 < ratios["perplexity"] < 1.25  # smaller, and writes about the same
+    assert ratios["writers_8_tokens_per_s"] == (quantization["modes"]["int8"]["writers_8_tokens_per_s"]
+                                                / quantization["modes"]["none"]["writers_8_tokens_per_s"])
 
     table = capsys.readouterr().out
     assert "streaming / bare on the page's path" in table and "metrics on / off" in table
     assert "training on 8 rated drafts" in table and "serving: idle" in table
+    assert "quantised serving (--quantize)" in table and "int8 / none: 1 writer t/s" in table
+    assert "int4: not measured: --quantize int4 needs a CUDA GPU" in table
 
 
 def test_bench_refuses_too_few_training_drafts(tmp_path, capsys):

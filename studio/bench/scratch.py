@@ -1,11 +1,17 @@
-"""What the benchmarks share: a scratch studio beside the real one, and drafts written at once."""
+"""What the benchmarks share: a scratch studio beside the real one, and drafts streamed as the page
+streams them, one or several at once."""
 
 from __future__ import annotations
 
+import statistics
 import threading
+import time
 from pathlib import Path
+from typing import Any
 
 from studio.config import Settings, settings_from
+
+PROMPT_TEMPLATE = "fantasy"  # what the speed benchmark's drafts are written from
 
 
 def scratch_settings(settings: Settings, scratch: Path) -> Settings:
@@ -39,3 +45,53 @@ def write_at_once(studio, template_id: str, fields: dict, samplers: list[dict]) 
     if any(d is None for d in draftings):
         raise RuntimeError("A draft failed to stream; see the log above.")
     return draftings
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+def studio_stream(studio, tokens: int, seed: int, record_gaps: bool = False) -> dict[str, Any]:
+    """One draft through Drafts.write, exactly as the page streams it."""
+    started = time.perf_counter()
+    arrivals = []
+    drafting = studio.drafts.write(PROMPT_TEMPLATE, {}, {"max_new_tokens": tokens, "seed": seed, "temperature": 0.8,
+                                                         "top_p": 0.95, "top_k": 50, "repetition_penalty": 1.0},
+                                   user=studio.settings.user)
+    for _ in drafting:
+        arrivals.append(time.perf_counter())
+    seconds = time.perf_counter() - started
+    result = drafting.stream.result
+    gaps = [b - a for a, b in zip(arrivals, arrivals[1:])]
+    return {"tokens": result.new_tokens, "seconds": seconds,
+            "ttft": (arrivals[0] - started) if arrivals else seconds, "gaps": gaps, "draft_id": drafting.draft_id}
+
+
+def writers_at_once(studio, writers: int, tokens: int) -> dict[str, Any]:
+    """`writers` drafts streaming at once through Drafts.write, each in its own thread as on the page."""
+    results: list[dict[str, Any]] = [None] * writers  # type: ignore[list-item]
+    barrier = threading.Barrier(writers)
+
+    def writer(i: int) -> None:
+        barrier.wait()
+        results[i] = studio_stream(studio, tokens, seed=100 + i)
+
+    threads = [threading.Thread(target=writer, args=(i,)) for i in range(writers)]
+    started = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - started
+    total = sum(r["tokens"] for r in results)
+    return {
+        "writers": writers, "aggregate_tokens_per_s": total / wall,
+        "per_writer_tokens_per_s": statistics.median(r["tokens"] / r["seconds"] for r in results),
+        "p50_ttft_s": percentile([r["ttft"] for r in results], 0.5),
+        "p95_ttft_s": percentile([r["ttft"] for r in results], 0.95),
+        "p95_gap_s": statistics.median(percentile(r["gaps"], 0.95) for r in results),
+        "draft_ids": [r["draft_id"] for r in results],
+    }

@@ -9,7 +9,9 @@ ratios hold on a noisy machine even when the absolute numbers move:
      tokens/s, time to first token, gaps between tokens;
   3. the fine-tune job's training tokens/s, and serving tokens/s while it trains;
   4. peak memory (RSS, and GPU memory when there is a GPU);
-  5. with section 1, the page's path with metrics on against off (what /metrics costs a stream).
+  5. with section 1, the page's path with metrics on against off (what /metrics costs a stream);
+  6. quantised serving (--quantize int8, and int4 on CUDA) against none: 1 and 8 writers' tokens/s,
+     the weights' and the load's memory, perplexity of the benchmark's drafts (bench/quantized.py).
 """
 
 from __future__ import annotations
@@ -28,24 +30,18 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from studio.bench.scratch import scratch_settings
+from studio.bench.quantized import print_quantization, quantization_figures
+from studio.bench.scratch import PROMPT_TEMPLATE, scratch_settings, studio_stream, writers_at_once
 from studio.config import Settings, add_arguments, child_environment, settings_from
 from studio.learning.jobs import REPO_ROOT, train_command
+from studio.logs import quiet_libraries
 from studio.serving.generation import model_input
 from studio.trust.accounts import OPERATOR
 
-PROMPT_TEMPLATE = "fantasy"
 # Rated drafts the benchmark's training run learns from: enough for a split and a few dozen
 # optimisation steps (training tokens/s and serving beside it are steady long before the end),
 # few enough that the whole benchmark takes minutes on a CPU.
 TRAINING_DRAFTS = 20
-
-
-def _pct(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
 def bare_generate(loaded, text_in: str, tokens: int, seed: int) -> dict[str, float]:
@@ -90,22 +86,6 @@ def _bare_generate(loaded, text_in: str, tokens: int, seed: int) -> dict[str, fl
     seconds = time.perf_counter() - started
     new = out.shape[1] - inputs["input_ids"].shape[1]
     return {"tokens": new, "seconds": seconds, "ttft": (timer.first or time.perf_counter()) - started}
-
-
-def studio_stream(studio, tokens: int, seed: int, record_gaps: bool = False) -> dict[str, Any]:
-    """One draft through Drafts.write, exactly as the page streams it."""
-    started = time.perf_counter()
-    arrivals = []
-    drafting = studio.drafts.write(PROMPT_TEMPLATE, {}, {"max_new_tokens": tokens, "seed": seed, "temperature": 0.8,
-                                                         "top_p": 0.95, "top_k": 50, "repetition_penalty": 1.0},
-                                   user=studio.settings.user)
-    for _ in drafting:
-        arrivals.append(time.perf_counter())
-    seconds = time.perf_counter() - started
-    result = drafting.stream.result
-    gaps = [b - a for a, b in zip(arrivals, arrivals[1:])]
-    return {"tokens": result.new_tokens, "seconds": seconds,
-            "ttft": (arrivals[0] - started) if arrivals else seconds, "gaps": gaps, "draft_id": drafting.draft_id}
 
 
 PATHS = {"batched": "on", "threads": "off"}  # label -> --batching
@@ -176,32 +156,7 @@ def studio_path(studio) -> str:
 
 def concurrent_writers(studio, writers: int, tokens: int, label: str) -> dict[str, Any]:
     with batching(studio, label):
-        return _concurrent(studio, writers, tokens) | {"path": label}
-
-
-def _concurrent(studio, writers: int, tokens: int) -> dict[str, Any]:
-    results: list[dict[str, Any]] = [None] * writers  # type: ignore[list-item]
-    barrier = threading.Barrier(writers)
-
-    def writer(i: int) -> None:
-        barrier.wait()
-        results[i] = studio_stream(studio, tokens, seed=100 + i)
-
-    threads = [threading.Thread(target=writer, args=(i,)) for i in range(writers)]
-    started = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    wall = time.perf_counter() - started
-    total = sum(r["tokens"] for r in results)
-    return {
-        "writers": writers, "aggregate_tokens_per_s": total / wall,
-        "per_writer_tokens_per_s": statistics.median(r["tokens"] / r["seconds"] for r in results),
-        "p50_ttft_s": _pct([r["ttft"] for r in results], 0.5), "p95_ttft_s": _pct([r["ttft"] for r in results], 0.95),
-        "p95_gap_s": statistics.median(_pct(r["gaps"], 0.95) for r in results),
-        "draft_ids": [r["draft_id"] for r in results],
-    }
+        return writers_at_once(studio, writers, tokens) | {"path": label}
 
 
 def training_figures(studio, draft_ids: list[int], tokens: int, drafts: int = TRAINING_DRAFTS) -> dict[str, Any]:
@@ -252,7 +207,8 @@ def memory() -> dict[str, float]:
     return figures
 
 
-def run(settings: Settings, tokens: int, writers: list[int], repeats: int, training_drafts: int) -> dict[str, Any]:
+def run(settings: Settings, tokens: int, writers: list[int], repeats: int, training_drafts: int,
+        quantization: bool = True) -> dict[str, Any]:
     from studio.core.studio import Studio
 
     studio = Studio(settings)
@@ -267,12 +223,11 @@ def run(settings: Settings, tokens: int, writers: list[int], repeats: int, train
         base = one.get(c["path"])
         c["aggregate_x1"] = c["aggregate_tokens_per_s"] / base["aggregate_tokens_per_s"] if base else float("nan")
         c["p95_gap_x1"] = c["p95_gap_s"] / base["p95_gap_s"] if base else float("nan")
+    ids = [d for c in report["concurrent"] for d in c.pop("draft_ids")]  # all written by the unquantised model
+    if quantization:  # before training, which may promote another version
+        report["quantization"] = quantization_figures(studio, ids, tokens)
     if training_drafts:
-        ids = [d for c in report["concurrent"] for d in c.pop("draft_ids")]
         report["training"] = training_figures(studio, ids, tokens, training_drafts)
-    else:
-        for c in report["concurrent"]:
-            c.pop("draft_ids")
     report["memory"] = memory()
     return report
 
@@ -301,6 +256,8 @@ def print_table(report: dict[str, Any]) -> None:
         if c["writers"] == 8:
             print(f"  8 writers, {c['path']:<8}: aggregate {c['aggregate_x1']:.2f}x, p95 gap {c['p95_gap_x1']:.2f}x")
     print()
+    if "quantization" in report:
+        print_quantization(report["quantization"])
     if "training" in report:
         t = report["training"]
         print(f"training on {t['training_drafts']} rated drafts: {t['train_tokens_per_s']:.0f} tokens/s over "
@@ -314,6 +271,7 @@ def print_table(report: dict[str, Any]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING)
+    quiet_libraries()
     parser = argparse.ArgumentParser(prog="python -m studio.bench", description=__doc__.splitlines()[0])
     add_arguments(parser, only=("model", "device", "batching", "max_batch"))
     parser.add_argument("--tokens", type=int, default=64, help="New tokens per draft.")
@@ -322,6 +280,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--training-drafts", type=int, default=TRAINING_DRAFTS,
                         help="Rated drafts the training run learns from (0 skips the training figures).")
     parser.add_argument("--no-training", action="store_true", help="Skip the training figures.")
+    parser.add_argument("--no-quantization", action="store_true", help="Skip the quantised serving figures.")
     parser.add_argument("--json", type=Path, default=Path("bench-results.json"), help="Where to write the figures.")
     args = parser.parse_args(argv)
     writers = [int(n) for n in args.writers.split(",")]
@@ -330,7 +289,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="studio-bench-") as scratch:
         settings = scratch_settings(settings_from(args), Path(scratch))
         settings.gate_margin = 0.0
-        report = run(settings, args.tokens, writers, args.repeats, 0 if args.no_training else args.training_drafts)
+        report = run(settings, args.tokens, writers, args.repeats, 0 if args.no_training else args.training_drafts,
+                     quantization=not args.no_quantization)
     print_table(report)
     args.json.write_text(json.dumps(report, indent=2))
     print(f"figures written to {args.json}")

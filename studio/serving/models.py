@@ -17,6 +17,7 @@ from typing import Any, Callable
 from studio.config import EMBEDDED_MODEL
 from studio.errors import ModelError, first_line
 from studio.files import atomic_folder
+from studio.serving.quantize import check_device, quantize as quantize_weights
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,7 @@ class LoadedModel:
     version_id: int | None = None  # the registry row of that version
     config: Any = None  # the model's config (also there when only the tokenizer was loaded)
     engine: Any = None  # its batching.BatchEngine, when the studio batches drafts on this model
+    quantize: str = "none"  # how its weights serve: none (float), int8 or int4 (--quantize)
 
     @property
     def is_chat(self) -> bool:
@@ -134,18 +136,23 @@ def load_model(
     version: str = "base",
     version_id: int | None = None,
     weights: bool = True,
+    quantize: str = "none",
 ) -> LoadedModel:
     """Load tokenizer and model for `name`, on CUDA (bf16) when available, else CPU.
 
     With `adapter` (a PEFT LoRA folder), the adapter is merged into the weights: serving then
-    costs the same as the base model. Without `weights`, only the tokenizer and config load
-    (a remote server generates; the studio still renders prompts with the model's chat template).
+    costs the same as the base model. With `quantize` (int8, int4) the merged weights are then
+    quantised for serving; training loads with the default, none. Without `weights`, only the
+    tokenizer and config load (a remote server generates; the studio still renders prompts with
+    the model's chat template).
     """
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     started = time.perf_counter()
     source = resolve_source(name, Path(data_dir), progress)
     device_name, dtype = pick_device(device) if weights else ("remote", None)
+    quantize = quantize if weights else "none"
+    check_device(quantize, device_name)
     progress(f"Loading {name} on {device_name}…")
     try:
         tokenizer = AutoTokenizer.from_pretrained(source)
@@ -164,11 +171,14 @@ def load_model(
             model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
         except (OSError, ValueError) as exc:
             raise ModelError(f"Could not load the fine-tune in {adapter}: {first_line(exc)}") from exc
+    served_as = ""
     if model is not None:
         model.to(device_name)
         model.eval()
+        if quantize != "none":  # after the merge, on the device: merged then quantised
+            served_as = f"; {quantize_weights(model, quantize)}"
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    progress(f"Model {name} (version {version}) ready in {time.perf_counter() - started:.1f} s.")
+    progress(f"Model {name} (version {version}) ready in {time.perf_counter() - started:.1f} s{served_as}.")
     return LoadedModel(model, tokenizer, name=name, version=version, device=device_name,
-                       version_id=version_id, config=config)
+                       version_id=version_id, config=config, quantize=quantize)

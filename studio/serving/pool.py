@@ -57,7 +57,7 @@ class ModelPool:
             wanted = (version.id, version.name, version.adapter_path)
             training = bool(registry.running_runs(session))
         with self._lock:
-            if self._loaded is None or self._loaded.version_id != wanted[0]:
+            if not self._holds(self._loaded, wanted[0]):
                 self._loaded = self._load(wanted, progress)
             for model in (self._loaded, self._other):
                 if model is not None and model.engine is not None and model.device == "cpu":
@@ -80,16 +80,21 @@ class ModelPool:
         if active.version_id == wanted[0]:
             return active
         with self._lock:
-            if self._other is None or self._other.version_id != wanted[0]:
+            if not self._holds(self._other, wanted[0]):
                 self._other = None  # let the last one go before the next is loaded
                 self._other = self._load(wanted, log.info)
             return self._other
+
+    def _holds(self, loaded: LoadedModel | None, version_id: int) -> bool:
+        """Whether `loaded` is that version, served as --quantize says (the benchmark changes it)."""
+        return loaded is not None and loaded.version_id == version_id and loaded.quantize == self.settings.quantize
 
     def _load(self, version: tuple[int, str, str | None], progress: Progress) -> LoadedModel:
         """Load a version (id, name, adapter path), with the batch engine its drafts will join."""
         started = time.perf_counter()
         loaded = load_model(self.settings.model, self.settings.data_path, self.settings.device, progress,
-                            adapter=version[2], version=version[1], version_id=version[0], weights=not self.remote)
+                            adapter=version[2], version=version[1], version_id=version[0], weights=not self.remote,
+                            quantize=self.settings.quantize)
         self.metrics.model_load.observe(time.perf_counter() - started)
         # One engine per loaded model (made even with batching off: it costs nothing until a
         # draft joins, and the benchmark switches between the two). The engine it replaces
@@ -108,7 +113,9 @@ class ModelPool:
         loaded = self._loaded
         if loaded is None:
             return {"model": (False, "not loaded yet"), "batch_engine": (False, "no model to decode with")}
-        model = (True, f"{loaded.version} on {loaded.device}" if not self.remote else f"{loaded.version} on the server")
+        served = f", {loaded.quantize} weights" if loaded.quantize != "none" else ""
+        model = (True, f"{loaded.version} on {loaded.device}{served}" if not self.remote
+                 else f"{loaded.version} on the server")
         engine = self._engine(loaded)
         if engine is None:
             return {"model": model, "batch_engine": (True, "not used: each draft generates on its own")}

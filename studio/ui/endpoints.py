@@ -22,7 +22,7 @@ def watch(studio, demo) -> None:
 
     def now() -> dict[str, Any]:
         return {**stored_figures(studio.sessions), "waiting": _queued(demo), "capacity": settings.queue_size,
-                "streaming": len(studio.drafts.active)}
+                "streaming": len(studio.drafts.active), "quantize": settings.quantize}
 
     studio.metrics.watch(now)
 

@@ -120,13 +120,14 @@ def _learns_from(studio: Studio) -> str:
             f"until then from {every} (or, while you have rated none low, from {rated}).")
 
 
-def _serving(versions: list[dict]) -> str:
+def _serving(versions: list[dict], quantize: str = "none") -> str:
     active = next((v for v in versions if v["active"]), None)
     if active is None:
         return "No version is active."
     gate = active["gate"]
     since = f" — held-out perplexity {gate['candidate_perplexity']:.2f}" if gate.get("candidate_perplexity") else ""
-    return f"Serving **{active['name']}**{since}. New drafts are written by this version."
+    served = f" with {quantize} weights (--quantize; figures are the float version's)" if quantize != "none" else ""
+    return f"Serving **{active['name']}**{served}{since}. New drafts are written by this version."
 
 
 def before_after(versions: list[dict], name: str | None) -> tuple[str, dict, dict]:
@@ -200,8 +201,8 @@ def build_training_tab(studio: Studio, accounts: Accounts, who: Callable[[gr.Req
     def refresh(current):
         version_list = studio.versions.list()
         names = [v["name"] for v in version_list if v["status"] in WRITABLE_VERSION_STATUSES]
-        return (_serving(version_list), _runs_table(studio.versions.runs()), *_loss(version_list),
-                _versions_table(version_list), _blind_table(studio.blind.win_rates()),
+        return (_serving(version_list, studio.settings.quantize), _runs_table(studio.versions.runs()),
+                *_loss(version_list), _versions_table(version_list), _blind_table(studio.blind.win_rates()),
                 gr.update(choices=names, value=current if current in names else None),
                 *before_after(version_list, current))
 
