@@ -33,6 +33,7 @@ from studio.bench.scratch import scratch_settings
 from studio.config import Settings, add_arguments, child_environment, settings_from
 from studio.learning.jobs import REPO_ROOT, train_command
 from studio.trust.accounts import OPERATOR
+from studio.logs import quiet_libraries
 
 WARM_UP_DRAFTS = 12  # rated before the clock starts, so the first training run has data
 TAB_SECONDS = 2.0  # how often an open Training tab refreshes
@@ -181,6 +182,7 @@ def print_report(report: dict[str, Any]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING)
+    quiet_libraries()
     parser = argparse.ArgumentParser(prog="python -m studio.bench load", description=__doc__.splitlines()[0])
     add_arguments(parser, only=("model", "device", "max_batch", "train_method"))
     parser.add_argument("--writers", type=int, default=8, help="Writers writing and rating at once.")

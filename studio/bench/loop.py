@@ -37,6 +37,7 @@ from studio.learning.jobs import REPO_ROOT, gate_words, train_command
 from studio.learning.kto_run import NOTHING_TO_LEARN
 from studio.text import distinct_2
 from studio.trust.accounts import OPERATOR
+from studio.logs import quiet_libraries
 
 FRESH_SEED = 1_000_000  # fresh drafts use seeds from here; round r writes from 10_000 * (r + 1)
 LIKED, DISLIKED = 5, 1
@@ -183,6 +184,7 @@ def print_summary(report: dict[str, Any]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING)
+    quiet_libraries()
     parser = argparse.ArgumentParser(prog="python -m studio.bench loop", description=__doc__.splitlines()[0])
     add_arguments(parser, only=("model", "device", "max_batch", "train_method"))
     parser.add_argument("--trait", required=True, help="A regular expression: drafts it matches get 5 stars, others "

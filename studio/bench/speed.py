@@ -37,6 +37,7 @@ from studio.learning.jobs import REPO_ROOT, train_command
 from studio.logs import quiet_libraries
 from studio.serving.generation import model_input
 from studio.trust.accounts import OPERATOR
+from studio.logs import quiet_libraries
 
 # Rated drafts the benchmark's training run learns from: enough for a split and a few dozen
 # optimisation steps (training tokens/s and serving beside it are steady long before the end),
@@ -271,6 +272,7 @@ def print_table(report: dict[str, Any]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING)
+    quiet_libraries()
     quiet_libraries()
     parser = argparse.ArgumentParser(prog="python -m studio.bench", description=__doc__.splitlines()[0])
     add_arguments(parser, only=("model", "device", "batching", "max_batch"))
