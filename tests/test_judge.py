@@ -32,3 +32,17 @@ def test_the_judge_reads_unspaced_scripts_character_by_character():
     judge = Judge.fit(examples([text(sea) for _ in range(10)], 5) + examples([text(hills) for _ in range(20)], 1),
                       liked)
     assert min(judge.scores([text(sea) for _ in range(10)])) > max(judge.scores([text(hills) for _ in range(10)]))
+
+
+def test_the_judge_hears_a_liked_word_in_its_other_forms():
+    """Liked drafts say laughed, laughter or laugh, each form in a few: unseen drafts that say laughing rank above."""
+    rng = random.Random(1)
+    filler = "the a she he walked room door light table window said quiet evening slowly looked".split()
+    def text(word=None):
+        words = [rng.choice(filler) for _ in range(30)]
+        if word:
+            words.insert(rng.randrange(30), word)
+        return " ".join(words)
+    liked_texts = [text(form) for form in ("laughed", "laughter", "laugh") for _ in range(2)]
+    judge = Judge.fit(examples(liked_texts, 5) + examples([text() for _ in range(40)], 1), liked)
+    assert min(judge.scores([text("laughing") for _ in range(10)])) > max(judge.scores([text() for _ in range(10)]))
