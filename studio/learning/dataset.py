@@ -265,7 +265,7 @@ def build_rated_split(session: Session, *, held_out_fraction: float = 0.2, near_
         fresh = sorted((e for e in new if on_side(e)), key=lambda e: draw(held_out_key(e)))
         room = min(minimum - sum(on_side(e) for e in kept if e.draft_id in held_ids),
                    len(fresh) // 2 - sum(e.draft_id in held_ids for e in fresh))
-        held_ids.update(e.draft_id for e in [e for e in fresh if e.draft_id not in held_ids][:max(0, room)])
+        held_ids.update([e.draft_id for e in fresh if e.draft_id not in held_ids][:max(0, room)])
     held = [e for e in kept if e.draft_id in held_ids]
     train = [e for e in kept if e.draft_id not in held_ids]
     if max_per_writer:
