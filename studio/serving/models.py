@@ -177,8 +177,24 @@ def load_model(
         model.eval()
         if quantize != "none":  # after the merge, on the device: merged then quantised
             served_as = f"; {quantize_weights(model, quantize)}"
+        if device_name == "cpu":
+            _return_freed_memory()
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     progress(f"Model {name} (version {version}) ready in {time.perf_counter() - started:.1f} s{served_as}.")
     return LoadedModel(model, tokenizer, name=name, version=version, device=device_name,
                        version_id=version_id, config=config, quantize=quantize)
+
+
+def _return_freed_memory() -> None:
+    """Hand the memory a load freed back to the system. A merge or quantisation frees the float
+    copies it replaced, but glibc keeps freed heap pages for reuse, so the process would go on
+    holding them (an int8 load of the embedded model: 760 MB kept without this, 202 MB with it)."""
+    import ctypes
+    import ctypes.util
+
+    library = ctypes.util.find_library("c")
+    try:
+        ctypes.CDLL(library).malloc_trim(0)
+    except (OSError, AttributeError, TypeError):  # not glibc (macOS, musl, Windows): nothing to do
+        pass
