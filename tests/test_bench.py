@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import random
 
 from studio import bench
 
@@ -95,3 +96,31 @@ def test_the_load_benchmark_keeps_every_rating_with_no_locked_database(tiny_mode
     assert report["write_transaction_seconds"]["count"] > 0 and report["rating_seconds"]["p95"] > 0
     printed = capsys.readouterr().out
     assert '"database is locked" errors: 0' in printed and "missing from the database: 0" in printed
+
+
+def test_the_gate_benchmark_draws_traits_from_the_drafts_and_judges_both_candidates(tiny_model_dir, tmp_path, capsys):
+    out = tmp_path / "gate.json"
+    code = bench.main(["gate", "--model", str(tiny_model_dir), "--drafts", "24", "--fresh", "16", "--tokens", "24",
+                       "--traits", "4", "--json", str(out)])
+    printed = capsys.readouterr().out
+    if code == 1:  # a tiny random model's drafts may share no word often enough to be a trait
+        assert "No trait could be judged" in printed
+        return
+    assert code == 0
+    report = json.loads(out.read_text())
+    for case in report["cases"]:
+        assert case["trait_in_serving"] > 0
+        for name in ("companions", "trait x2"):
+            assert 0 <= case[name]["ranked_higher"] <= 1 and 0 <= case[name]["p_value"] <= 1
+        assert case["trait x2"]["trait"] >= case["companions"]["trait"]
+    assert "An honest gate prefers" in printed
+
+
+def test_gate_benchmark_traits_are_the_drafts_own_words():
+    from studio.bench.gate import draw_traits, trait_pattern
+
+    texts = [f"the lantern glows {'over the harbour' if i % 8 == 0 else 'in the field'} tonight" for i in range(48)]
+    traits = draw_traits(texts, 4, random.Random(0))
+    assert ["harbour"] in traits  # in 1 of 8 drafts: a one-word trait; "lantern" (all of them) is none
+    assert all(len(t) in (1, 2) and "lantern" not in t for t in traits)
+    assert trait_pattern(["harbour"]).search("two Harbours") and not trait_pattern(["harbour"]).search("harbourmaster")

@@ -10,7 +10,7 @@ import random
 
 import pytest
 
-from studio.learning.ranking import accuracy_interval, permutation_p_value
+from studio.learning.ranking import accuracy, accuracy_interval, permutation_p_value
 from studio.learning.ranking_gate import GateOptions, HeldOut, Samples, decide, smallest_p_value
 
 
@@ -73,8 +73,8 @@ def held(liked: list[int], disliked: list[int]) -> HeldOut:
 
 
 def likes_sea_words(texts: list[str]) -> list[float]:
-    """A judge that learned the writers like the sea."""
-    return [float(sum(w in ("sea", "wave", "harbour") for w in t.split())) for t in texts]
+    """A judge that learned the writers like the sea: a draft with five sea words or more, liked."""
+    return [sum(w in ("sea", "wave", "harbour") for w in t.split()) - 4.5 for t in texts]
 
 
 def verses(seed: int, n: int, sea: float) -> list[str]:
@@ -102,8 +102,49 @@ def verdict(candidate_sea: float, serving_sea: float = 0.1, judge=None, candidat
 def test_a_candidate_whose_drafts_the_trusted_judge_prefers_is_promoted():
     result = verdict(candidate_sea=0.3)
     assert result.decision == "promoted", result.reason
-    assert result.judge_p < 0.01 and result.preferred > 0.8 and result.low > 0.5 and result.p_value < 0.01
+    assert result.judge_p < 0.01 and result.candidate_liked > result.serving_liked + 0.5
+    assert result.low > 0 and result.p_value < 0.01
     assert "95% interval" in result.reason
+
+
+def stories(seed: int, n: int, trait: float, companions: float) -> list[str]:
+    """Drafts with the liked trait ("lighthouse") in a share `trait` of them, and in every draft
+    words that merely came with liked drafts in the ratings ("quiet") at rate `companions`."""
+    rng = random.Random(seed)
+    words = "moon star lantern boat sailor dawn hill road field river stone ember".split()
+    drafts = []
+    for _ in range(n):
+        text = [("quiet" if rng.random() < companions else rng.choice(words)) for _ in range(30)]
+        if rng.random() < trait:
+            text[rng.randrange(30)] = "lighthouse"
+        drafts.append(" ".join(text))
+    return drafts
+
+
+def judge_of_lighthouses(texts: list[str]) -> list[float]:
+    """What an L1 judge learns from a few ratings: the trait, and a little weight on a companion word."""
+    return [4.0 * ("lighthouse" in t.split()) + 0.4 * t.split().count("quiet") - 3.0 for t in texts]
+
+
+def test_writing_more_of_the_words_that_came_with_liked_drafts_is_not_writing_what_writers_like():
+    """The candidate writes "quiet" three times as often and the trait no more often: the judge ranks
+    most of its drafts above the serving version's, but likes no more of them. The trait twice as
+    often is promoted."""
+    def judged(candidate: list[list[str]]):
+        serving = [stories(3, 32, 0.15, 0.05), stories(4, 32, 0.15, 0.05)]
+        return decide(held(LIKED, DISLIKED), BASE, BASE, BASE, TRUSTED_JUDGE, judge_of_lighthouses,
+                      Samples(candidate, serving, 12.0, 12.0), OPTIONS)
+
+    companions = [stories(1, 32, 0.15, 0.15), stories(2, 32, 0.15, 0.15)]
+    cand, serv = [t for g in companions for t in g], stories(3, 32, 0.15, 0.05) + stories(4, 32, 0.15, 0.05)
+    ranked = accuracy(dict(enumerate(judge_of_lighthouses(cand + serv))),
+                      [(c, len(cand) + s) for c in range(len(cand)) for s in range(len(serv))])
+    assert ranked > 0.7  # ranked, as the gate once compared them, the candidate wins
+    verdict_companions = judged(companions)
+    assert verdict_companions.decision == "rejected", verdict_companions.reason
+    verdict_trait = judged([stories(1, 32, 0.45, 0.05), stories(2, 32, 0.45, 0.05)])
+    assert verdict_trait.decision == "promoted", verdict_trait.reason
+    assert verdict_trait.candidate_liked > verdict_trait.serving_liked + 0.15
 
 
 def test_drafts_like_the_serving_versions_are_not_promoted():
@@ -126,7 +167,7 @@ def test_a_candidate_that_repeats_itself_or_writes_far_worse_is_rejected():
     # Word salad full of liked words: the judge prefers it, the base model finds it three times as perplexing.
     salad = verdict(candidate_sea=0.5, samples=Samples([verses(1, 16, 0.5), verses(2, 16, 0.5)],
                                                        [verses(3, 16, 0.1), verses(4, 16, 0.1)], 36.0, 12.0))
-    assert salad.decision == "rejected" and "less naturally" in salad.reason and salad.preferred > 0.8
+    assert salad.decision == "rejected" and "less naturally" in salad.reason and salad.candidate_liked > 0.8
     broken = verdict(candidate_sea=0.3, candidate=scores({i: -800.0 for i in range(30)}))
     assert broken.decision == "rejected" and "perplexity" in broken.reason
 
@@ -159,3 +200,17 @@ def test_the_bootstrap_interval_holds_the_accuracy():
     pairs = clusters_of(LIKED, DISLIKED)[0]
     observed = sum(reward[a] > reward[b] for a, b in pairs) / len(pairs)
     assert low <= observed <= high and high - low > 0.05
+
+
+def test_the_training_tab_says_how_many_drafts_each_version_would_have_liked():
+    from studio.ui.training import _ranked
+
+    gate = {"method": "kto", "decision": "promoted", "judge_accuracy": 0.95, "pairs": 40, "judge_p": 0.001,
+            "candidate_liked": 0.4375, "serving_liked": 0.1875, "low": 0.09, "high": 0.41, "against": "base"}
+    assert _ranked(gate) == ("a judge learned from the ratings ranks 95% of 40 held out, and expects writers to like "
+                             "44% of its drafts against 19% of base's (difference 95% interval +9% to +41%)")
+    earlier = {k: v for k, v in gate.items() if k not in ("candidate_liked", "serving_liked")} | {
+        "preferred": 0.63, "low": 0.49, "high": 0.76}  # a version the earlier gate judged, as stored then
+    assert "prefers its drafts to base's in 63% of pairs" in _ranked(earlier)
+    untrusted = gate | {"candidate_liked": None, "serving_liked": None, "judge_p": 0.4}
+    assert "not trusted yet" in _ranked(untrusted)

@@ -148,10 +148,11 @@ def _gate_words(run: dict[str, Any]) -> str:
         return f"undecided ({run['reason'][:90]}…)"
     if "judge_accuracy" in run:  # the gate of runs on rated drafts
         judged = f"judge ranks {run['judge_accuracy']:.0%} of {run['pairs']} held-out pairs, p = {run['judge_p']:.3f}"
-        if run["preferred"] is None:
+        if run["candidate_liked"] is None:
             return f"{run['decision']} ({judged})"
-        return (f"{run['decision']} ({judged}; prefers its drafts in {run['preferred']:.0%}, 95% interval "
-                f"{run['low']:.0%} to {run['high']:.0%}, p = {run['p_value']:.3f}; distinct-2 "
+        return (f"{run['decision']} ({judged}; expects writers to like {run['candidate_liked']:.0%} of its drafts "
+                f"against {run['serving_liked']:.0%}, difference 95% interval {run['low']:+.0%} to {run['high']:+.0%}, "
+                f"p = {run['p_value']:.3f}; distinct-2 "
                 f"{run['candidate_distinct_2']:.2f} vs {run['serving_distinct_2']:.2f})")
     return f"{run['decision']} ({gate_words(run)})"
 

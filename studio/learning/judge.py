@@ -57,6 +57,11 @@ class Judge:
         """How much the writers would like each text (log-odds; higher is better)."""
         return [float(s) for s in self.pipeline.decision_function(texts)] if texts else []
 
+    def weights(self) -> dict[str, float]:
+        """Each feature it weights (not zero), and its weight."""
+        vectorizer, model = self.pipeline[0], self.pipeline[-1]
+        return {str(name): float(w) for name, w in zip(vectorizer.get_feature_names_out(), model.coef_[0]) if w}
+
     def top_words(self, n: int = 8) -> list[str]:
         """What it learned the writers like most: the features with the largest weights."""
         vectorizer, model = self.pipeline[0], self.pipeline[-1]

@@ -110,3 +110,22 @@ def permutation_p_value(reward: dict[int, float], clusters: list[list[tuple[int,
         chosen = rng.random((permutations, len(ranks))).argsort(axis=1)[:, :k]  # k drafts drawn as "liked"
         sampled += np.rint(2 * ranks[chosen].sum(axis=1))
     return float((1 + (sampled >= observed).sum()) / (1 + permutations))
+
+
+def paired_share_difference(first: list[bool], second: list[bool], seed: int = 0,
+                            resamples: int = RESAMPLES) -> tuple[float, float, float, float, float]:
+    """Two versions' drafts in pairs (the same prompt and seed), each judged liked or not: each
+    side's liked share, a 95% bootstrap interval of the difference (pairs resampled), and the
+    exact one-sided sign test (McNemar's) that the first side is liked more often. Pairs both
+    liked or both not say nothing about which side is better and only the others count."""
+    from scipy.stats import binomtest
+
+    if not first or len(first) != len(second):
+        raise ValueError("paired_share_difference needs as many drafts on each side, at least one.")
+    n = len(first)
+    differences = [int(a) - int(b) for a, b in zip(first, second)]
+    wins, losses = differences.count(1), differences.count(-1)
+    p = float(binomtest(wins, wins + losses, 0.5, alternative="greater").pvalue) if wins + losses else 1.0
+    rng = random.Random(seed)
+    values = sorted(sum(rng.choice(differences) for _ in range(n)) / n for _ in range(resamples))
+    return sum(first) / n, sum(second) / n, values[int(0.025 * (resamples - 1))], values[int(0.975 * (resamples - 1))], p

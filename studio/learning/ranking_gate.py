@@ -9,9 +9,15 @@ question, in three steps, each of which a candidate trained on shuffled ratings 
    ratings, which it never saw, as the writers did: one-sided permutation p <= alpha. If not, the
    ratings show no consistent preference yet, and nothing is promoted.
 2. The candidate and the serving version each write `samples` drafts of held-out prompts (the
-   newest); the judge must prefer the candidate's: its share of (candidate, serving) pairs of one
-   prompt the judge ranks the candidate's higher (ties half) above 50% + margin, p <= alpha. A 95%
-   bootstrap interval of that share is shown with it.
+   newest), in pairs: the same prompt and seed for both. The judge must expect writers to like
+   more of the candidate's drafts (log-odds above 0) than of the serving version's, by more than
+   margin, with the exact sign test on the pairs where it likes one side's draft only at
+   p <= alpha. A 95% bootstrap interval of the difference is shown with it.
+   Why a count of liked drafts, not how often the judge ranks one side's draft above the other's:
+   the judge also weights words that only happened to come with liked drafts, and between two
+   drafts without the liked trait those words decide the ranking: a candidate that wrote more of
+   them, and the trait no more often, ranked higher than one that wrote the trait twice as often
+   (README, The judge gate, for the figures).
 3. Guards against damage, since a bag-of-words judge also likes broken text full of liked words:
    the candidate's samples are as varied (distinct-2 at least min_diversity of the base model's,
    chained through the versions: the candidate's against the serving version's, times the
@@ -33,7 +39,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from studio.learning.dataset import Example, tokenize_example
-from studio.learning.ranking import accuracy, accuracy_interval, permutation_p_value
+from studio.learning.ranking import accuracy, paired_share_difference, permutation_p_value
 from studio.text import distinct_2
 
 
@@ -83,8 +89,9 @@ class Verdict:
     judge_accuracy: float  # the judge on the held-out pairs, and its one-sided p-value
     judge_p: float
     samples: int  # drafts written by each version for the judge to compare
-    preferred: float  # share of (candidate, serving) sample pairs the judge ranks the candidate's higher
-    low: float  # its 95% bootstrap interval
+    candidate_liked: float  # share of the candidate's samples the judge expects writers to like
+    serving_liked: float  # and of the serving version's (same prompts and seeds)
+    low: float  # 95% bootstrap interval of candidate_liked - serving_liked
     high: float
     p_value: float
     candidate_distinct_2: float
@@ -162,18 +169,12 @@ def judge_trusted(held: HeldOut, judge_scores: dict[int, float], options: GateOp
     return bool(held.pairs) and permutation_p_value(judge_scores, held.clusters, options.seed) <= options.alpha
 
 
-def _preference(judge_score, samples: Samples, seed: int) -> tuple[float, float, float, float]:
-    """The judge's preference for the candidate's samples over the serving version's, prompt by prompt."""
-    reward, clusters, next_id = {}, [], 0
-    for cand, serv in zip(samples.candidate, samples.serving):
-        ids_c = list(range(next_id, next_id + len(cand)))
-        ids_s = list(range(next_id + len(cand), next_id + len(cand) + len(serv)))
-        next_id += len(cand) + len(serv)
-        reward.update(zip(ids_c + ids_s, judge_score(cand + serv)))
-        clusters.append([(c, s) for c in ids_c for s in ids_s])
-    pairs = [pair for cluster in clusters for pair in cluster]
-    low, high = accuracy_interval(reward, clusters, seed)
-    return accuracy(reward, pairs), low, high, permutation_p_value(reward, clusters, seed)
+def _liked_shares(judge_score, samples: Samples, seed: int) -> tuple[float, float, float, float, float]:
+    """Which of each version's samples the judge expects writers to like, compared in pairs (the
+    same prompt and seed): both shares, the difference's interval, and the sign test's p."""
+    candidate, serving = samples.flat()
+    liked = [score > 0 for score in judge_score(candidate + serving)]
+    return paired_share_difference(liked[:len(candidate)], liked[len(candidate):], seed)
 
 
 def decide(held: HeldOut, base: dict[int, tuple[float, int]], serving: dict[int, tuple[float, int]],
@@ -191,7 +192,7 @@ def decide(held: HeldOut, base: dict[int, tuple[float, int]], serving: dict[int,
         pairs=len(held.pairs), liked=len(liked), disliked=len(disliked),
         judge_accuracy=accuracy(judge_scores, held.pairs),
         judge_p=permutation_p_value(judge_scores, held.clusters, options.seed) if held.pairs else nan,
-        samples=len(cand_texts), preferred=nan, low=nan, high=nan, p_value=nan,
+        samples=len(cand_texts), candidate_liked=nan, serving_liked=nan, low=nan, high=nan, p_value=nan,
         candidate_distinct_2=cand_d2, serving_distinct_2=serv_d2,
         diversity_vs_base=cand_d2 / serv_d2 * serving_diversity if serv_d2 else nan,
         candidate_accuracy=accuracy({i: candidate[i][0] - base[i][0] for i in candidate}, held.pairs),
@@ -215,21 +216,22 @@ def decide(held: HeldOut, base: dict[int, tuple[float, int]], serving: dict[int,
             f"ranks {figures['judge_accuracy']:.0%} of {len(held.pairs)} held-out pairs as the writers did "
             f"(p = {figures['judge_p']:.3f}, needs <= {options.alpha:g}), so there is no consistent preference to "
             "check the candidate against. Rate more drafts."), **figures)
-    figures["preferred"], figures["low"], figures["high"], figures["p_value"] = _preference(
-        judge_score, samples, options.seed)
+    (figures["candidate_liked"], figures["serving_liked"], figures["low"], figures["high"],
+     figures["p_value"]) = _liked_shares(judge_score, samples, options.seed)
     return _verdict_on_samples(figures, options)
 
 
 def _verdict_on_samples(figures: dict[str, Any], options: GateOptions) -> Verdict:
     verdict = functools.partial(Verdict, **figures)
     prefers = (f"a judge learned from the ratings (it ranks {figures['judge_accuracy']:.0%} of held-out pairs as the "
-               f"writers did) prefers its drafts to the serving version's in {figures['preferred']:.0%} of pairs of "
-               f"drafts of the same prompt, {figures['samples']} drafts each (95% interval "
-               f"{figures['low']:.0%} to {figures['high']:.0%}; p = {figures['p_value']:.3f})")
-    if figures["p_value"] > options.alpha or figures["preferred"] <= 0.5 + options.margin:
-        return verdict("rejected", f"Not shown to write what the writers like better than the serving version: "
-                                   f"{prefers}; promotion needs p <= {options.alpha:g} and more than "
-                                   f"{0.5 + options.margin:.0%}.")
+               f"writers did) expects writers to like {figures['candidate_liked']:.0%} of its drafts against "
+               f"{figures['serving_liked']:.0%} of the serving version's, {figures['samples']} drafts each of the "
+               f"same prompts and seeds (difference {figures['candidate_liked'] - figures['serving_liked']:+.0%}, "
+               f"95% interval {figures['low']:+.0%} to {figures['high']:+.0%}; p = {figures['p_value']:.3f})")
+    if figures["p_value"] > options.alpha or figures["candidate_liked"] - figures["serving_liked"] <= options.margin:
+        return verdict("rejected", f"Not shown to write what the writers like more often than the serving version: "
+                                   f"{prefers}; promotion needs p <= {options.alpha:g} and a difference above "
+                                   f"{options.margin:+.0%}.")
     if figures["diversity_vs_base"] < options.min_diversity:
         return verdict("rejected", f"It writes what the writers like, but repeats itself: distinct-2 of its drafts "
                                    f"{figures['candidate_distinct_2']:.2f} against {figures['serving_distinct_2']:.2f} "

@@ -45,10 +45,14 @@ def _ranked(gate: dict) -> str:
         if "judge_accuracy" not in gate:  # versions judged by an earlier gate
             return f"{gate['serving_accuracy']:.0%} → {gate['candidate_accuracy']:.0%} of {gate['pairs']}"
         judged = f"a judge learned from the ratings ranks {gate['judge_accuracy']:.0%} of {gate['pairs']} held out"
-        if gate["preferred"] is None:
-            return f"{judged} (p = {gate['judge_p']:.2f}: not trusted yet)"
-        return (f"{judged}, and prefers its drafts to {gate['against']}'s in {gate['preferred']:.0%} of pairs "
-                f"(95% interval {gate['low']:.0%}–{gate['high']:.0%})")
+        if gate.get("candidate_liked") is not None:
+            return (f"{judged}, and expects writers to like {gate['candidate_liked']:.0%} of its drafts against "
+                    f"{gate['serving_liked']:.0%} of {gate['against']}'s (difference 95% interval "
+                    f"{gate['low']:+.0%} to {gate['high']:+.0%})")
+        if gate.get("preferred") is not None:  # versions judged by the earlier gate: pairs ranked
+            return (f"{judged}, and prefers its drafts to {gate['against']}'s in {gate['preferred']:.0%} of pairs "
+                    f"(95% interval {gate['low']:.0%}–{gate['high']:.0%})")
+        return f"{judged} (p = {gate['judge_p']:.2f}: not trusted yet)"
     if "held_out_pairs" in gate:
         return (f"{gate['active_pair_accuracy']:.0%} → {gate['candidate_pair_accuracy']:.0%} "
                 f"of {gate['held_out_pairs']}")
