@@ -9,8 +9,9 @@ of drafts) or either of two (3-10% each). For each trait and for the ratings of 
 two thirds and all of the drafts (a synthetic writer likes the drafts with the trait), the gate's
 judge is learned as a run learns it (a quarter held out), and two candidates are built from the
 fresh drafts, each against a random half of them as the serving version's:
-- "companions": as many drafts with the trait as the serving half has, but those with the most of
-  what the judge weights besides the trait (words that merely came with liked drafts);
+- "companions": as many drafts with the trait as the serving half has, but those the judge scores
+  highest on everything it weights besides the trait (words that merely came with liked drafts,
+  or with disliked ones): what a candidate that learned the judge's quirks, not the trait, writes;
 - "trait x2": twice as many drafts with the trait, the rest at random.
 For each it prints how the judge's ranking of the two sides' drafts (the old gate's statistic)
 and its count of liked drafts (the gate's, ranking_gate.py) see them. An honest gate prefers the
@@ -76,7 +77,7 @@ def judge_case(rated: list[str], fresh: list[str], words: list[str], rng: random
     judge = Judge.fit(_examples([rated[i] for i in train], [liked[i] for i in train]), lambda e: e.stars == 5)
     weights = judge.weights()
     stems = {w[:5] for w in words}
-    companions = {f: w for f, w in weights.items() if w > 0 and not any(s in f for s in stems)}
+    companions = {f: w for f, w in weights.items() if not any(s in f for s in stems)}  # liked or disliked
     score = judge.scores(fresh)
     companion_score = [sum(companions.get(f, 0.0) for f in set(features(t))) for t in fresh]
     with_trait = [i for i, up in enumerate(fresh_liked) if up]
