@@ -25,6 +25,9 @@ def test_bench_reports_every_figure_side_by_side(tiny_model_dir, tmp_path, capsy
     for c in report["concurrent"]:
         assert c["aggregate_tokens_per_s"] > 0 and "draft_ids" not in c
         assert c["aggregate_x1"] == 1.0 if c["writers"] == 1 else math.isfinite(c["aggregate_x1"])
+    bound = report["decode_bound"]  # no draft streams faster than memory reads the weights
+    assert bound["bandwidth_gb_s"] > 0.1 and 0 < bound["share_of_bound"] < 1
+    assert bound["weight_mb"] == report["quantization"]["modes"]["none"]["weight_mb"]
     training = report["training"]
     assert training["training_drafts"] == 8  # the four concurrent runs' six drafts, and two more
     assert training["train_tokens_per_s"] > 0 and training["gate"] in ("promoted", "rejected")
@@ -43,6 +46,7 @@ def test_bench_reports_every_figure_side_by_side(tiny_model_dir, tmp_path, capsy
 
     table = capsys.readouterr().out
     assert "streaming / bare on the page's path" in table and "metrics on / off" in table
+    assert "decode bound: memory copies at" in table
     assert "training on 8 rated drafts" in table and "serving: idle" in table
     assert "quantised serving (--quantize)" in table and "int8 / none: 1 writer t/s" in table
     assert "int4: not measured: --quantize int4 needs a CUDA GPU" in table

@@ -30,6 +30,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from studio.bench.bandwidth import decode_bound, print_bound
 from studio.bench.quantized import print_quantization, quantization_figures
 from studio.bench.scratch import PROMPT_TEMPLATE, scratch_settings, studio_stream, writers_at_once
 from studio.config import Settings, add_arguments, child_environment, settings_from
@@ -37,7 +38,6 @@ from studio.learning.jobs import REPO_ROOT, train_command
 from studio.logs import quiet_libraries
 from studio.serving.generation import model_input
 from studio.trust.accounts import OPERATOR
-from studio.logs import quiet_libraries
 
 # Rated drafts the benchmark's training run learns from: enough for a split and a few dozen
 # optimisation steps (training tokens/s and serving beside it are steady long before the end),
@@ -217,6 +217,7 @@ def run(settings: Settings, tokens: int, writers: list[int], repeats: int, train
     report: dict[str, Any] = {"model": settings.model, "device": loaded.device, "tokens": tokens}
     report["path"] = studio_path(studio)
     report["single"] = single_writer(studio, tokens, repeats)
+    report["decode_bound"] = decode_bound(loaded, report["single"][report["path"]]["tokens_per_s"])
     # Each writer count on both paths one after the other, so drift on the machine hits both alike.
     report["concurrent"] = [concurrent_writers(studio, n, tokens, label) for n in writers for label in PATHS]
     one = {c["path"]: c for c in report["concurrent"] if c["writers"] == 1}
@@ -243,7 +244,9 @@ def print_table(report: dict[str, Any]) -> None:
         f = s[label]
         print(f"{name:<36}{f['tokens_per_s']:>10.1f}{f['ttft_s']:>10.3f}{f['ratio']:>8.2f}")
     print(f"streaming / bare on the page's path ({report['path']}) = {s['ratio']:.2f}  (target >= 0.95)")
-    print(f"metrics on / off on that path = {s['metrics_on_off']:.2f}  (1.00: they cost nothing)\n")
+    print(f"metrics on / off on that path = {s['metrics_on_off']:.2f}  (1.00: they cost nothing)")
+    print_bound(report["decode_bound"])
+    print()
     print(f"{'writers':>8}  {'path':<9}{'aggregate t/s':>14}{'per-writer t/s':>16}{'p50 TTFT s':>12}"
           f"{'p95 TTFT s':>12}{'p95 gap s':>11}{'agg x1':>8}{'gap x1':>8}")
     for c in report["concurrent"]:
