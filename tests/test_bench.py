@@ -116,6 +116,7 @@ def test_the_gate_benchmark_draws_traits_from_the_drafts_and_judges_both_candida
         assert case["trait_in_serving"] > 0
         for name in ("companions", "trait x2"):
             assert 0 <= case[name]["ranked_higher"] <= 1 and 0 <= case[name]["p_value"] <= 1
+            assert 0 < case[name]["ranked_p_value"] <= 1
         assert case["trait x2"]["trait"] >= case["companions"]["trait"]
     assert "An honest gate prefers" in printed
 
@@ -128,3 +129,21 @@ def test_gate_benchmark_traits_are_the_drafts_own_words():
     assert ["harbour"] in traits  # in 1 of 8 drafts: a one-word trait; "lantern" (all of them) is none
     assert all(len(t) in (1, 2) and "lantern" not in t for t in traits)
     assert trait_pattern(["harbour"]).search("two Harbours") and not trait_pattern(["harbour"]).search("harbourmaster")
+
+
+def test_the_gate_benchmark_builds_a_candidate_of_companions_and_one_with_the_trait_twice_as_often():
+    from studio.bench.gate import judge_case
+
+    rng = random.Random(2)
+    words = "moon star lantern boat sailor dawn hill road field river stone ember quiet tide".split()
+
+    def drafts(n: int) -> list[str]:
+        return [" ".join(rng.choice(words) for _ in range(20)) + (" lighthouse" if rng.random() < 0.2 else "")
+                for _ in range(n)]
+
+    case = judge_case(drafts(96), drafts(96), ["lighthouse"], random.Random(0))
+    serving_share = case["trait_in_serving"]
+    assert case["companions"]["trait"] == serving_share  # no more of the trait than the serving half
+    assert case["trait x2"]["trait"] == min(2 * serving_share, 1.0) or case["trait x2"]["trait"] > 1.5 * serving_share
+    assert case["trait x2"]["liked"] > case["trait x2"]["serving_liked"]  # the judge learned the trait
+    assert case["trait x2"]["p_value"] <= 0.05 < case["companions"]["p_value"]

@@ -36,7 +36,7 @@ from studio.bench.scratch import scratch_settings, write_at_once
 from studio.config import add_arguments, settings_from
 from studio.learning.dataset import Example
 from studio.learning.judge import Judge, features
-from studio.learning.ranking import accuracy, paired_share_difference
+from studio.learning.ranking import accuracy, paired_share_difference, permutation_p_value
 from studio.logs import quiet_libraries
 from studio.text import WORD
 
@@ -97,11 +97,13 @@ def judge_case(rated: list[str], fresh: list[str], words: list[str], rng: random
     case: dict[str, Any] = {"trait": words, "ratings": len(rated), "liked": sum(liked),
                             "trait_in_serving": k / n}
     for name, chosen in candidates.items():
-        ranked = accuracy({**{("c", i): score[i] for i in chosen}, **{("s", i): score[i] for i in serving}},
-                          [(("c", a), ("s", b)) for a in chosen for b in serving])
+        reward = {**{i: score[i] for i in chosen}, **{len(fresh) + i: score[i] for i in serving}}
+        pairs = [(a, len(fresh) + b) for a in chosen for b in serving]  # a draft in both halves: two ids
+        ranked, ranked_p = accuracy(reward, pairs), permutation_p_value(reward, [pairs])
         cand_liked, serv_liked, _, _, p = paired_share_difference([score[i] > 0 for i in chosen],
                                                                   [score[i] > 0 for i in serving])
         case[name] = {"trait": trait_frequency(trait, [fresh[i] for i in chosen]), "ranked_higher": ranked,
+                      "ranked_p_value": ranked_p,
                       "liked": cand_liked, "serving_liked": serv_liked, "p_value": p}
     return case
 
@@ -128,12 +130,18 @@ def print_report(report: dict[str, Any]) -> None:
     cases = report["cases"]
     print(f"gate benchmark: {report['template']}, {report['drafts']} rated and {report['fresh']} fresh base drafts, "
           f"{len({' '.join(c['trait']) for c in cases})} traits, {len(cases)} cases (a trait at a number of ratings)")
-    print(f"{'candidate':12} {'trait in its drafts':>20} {'ranked higher (old gate)':>26} {'preferred by count, p<=0.05':>28}")
+    print(f"{'':12} {'trait in':>9}   {'old gate: pairs ranked':^30}   {'gate: liked drafts counted':^30}")
+    print(f"{'candidate':12} {'its drafts':>10} {'ranked higher':>15} {'p <= 0.05':>14}   {'liked, serving':>16} "
+          f"{'p <= 0.05':>13}")
     for name in ("companions", "trait x2"):
         trait = statistics.mean(c[name]["trait"] / max(c["trait_in_serving"], 1e-9) for c in cases)
         ranked = statistics.mean(c[name]["ranked_higher"] for c in cases)
+        ranked_passed = sum(c[name]["ranked_p_value"] <= ALPHA and c[name]["ranked_higher"] > 0.5 for c in cases)
+        liked = statistics.mean(c[name]["liked"] for c in cases)
+        serving = statistics.mean(c[name]["serving_liked"] for c in cases)
         passed = sum(c[name]["p_value"] <= ALPHA and c[name]["liked"] > c[name]["serving_liked"] for c in cases)
-        print(f"{name:12} {trait:19.2f}x {ranked:25.0%} {passed:>18} of {len(cases)}")
+        print(f"{name:12} {trait:9.2f}x {ranked:15.0%} {ranked_passed:>8} of {len(cases):<3}   "
+              f"{liked:7.0%}, {serving:3.0%} {passed:>7} of {len(cases)}")
     print("An honest gate prefers 'trait x2' and not 'companions'.")
 
 

@@ -71,8 +71,8 @@ class TrainingConfig:
     rank_margin: float = field(default=0.0, metadata={
         "help": "kto: the judge must expect writers to like a share of the candidate's drafts more than this above "
                 "the serving version's share."})
-    # 48, not 32: 32 pairs leave a rise from 12% to 34% liked short of p 0.05 (p 0.06-0.07, twice on
-    # the loop benchmark); 48 show it, for about 40 s more per run on a 2-core CPU.
+    # 48, not 32: 32 pairs left a rise from 12% to 34% liked short of p 0.05 (p 0.06-0.07, twice on
+    # the loop benchmark). A prompt's drafts are written in one batch, so runs took no longer.
     gate_samples: int = field(default=48, metadata={"help": "kto: drafts each version writes for the judge to compare."})
     judge_samples: int = field(default=64, metadata={
         "help": "kto: drafts the serving version writes of training prompts before training; the trusted judge's "
