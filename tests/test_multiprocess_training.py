@@ -13,6 +13,7 @@ import pytest
 
 from storage import registry
 from studio.config import Settings, child_environment
+from studio.learning.config import TrainingConfig
 from studio.learning.jobs import execute_run, train_command, worker_id
 from tests.drafts import dirge, seed_rated_drafts
 
@@ -95,15 +96,15 @@ def test_a_run_on_two_processes_is_recorded_once_and_learns_what_one_process_lea
 @pytest.mark.slow
 def test_a_kto_run_on_two_processes_trains_both_on_the_judges_picks_from_rank_0(tmp_path, verse_model_dir):
     """The judge's picks are drafts rank 0 samples before training; the other process trains on them as
-    it received them. (Not compared with a run on one process: the judge's fit draws on numpy's global
-    random state, so a run in another process fits another judge, which picks other drafts.)"""
+    it received them. (Not compared with a run on one process: there KTO scores the reference once
+    before training, on two processes batch by batch.)"""
     studio = _studio(tmp_path, verse_model_dir, "two", "kto", train_processes=2)
     seed_rated_drafts(studio, 30, stars=5)  # songs liked, dirges not: a judge the held-out ratings trust
     seed_rated_drafts(studio, 30, stars=1, start=30, text=dirge)
     version = _train_on_two_processes(studio, epochs=1, learning_rate=5e-3)
 
     gate = version["gate"]
-    assert gate["method"] == "kto" and gate["picked_liked"] > 0 and gate["samples"] == 32
+    assert gate["method"] == "kto" and gate["picked_liked"] > 0 and gate["samples"] == TrainingConfig().gate_samples
     examples = gate["train_liked"] + gate["train_disliked"] + gate["picked_liked"] + gate["picked_disliked"]
     # One epoch of 4 drafts a step in all: the steps count the picks (had the other process fewer
     # examples, it would run out of batches first and the run would hang).
