@@ -10,7 +10,7 @@ import random
 
 import pytest
 
-from studio.learning.ranking import accuracy, accuracy_interval, permutation_p_value
+from studio.learning.ranking import accuracy, paired_share_difference, permutation_p_value
 from studio.learning.ranking_gate import GateOptions, HeldOut, Samples, decide, smallest_p_value
 
 
@@ -193,13 +193,12 @@ def test_too_few_held_out_ratings_leave_the_gate_undecided():
     assert smallest_p_value(held([0, 1], list(range(2, 18)))) == pytest.approx(1 / 153)
 
 
-def test_the_bootstrap_interval_holds_the_accuracy():
+def test_the_bootstrap_interval_holds_the_difference_in_liked_shares():
     rng = random.Random(1)
-    reward = {i: rng.gauss(1.0 if i in LIKED else 0.0, 1) for i in range(30)}
-    low, high = accuracy_interval(reward, clusters_of(LIKED, DISLIKED))
-    pairs = clusters_of(LIKED, DISLIKED)[0]
-    observed = sum(reward[a] > reward[b] for a, b in pairs) / len(pairs)
-    assert low <= observed <= high and high - low > 0.05
+    first, second = [rng.random() < 0.4 for _ in range(48)], [rng.random() < 0.15 for _ in range(48)]
+    liked_first, liked_second, low, high, p = paired_share_difference(first, second)
+    observed = liked_first - liked_second
+    assert low <= observed <= high and high - low > 0.05 and 0 < p <= 1
 
 
 def test_the_training_tab_says_how_many_drafts_each_version_would_have_liked():

@@ -64,7 +64,5 @@ class Judge:
 
     def top_words(self, n: int = 8) -> list[str]:
         """What it learned the writers like most: the features with the largest weights."""
-        vectorizer, model = self.pipeline[0], self.pipeline[-1]
-        names = vectorizer.get_feature_names_out()
-        order = model.coef_[0].argsort()[::-1][:n]
-        return [str(names[i]) for i in order if model.coef_[0][i] > 0]
+        liked = sorted(((w, name) for name, w in self.weights().items() if w > 0), reverse=True)
+        return [name for _, name in liked[:n]]

@@ -1,10 +1,10 @@
 """How well scores order pairs of drafts, and how sure that is: accuracy (Mann-Whitney's AUC over
-pairs), a bootstrap interval that resamples drafts rather than pairs, and a permutation test
-(exact where it can count every relabelling).
+pairs) with a permutation test (exact where it can count every relabelling); and, for two
+versions' drafts judged liked or not in pairs, both liked shares with a bootstrap interval of
+their difference and the exact sign test.
 
 Pairs come in clusters: within a cluster every "first" item is paired with every "second" item
-(a template's liked drafts with its disliked ones; one prompt's candidate samples with the serving
-version's). Labels are shuffled and drafts resampled within clusters.
+(a template's held-out liked drafts with its disliked ones). Labels are shuffled within clusters.
 """
 
 from __future__ import annotations
@@ -20,31 +20,6 @@ def accuracy(reward: dict[int, float], pairs: list[tuple[int, int]]) -> float:
     if not pairs:
         return float("nan")
     return sum(1.0 if reward[a] > reward[b] else 0.5 if reward[a] == reward[b] else 0.0 for a, b in pairs) / len(pairs)
-
-
-def _resample(clusters: list[list[tuple[int, int]]], rng: random.Random) -> list[tuple[int, int]]:
-    """A bootstrap sample of pairs: within each cluster, its liked and its disliked drafts are drawn
-    with replacement and paired again, so a draft that sits in many pairs counts as one draft."""
-    sample = []
-    for cluster in clusters:
-        liked = sorted({a for a, _ in cluster})
-        disliked = sorted({b for _, b in cluster})
-        allowed = set(cluster)
-        drawn_a = [rng.choice(liked) for _ in liked]
-        drawn_b = [rng.choice(disliked) for _ in disliked]
-        sample += [(a, b) for a in drawn_a for b in drawn_b if (a, b) in allowed]
-    return sample
-
-
-def accuracy_interval(reward: dict[int, float], clusters: list[list[tuple[int, int]]], seed: int = 0,
-                      resamples: int = RESAMPLES) -> tuple[float, float]:
-    """95% percentile bootstrap interval of the accuracy of reward on the clusters' pairs."""
-    rng = random.Random(seed)
-    values = sorted(accuracy(reward, sample) for sample in (_resample(clusters, rng) for _ in range(resamples))
-                    if sample)
-    if not values:
-        return float("nan"), float("nan")
-    return values[int(0.025 * (len(values) - 1))], values[int(0.975 * (len(values) - 1))]
 
 
 def _midranks(values: list[float]) -> list[float]:
