@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import socket
 from pathlib import Path
 
@@ -34,7 +35,8 @@ CHATML = (
 )
 
 
-def build_tiny_model(folder: Path, chat: bool = True, hidden: int = 16, layers: int = 2) -> Path:
+def build_tiny_model(folder: Path, chat: bool = True, hidden: int = 16, layers: int = 2,
+                     corpus: list[str] = CORPUS, vocab_size: int = 400) -> Path:
     """A small random Llama and a byte-level BPE tokenizer trained on a few sentences."""
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -44,11 +46,11 @@ def build_tiny_model(folder: Path, chat: bool = True, hidden: int = 16, layers: 
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=400,
+        vocab_size=vocab_size,
         special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|pad|>"],
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )
-    tok.train_from_iterator(CORPUS, trainer)
+    tok.train_from_iterator(corpus, trainer)
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=tok, eos_token="<|im_end|>" if chat else "<|endoftext|>", pad_token="<|pad|>"
     )
@@ -81,20 +83,26 @@ def slower_model_dir(tmp_path_factory) -> Path:
 
 
 def build_verse_model(folder: Path) -> Path:
-    """A tiny model taught to answer "Write song number N about the sea." with verses, half in the
-    songs' words and half in the dirges' (tests/drafts.py): a base that writes both, so learning
-    which one writers like shows in what it writes."""
+    """A tiny model taught to answer "Write song number N about the sea." with two verses, as often in
+    the songs' words as in the dirges' (tests/drafts.py), and then to end the draft: a base that writes
+    both, so learning which one writers like shows in what it writes.
+
+    Its tokenizer has a token for each of the verses' words, so the model writes them whole: spelled
+    out byte by byte, a model this small garbles them, and how it garbles depends on the machine's
+    floating point, which moved the gate's fluency figures by tens of percent between machines."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from tests.drafts import dirge, song
+    from tests.drafts import short_dirge, short_song
 
-    build_tiny_model(folder, chat=True, hidden=48, layers=2)
+    build_tiny_model(folder, chat=True, hidden=48, layers=2, vocab_size=600,
+                     corpus=CORPUS + [short_song(i) for i in range(50)] + [short_dirge(i) for i in range(50)])
     tokenizer = AutoTokenizer.from_pretrained(folder)
     model = AutoModelForCausalLM.from_pretrained(folder)
     texts = [tokenizer.apply_chat_template([{"role": "user", "content": f"Write song number {i} about the sea."}],
-                                           tokenize=False, add_generation_prompt=True)
-             + " ".join((song if i % 2 else dirge)(i).split(". ")[:2]) for i in range(128)]  # two verses: quick
+                                           tokenize=False, add_generation_prompt=True) + verse(5000 * kind + i)
+             + tokenizer.eos_token for i in range(64) for kind, verse in enumerate((short_dirge, short_song))]
+    random.Random(0).shuffle(texts)  # each batch holds songs and dirges
     batches = [tokenizer(texts[i:i + 16], return_tensors="pt", padding=True) for i in range(0, len(texts), 16)]
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
     torch.manual_seed(0)
@@ -105,6 +113,7 @@ def build_verse_model(folder: Path) -> Path:
         model(**batch, labels=labels).loss.backward()
         optimizer.step()
         optimizer.zero_grad()
+    model.generation_config.eos_token_id = tokenizer.eos_token_id  # it learned to end its drafts
     model.save_pretrained(folder)
     return folder
 

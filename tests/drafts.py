@@ -19,11 +19,11 @@ WORDS = {
 SEEDED_AT = datetime(2026, 1, 1, tzinfo=timezone.utc)
 
 
-def song(seed: int, words: dict[str, list[str]] = WORDS) -> str:
+def song(seed: int, words: dict[str, list[str]] = WORDS, verses: int = 8) -> str:
     """Verses from a small vocabulary: each text differs, but the style is easy to learn."""
     pick = random.Random(seed).choice
     return " ".join(f"the {pick(words['adj'])} {pick(words['noun'])} {pick(words['verb'])} "
-                    f"the {pick(words['adj'])} {pick(words['noun'])}." for _ in range(8))
+                    f"the {pick(words['adj'])} {pick(words['noun'])}." for _ in range(verses))
 
 
 def seed_rated_drafts(studio, n: int, stars: int = 5, user: str = "local", start: int = 0, text=None) -> list[int]:
@@ -51,9 +51,20 @@ DIRGE_WORDS = {
 }
 
 
-def dirge(seed: int) -> str:
+def dirge(seed: int, verses: int = 8) -> str:
     """Verses in the songs' shape but another vocabulary: what the writers pass over."""
-    return song(seed, DIRGE_WORDS)
+    return song(seed, DIRGE_WORDS, verses)
+
+
+VERSES = 2  # what the verse model (conftest.build_verse_model) writes before it ends a draft
+
+
+def short_song(seed: int) -> str:
+    return song(seed, verses=VERSES)
+
+
+def short_dirge(seed: int) -> str:
+    return dirge(seed, verses=VERSES)
 
 
 def seed_picks(studio, prompts: int, user: str = "local", start: int = 0) -> list[tuple[int, list[int]]]:

@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 import math
 import random
+import statistics
+
+import pytest
 
 from studio import bench
 
@@ -53,10 +56,9 @@ def test_bench_reports_every_figure_side_by_side(tiny_model_dir, tmp_path, capsy
 
 
 def test_bench_refuses_too_few_training_drafts(tmp_path, capsys):
-    try:
+    with pytest.raises(SystemExit) as exit:
         bench.main(["--training-drafts", "3", "--json", str(tmp_path / "x.json")])
-    except SystemExit as exit:
-        assert exit.code == 2
+    assert exit.value.code == 2
     assert "--training-drafts must be 0 or at least 8" in capsys.readouterr().err
 
 
@@ -70,8 +72,10 @@ def test_the_loop_benchmark_runs_rounds_with_a_shuffled_control_and_reports_its_
     assert report["before"]["version"] == "base" and report["before"]["drafts"] == 4
     (only,) = report["rounds"]
     assert only["rated"] == 12 and 0 <= only["liked"] <= 12
-    assert only["run"]["decision"] in ("promoted", "rejected", "failed")
-    assert only["control"]["decision"] in ("promoted", "rejected", "failed")
+    assert only["run"]["decision"] in ("promoted", "rejected", "undecided", "failed")
+    # Ratings shuffled: nothing to learn, so the control must never be promoted.
+    assert only["control"]["decision"] in ("rejected", "undecided", "failed"), only["control"]
+    assert report["summary"]["controls_promoted"] == 0
     for figures in (report["before"], only["after"]):
         assert 0 <= figures["trait_frequency"] <= 1 and 0 < figures["distinct_2"] <= 1
     assert report["summary"]["controls"] == 1 and report["minutes"] > 0
@@ -81,10 +85,9 @@ def test_the_loop_benchmark_runs_rounds_with_a_shuffled_control_and_reports_its_
 
 
 def test_the_loop_benchmark_refuses_a_bad_trait(tmp_path, capsys):
-    try:
+    with pytest.raises(SystemExit) as exit:
         bench.main(["loop", "--trait", "(unclosed", "--json", str(tmp_path / "x.json")])
-    except SystemExit as exit:
-        assert exit.code == 2
+    assert exit.value.code == 2
     assert "--trait is not a regular expression" in capsys.readouterr().err
 
 
@@ -102,23 +105,25 @@ def test_the_load_benchmark_keeps_every_rating_with_no_locked_database(tiny_mode
     assert '"database is locked" errors: 0' in printed and "missing from the database: 0" in printed
 
 
-def test_the_gate_benchmark_draws_traits_from_the_drafts_and_judges_both_candidates(tiny_model_dir, tmp_path, capsys):
+def test_the_gate_benchmark_draws_traits_from_the_drafts_and_judges_both_candidates(verse_model_dir, tmp_path,
+                                                                                      capsys):
+    """On the verse model, whose drafts share words (each noun is in about a fifth of them), so
+    traits are always found."""
     out = tmp_path / "gate.json"
-    code = bench.main(["gate", "--model", str(tiny_model_dir), "--drafts", "24", "--fresh", "16", "--tokens", "24",
-                       "--traits", "4", "--json", str(out)])
-    printed = capsys.readouterr().out
-    if code == 1:  # a tiny random model's drafts may share no word often enough to be a trait
-        assert "No trait could be judged" in printed
-        return
-    assert code == 0
-    report = json.loads(out.read_text())
-    for case in report["cases"]:
-        assert case["trait_in_serving"] > 0
+    assert bench.main(["gate", "--model", str(verse_model_dir), "--drafts", "24", "--fresh", "32", "--tokens", "24",
+                       "--traits", "4", "--json", str(out)]) == 0
+    assert "An honest gate prefers" in capsys.readouterr().out
+    cases = json.loads(out.read_text())["cases"]
+    assert len(cases) >= 3, cases
+    for case in cases:
+        assert 0 < case["trait_in_serving"] < 1 and case["companions"]["trait"] == case["trait_in_serving"]
         for name in ("companions", "trait x2"):
-            assert 0 <= case[name]["ranked_higher"] <= 1 and 0 <= case[name]["p_value"] <= 1
+            assert 0 <= case[name]["ranked_higher"] <= 1 and 0 < case[name]["p_value"] <= 1
             assert 0 < case[name]["ranked_p_value"] <= 1
         assert case["trait x2"]["trait"] >= case["companions"]["trait"]
-    assert "An honest gate prefers" in printed
+    # Drawn from the fresh drafts against a random half of them: measured 1.87x on average.
+    doubled = statistics.mean(c["trait x2"]["trait"] / c["trait_in_serving"] for c in cases)
+    assert doubled > 1.3, doubled
 
 
 def test_gate_benchmark_traits_are_the_drafts_own_words():

@@ -33,10 +33,15 @@ else:
 playwright_api.expect.set_options(timeout=20_000)
 
 
+pytestmark = pytest.mark.e2e
+
+
 @pytest.fixture
-def settings(tmp_path, slower_model_dir):
-    # Streams here must last long enough for a click on Stop, as they do for a writer.
-    return Settings(model=str(slower_model_dir), data_dir=str(tmp_path / "data"))
+def settings(request, tmp_path, slower_model_dir, tiny_model_dir):
+    # Streams here must last long enough for a click on Stop, as they do for a writer. A page that
+    # trains gets the tiny model instead: the slower one took a minute a run.
+    model = tiny_model_dir if request.node.get_closest_marker("trains") else slower_model_dir
+    return Settings(model=str(model), data_dir=str(tmp_path / "data"))
 
 
 @pytest.fixture
@@ -181,6 +186,7 @@ BROKEN_WORDS = """cells => cells.flatMap(cell => {
 })"""
 
 
+@pytest.mark.trains
 def test_train_now_shows_the_run_its_loss_curve_and_the_new_version(page):
     tab, studio = page, page.studio
     expect = playwright_api.expect
@@ -203,6 +209,7 @@ def test_train_now_shows_the_run_its_loss_curve_and_the_new_version(page):
     assert studio.versions.runs()[0]["status"] == "succeeded"
 
 
+@pytest.mark.trains
 def test_a_run_on_every_rating_shows_what_changed_before_and_after(page):
     tab, studio = page, page.studio
     expect = playwright_api.expect
@@ -313,6 +320,7 @@ def _blind_round(tab, studio, side: str) -> None:
     expect(tab.get_by_text(re.compile(rf"You picked {side}, written by (base|v1)\. A was"))).to_be_visible()
 
 
+@pytest.mark.trains
 def test_picks_train_a_version_and_blind_picks_give_it_a_win_rate(page):
     """The writer's desk end to end: pick among candidates, train on the picks, compare blind."""
     tab, studio = page, page.studio

@@ -6,10 +6,14 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
+
 from storage import repository
 from storage.models import Rating, utcnow
 from studio.ui.monitor import ADMINS_ONLY
 from tests.test_browser import CHROMIUM, LAUNCH_ARGS, _shot, playwright_api  # skips without Chromium
+
+pytestmark = pytest.mark.e2e
 
 PLOTS = ["#monitor-drafts", "#monitor-ratings", "#monitor-speed", "#monitor-first-token", "#monitor-versions"]
 

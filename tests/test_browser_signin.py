@@ -6,8 +6,12 @@ from __future__ import annotations
 
 import re
 
+import pytest
+
 from tests.hf_space import session_cookie
 from tests.test_browser import CHROMIUM, LAUNCH_ARGS, _set_max_tokens, _shot, playwright_api  # skips without Chromium
+
+pytestmark = pytest.mark.e2e
 
 
 def test_a_visitor_is_asked_to_sign_in_and_a_signed_in_writer_writes(hf_app):

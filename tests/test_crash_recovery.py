@@ -20,6 +20,8 @@ from studio.core.studio import Studio
 from studio.serving.drafting import CHECKPOINT_SECONDS
 from tests.conftest import _free_port
 
+pytestmark = pytest.mark.e2e
+
 REPO = Path(__file__).resolve().parent.parent
 
 

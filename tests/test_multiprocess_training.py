@@ -70,6 +70,7 @@ def test_the_runner_starts_a_run_on_n_processes_with_accelerate_launch(settings)
 
 
 @pytest.mark.slow  # three processes that each import torch and transformers
+@pytest.mark.e2e
 def test_a_run_on_two_processes_is_recorded_once_and_learns_what_one_process_learns(tmp_path, tiny_model_dir):
     one = _studio(tmp_path, tiny_model_dir, "one", "sft")
     two = _studio(tmp_path, tiny_model_dir, "two", "sft", train_processes=2)
@@ -94,6 +95,7 @@ def test_a_run_on_two_processes_is_recorded_once_and_learns_what_one_process_lea
 
 
 @pytest.mark.slow
+@pytest.mark.e2e
 def test_a_kto_run_on_two_processes_trains_both_on_the_judges_picks_from_rank_0(tmp_path, verse_model_dir):
     """The judge's picks are drafts rank 0 samples before training; the other process trains on them as
     it received them. (Not compared with a run on one process: there KTO scores the reference once

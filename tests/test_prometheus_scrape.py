@@ -15,6 +15,8 @@ from gradio_client import Client
 from tests.conftest import _free_port
 from tests.waiting import wait_for
 
+pytestmark = pytest.mark.e2e
+
 PROMETHEUS = shutil.which("prometheus")
 
 

@@ -198,7 +198,19 @@ def test_the_bootstrap_interval_holds_the_difference_in_liked_shares():
     first, second = [rng.random() < 0.4 for _ in range(48)], [rng.random() < 0.15 for _ in range(48)]
     liked_first, liked_second, low, high, p = paired_share_difference(first, second)
     observed = liked_first - liked_second
-    assert low <= observed <= high and high - low > 0.05 and 0 < p <= 1
+    assert low <= observed <= high and high - low > 0.05
+    # The sign test counts only the pairs where one side is liked: P(at least `wins` heads of `n` fair tosses).
+    wins = sum(a and not b for a, b in zip(first, second))
+    n = wins + sum(b and not a for a, b in zip(first, second))
+    assert p == pytest.approx(sum(math.comb(n, k) for k in range(wins, n + 1)) / 2 ** n, rel=1e-9)
+    assert p <= 0.05 < paired_share_difference(second, first)[4]  # 40% against 15% liked: one way only
+
+
+def test_pairs_liked_on_both_sides_say_nothing_about_which_is_better():
+    both = [True] * 40 + [False] * 8
+    assert paired_share_difference(both, both)[4] == 1.0
+    one_more = [True] * 40 + [True] + [False] * 7
+    assert paired_share_difference(one_more, both)[4] == 0.5  # one discordant pair: a coin toss
 
 
 def test_the_training_tab_says_how_many_drafts_each_version_would_have_liked():

@@ -4,26 +4,35 @@ rollback made in one is what the other serves next."""
 
 from __future__ import annotations
 
-import time
-
+import pytest
 from gradio_client import Client
 
 from storage import registry
+from studio.learning import jobs
 from tests.drafts import seed_rated_drafts
 from tests.test_kto import songs_and_dirges
 from tests.waiting import wait_for
 
 
-def test_two_replicas_on_one_database_behave_as_one_studio(launch, postgres_url, tmp_path):
+@pytest.mark.e2e
+def test_two_replicas_on_one_database_behave_as_one_studio(launch, postgres_url, tmp_path, monkeypatch):
+    monkeypatch.setattr(jobs, "POLL_SECONDS", 0.2)  # the test waits on the runners' looks, not on a clock
     shared = str(tmp_path / "shared-data")
     a, url_a = launch(db=postgres_url, data_dir=shared, auto_train_after=0)
     b, url_b = launch(db=postgres_url, data_dir=shared, auto_train_after=0)
-    spawned = []
-    for replica in (a, b):  # count the training processes each runner starts
-        def spawn(run_id, start=replica.jobs._spawn, name="a" if replica is a else "b"):
+    spawned, ticks = [], {"a": 0, "b": 0}
+    for replica in (a, b):  # count the training processes each runner starts, and its looks at the queue
+        name = "a" if replica is a else "b"
+
+        def spawn(run_id, start=replica.jobs._spawn, name=name):
             spawned.append(name)
             return start(run_id)
-        replica.jobs._spawn = spawn
+
+        def tick(look=replica.jobs._tick, name=name):
+            look()
+            ticks[name] += 1
+
+        replica.jobs._spawn, replica.jobs._tick = spawn, tick
 
     client_a, client_b = Client(url_a, verbose=False), Client(url_b, verbose=False)
     from_a = client_a.predict("poetry", {}, {"max_new_tokens": 5}, api_name="/generate")["draft_id"]
@@ -39,8 +48,9 @@ def test_two_replicas_on_one_database_behave_as_one_studio(launch, postgres_url,
     finished = wait_for(lambda: [r for r in a.versions.runs() if r["id"] == run_id and r["status"] != "running"
                                  and r["status"] != "queued"], seconds=300, interval=0.5)
     assert finished and finished[0]["status"] == "succeeded", finished
-    time.sleep(2 * 2.5)  # two more ticks of both runners: neither starts it again
-    assert len(spawned) == 1, spawned
+    seen = dict(ticks)
+    assert wait_for(lambda: all(ticks[n] >= seen[n] + 2 for n in ticks), seconds=60), ticks
+    assert len(spawned) == 1, spawned  # two more looks of both runners: neither started it again
 
     with a.sessions() as session:
         version = registry.get_run(session, run_id).version_id

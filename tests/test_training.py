@@ -36,8 +36,8 @@ def _version(studio, name):
 def test_a_better_candidate_is_trained_recorded_promoted_and_serves_new_drafts(studio):
     ids = seed_rated_drafts(studio, 12)
     run_id, summary = train(studio)
-    assert summary["decision"] == "promoted"
-    assert summary["candidate_perplexity"] < summary["active_perplexity"] * 0.99
+    # Measured over seeds 0-5: 0.947-0.953 of the base's held-out perplexity; the gate asks 0.99.
+    assert summary["decision"] == "promoted", (summary["candidate_perplexity"], summary["active_perplexity"])
 
     v1 = _version(studio, "v1")
     assert v1["active"] and v1["status"] == "promoted"
@@ -143,6 +143,7 @@ def _spawn_training(studio, run_id) -> subprocess.Popen:
     )
 
 
+@pytest.mark.e2e
 def test_killing_the_training_process_leaves_ratings_and_the_active_version_untouched(studio):
     seed_rated_drafts(studio, 12)
     with studio.sessions() as session:
@@ -200,6 +201,7 @@ def test_the_runner_ends_a_child_that_hangs(studio, monkeypatch, tmp_path):
     assert run["status"] == "failed" and "reported nothing" in run["error"]
 
 
+@pytest.mark.e2e
 def test_the_app_runner_trains_in_a_child_process_and_never_runs_a_run_twice(studio):
     seed_rated_drafts(studio, 8)
     run_id, created = studio.versions.train("button", user="local")
@@ -223,16 +225,20 @@ def test_with_enough_picks_the_run_learns_them_by_dpo_and_the_gate_still_decides
     picks = seed_picks(studio, 8)  # 16 pairs over 8 prompts
     messages = []
     run_id, _ = studio.versions.train("cli", user="local")
-    summary = execute_run(studio.sessions, studio.settings, fast_config(studio, method="auto", min_pairs=8),
-                          run_id, echo=messages.append)
+    # 6 epochs at 1e-2: over seeds 0-4, held-out perplexity 0.95-0.96 of the base's (the gate asks 0.99)
+    # and a pair margin 0.10-0.12 against the base's 0.001-0.012. With 3 epochs at 5e-3 it was 0.976-0.990:
+    # one seed promoted by 0.0002.
+    config = fast_config(studio, method="auto", min_pairs=8, epochs=6, learning_rate=1e-2)
+    summary = execute_run(studio.sessions, studio.settings, config, run_id, echo=messages.append)
     assert summary["method"] == "dpo"
     assert any("Learning from 12 picks between candidates, 4 held out" in m for m in messages)
     assert summary["held_out_pairs"] == 4
+    figures = {k: summary[k] for k in ("candidate_pair_margin", "active_pair_margin", "candidate_pair_accuracy",
+                                       "active_pair_accuracy", "candidate_perplexity", "active_perplexity")}
     # The new version ranks held-out picks the way the writer did by a wider margin than the base.
-    assert summary["candidate_pair_margin"] > 2 * summary["active_pair_margin"]
-    assert summary["candidate_pair_accuracy"] >= summary["active_pair_accuracy"]
-    assert summary["decision"] == "promoted"  # the gate: held-out chosen drafts got likelier
-    assert summary["candidate_perplexity"] < summary["active_perplexity"] * 0.99
+    assert summary["candidate_pair_margin"] > 2 * summary["active_pair_margin"], figures
+    assert summary["candidate_pair_accuracy"] >= summary["active_pair_accuracy"], figures
+    assert summary["decision"] == "promoted", figures  # the gate: held-out chosen drafts got likelier
 
     v1 = _version(studio, "v1")
     assert v1["gate"]["method"] == "dpo" and v1["hyperparameters"]["method"] == "dpo"

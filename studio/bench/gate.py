@@ -82,7 +82,7 @@ def judge_case(rated: list[str], fresh: list[str], words: list[str], rng: random
     companion_score = [sum(companions.get(f, 0.0) for f in set(features(t))) for t in fresh]
     with_trait = [i for i, up in enumerate(fresh_liked) if up]
     without = [i for i, up in enumerate(fresh_liked) if not up]
-    serving = rng.sample(range(len(fresh)), min(CANDIDATE_DRAFTS, len(fresh)))
+    serving = rng.sample(range(len(fresh)), min(CANDIDATE_DRAFTS, len(fresh) // 2))  # a half: room to double
     n = len(serving)
     k = sum(fresh_liked[i] for i in serving)
     if k == 0:  # nothing to double
