@@ -12,6 +12,7 @@ import pytest
 from studio import bench
 
 
+@pytest.mark.e2e  # it starts processes of its own, as the benchmark does
 def test_bench_reports_every_figure_side_by_side(tiny_model_dir, tmp_path, capsys):
     out = tmp_path / "figures.json"
     assert bench.main(["--model", str(tiny_model_dir), "--tokens", "8", "--writers", "1,2", "--repeats", "1",
@@ -62,6 +63,7 @@ def test_bench_refuses_too_few_training_drafts(tmp_path, capsys):
     assert "--training-drafts must be 0 or at least 8" in capsys.readouterr().err
 
 
+@pytest.mark.e2e  # it starts processes of its own, as the benchmark does
 def test_the_loop_benchmark_runs_rounds_with_a_shuffled_control_and_reports_its_figures(tiny_model_dir, tmp_path,
                                                                                         capsys):
     out = tmp_path / "loop.json"
@@ -91,6 +93,7 @@ def test_the_loop_benchmark_refuses_a_bad_trait(tmp_path, capsys):
     assert "--trait is not a regular expression" in capsys.readouterr().err
 
 
+@pytest.mark.e2e  # it starts processes of its own, as the benchmark does
 def test_the_load_benchmark_keeps_every_rating_with_no_locked_database(tiny_model_dir, tmp_path, capsys):
     """Writers writing and rating, Training tabs reading and a training run writing progress, at once."""
     out = tmp_path / "load.json"

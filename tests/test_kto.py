@@ -19,9 +19,10 @@ from tests.drafts import DIRGE_WORDS, WORDS, dirge, seed_rated_drafts, short_dir
 
 
 def kto_config(studio, **overrides):
-    """Ratings only unless a test asks for the judge's picks: the verse model's every step counts."""
+    """Ratings only unless a test asks for the judge's picks: the verse model's every step counts. Few
+    gate samples: the tests that judge what a version writes ask for more (LEARNS_SONGS)."""
     return studio.versions.training_config(**{"method": "kto", "epochs": 3, "learning_rate": 5e-3, "max_length": 128,
-                                              "batch_size": 4, "judge_samples": 0, "gate_samples": 24, **overrides})
+                                              "batch_size": 4, "judge_samples": 0, "gate_samples": 4, **overrides})
 
 
 # How the verse model learns a taste for songs, far from every guard: over LoRA seeds 0-7 (a seed
@@ -33,7 +34,7 @@ def kto_config(studio, **overrides):
 # Songs use half the words of songs and dirges together, so a version that writes only songs has
 # about 0.64 of the base's variety by construction: this world's variety guard is 0.5 (a collapse
 # into one text falls near 0.05), not the 0.93 meant for a taste of a few words in real drafts.
-LEARNS_SONGS = {"epochs": 6, "learning_rate": 2e-3, "kto_beta": 0.5, "min_diversity": 0.5}
+LEARNS_SONGS = {"epochs": 6, "learning_rate": 2e-3, "kto_beta": 0.5, "min_diversity": 0.5, "gate_samples": 24}
 
 
 def train(studio, **overrides) -> dict:
