@@ -19,21 +19,29 @@ from studio.logs import configure_logging, redact
 log = logging.getLogger("studio")
 
 
-def mark_interrupted_drafts(studio) -> None:
-    """Drafts whose stream died with an earlier process are marked interrupted now, and once more
-    when a stream that was live just before a quick restart has been quiet long enough to tell."""
+def mark_interrupted_drafts(studio, every: float | None = None) -> threading.Thread:
+    """Drafts whose stream died with a process (this one's before a restart, or another replica's on
+    the same database) are marked interrupted now and then every `every` seconds (by default as
+    often as a stream must save to count as alive), by every replica, in a thread of their own."""
     from studio.core.drafts import INTERRUPTED_AFTER_SECONDS
 
     def mark() -> None:
         ids = studio.drafts.mark_interrupted()
         if ids:
-            log.warning("%d draft(s) were being written when the studio last stopped; kept as interrupted: %s",
+            log.warning("%d draft(s) stopped being written with their process; kept as interrupted: %s",
                         len(ids), ", ".join(map(str, ids)))
 
+    def sweep() -> None:
+        while not studio.closing.wait(every or INTERRUPTED_AFTER_SECONDS):
+            try:
+                mark()
+            except Exception:  # a database hiccup: the next sweep retries
+                log.exception("Marking interrupted drafts failed")
+
     mark()
-    later = threading.Timer(INTERRUPTED_AFTER_SECONDS + 1, mark)
-    later.daemon = True
-    later.start()
+    sweeper = threading.Thread(target=sweep, name="interrupted-drafts", daemon=True)
+    sweeper.start()
+    return sweeper
 
 
 def create_app(settings: Settings, load_model: bool = True):

@@ -52,6 +52,15 @@ def decide(session: Session, comparison_id: int, user: str, side: str) -> BlindC
     return row
 
 
+def awaiting_pick(session: Session, draft_id: int) -> bool:
+    """Whether the draft is one side of a blind comparison its writer has not decided yet: until
+    then nothing may say which version wrote it."""
+    undecided = select(BlindComparison.id).where(
+        BlindComparison.chosen_draft_id.is_(None),
+        (BlindComparison.draft_a_id == draft_id) | (BlindComparison.draft_b_id == draft_id))
+    return session.scalar(undecided.limit(1)) is not None
+
+
 def tally(session: Session) -> Counter[tuple[str, str]]:
     """Decided comparisons counted as (winner version, loser version) -> picks, over all writers."""
     wins: Counter[tuple[str, str]] = Counter()

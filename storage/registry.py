@@ -57,9 +57,10 @@ def ensure_base_version(session: Session, base_model: str) -> ModelVersion:
     Versions are fine-tunes of one base model: when the studio starts on another --model,
     that model's base version becomes the active one (the old fine-tunes stay recorded).
     """
-    base = session.scalar(
-        select(ModelVersion).where(ModelVersion.base_model == base_model, ModelVersion.adapter_path.is_(None))
-    )
+    # The base has no parent; a candidate whose run died before its adapter was saved has no path either.
+    base = session.scalar(select(ModelVersion).where(ModelVersion.base_model == base_model,
+                                                     ModelVersion.parent_id.is_(None),
+                                                     ModelVersion.adapter_path.is_(None)))
     if base is None:
         taken = session.scalar(select(func.count()).where(ModelVersion.name.like("base%")))
         base = ModelVersion(name="base" if not taken else f"base-{taken + 1}", base_model=base_model,
@@ -85,8 +86,11 @@ def assigned_drafts(session: Session) -> tuple[set[int], set[int]]:
 
 
 def next_version_name(session: Session) -> str:
-    count = session.scalar(select(func.count()).where(ModelVersion.adapter_path.is_not(None)))
-    return f"v{count + 1}"
+    """v1, v2, ...: one past the highest ever given, so a run that failed before saving its adapter
+    (its row kept, as the record of what happened) never hands its name to the next run."""
+    numbers = [int(name[1:]) for name in session.scalars(select(ModelVersion.name).where(ModelVersion.name.like("v%")))
+               if name[1:].isdigit()]
+    return f"v{max(numbers, default=0) + 1}"
 
 
 def add_version(session: Session, **columns: Any) -> ModelVersion:
@@ -183,19 +187,57 @@ def hand_over_run(session: Session, run_id: int, claimed_by: str, worker: str, p
     return result.rowcount == 1
 
 
-def update_run(session: Session, run_id: int, **columns: Any) -> TrainingRun:
-    run = get_run(session, run_id)
-    _assign(run, columns)
+class RunLost(RegistryError):
+    """The process that was carrying out a run no longer holds it: it fell silent for too long and
+    was ended as dead, or another process holds it now. It must stop, and write nothing more."""
+
+
+def _locked_run(session: Session, run_id: int) -> TrainingRun:
+    """The run's row, locked until this transaction ends (PostgreSQL; a SQLite write holds the whole
+    database), so what is checked here still holds when the transaction writes."""
+    run = session.scalar(select(TrainingRun).where(TrainingRun.id == run_id).with_for_update())
+    if run is None:
+        raise NotFoundError(run_id, "Training run")
+    return run
+
+
+def hold_run(session: Session, run_id: int, worker: str) -> TrainingRun:
+    """The run, while worker holds it (running, in its name): its heartbeat renewed and its row
+    locked for the rest of the transaction. RunLost if worker no longer holds it."""
+    run = _locked_run(session, run_id)
+    if run.status != RunStatus.RUNNING or run.worker != worker:
+        holder = f", held by {run.worker}" if run.status == RunStatus.RUNNING else ""
+        raise RunLost(f"Training run {run_id} is no longer this process's to carry out: it is {run.status}{holder}.")
     run.heartbeat_at = _now()
     session.flush()
     return run
 
 
-def finish_run(session: Session, run_id: int, status: RunStatus, message: str = "", error: str = "",
-               outcome: str = "") -> TrainingRun:
-    progress = 1.0 if status == RunStatus.SUCCEEDED else get_run(session, run_id).progress
-    return update_run(session, run_id, status=status, message=message, error=error, finished_at=_now(),
-                      progress=progress, outcome=outcome or str(status))
+def update_run(session: Session, run_id: int, worker: str, **columns: Any) -> TrainingRun:
+    """Record a run's progress, by the process that holds it (RunLost if it no longer does)."""
+    run = hold_run(session, run_id, worker)
+    _assign(run, columns)
+    session.flush()
+    return run
+
+
+def end_run(session: Session, run_id: int, status: RunStatus, *, message: str = "", error: str = "",
+            outcome: str = "", worker: str | None = None, silent_since: datetime | None = None) -> bool:
+    """End an open (queued or running) run: by its holder (worker: only while it still holds it), or
+    by anyone who found it dead (silent_since: only if its heartbeat is no newer, so a run that beat
+    meanwhile is left alone). False, and nothing written, when it is not to be ended."""
+    run = _locked_run(session, run_id)
+    if run.status not in (RunStatus.QUEUED, RunStatus.RUNNING):
+        return False
+    if worker is not None and (run.status != RunStatus.RUNNING or run.worker != worker):
+        return False
+    if silent_since is not None and run.heartbeat_at is not None and run.heartbeat_at > silent_since:
+        return False
+    _assign(run, {"status": status, "message": message, "error": error, "finished_at": _now(),
+                  "progress": 1.0 if status == RunStatus.SUCCEEDED else run.progress,
+                  "outcome": outcome or str(status)})
+    session.flush()
+    return True
 
 
 def running_runs(session: Session) -> list[TrainingRun]:

@@ -62,10 +62,25 @@ def delete_template(session: Session, template_id: int, owner: str) -> None:
     session.flush()
 
 
-def set_published(session: Session, template_id: int, published: bool) -> UserTemplate:
+def publish(session: Session, template_id: int, reviewed_source: str) -> UserTemplate:
+    """Publish the template as it was reviewed: only if its source is still reviewed_source, so an
+    edit saved after the reviewer read it never goes live unread."""
+    row = session.scalar(select(UserTemplate).where(UserTemplate.id == template_id).with_for_update())
+    if row is None:
+        raise NotFoundError(template_id, "Template")
+    if row.source != reviewed_source:
+        raise StorageError(f"{row.name!r} as saved is not the text you are publishing: its author changed it "
+                           "since you opened it, or you changed it in the editor. Open it again, read it, then "
+                           "publish.")
+    row.published = True
+    session.flush()
+    return row
+
+
+def unpublish(session: Session, template_id: int) -> UserTemplate:
     row = session.get(UserTemplate, template_id)
     if row is None:
         raise NotFoundError(template_id, "Template")
-    row.published = published
+    row.published = False
     session.flush()
     return row

@@ -194,7 +194,7 @@ def running_app(studio):
         yield studio, demo.local_url
     finally:
         demo.close()
-        studio.jobs.close()
+        studio.close()
 
 
 @pytest.fixture
@@ -234,7 +234,7 @@ def hf_app(space, tmp_path, tiny_model_dir):
         yield studio, demo, demo.local_url
     finally:
         demo.close()
-        studio.jobs.close()
+        studio.close()
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
@@ -264,7 +264,7 @@ def launch(tmp_path, tiny_model_dir):
     yield start
     for studio, demo in started:
         demo.close()
-        studio.jobs.close()
+        studio.close()
 
 
 @pytest.fixture

@@ -83,11 +83,12 @@ def test_only_admins_train_serve_and_publish_whichever_way_they_ask(settings):
     for attempt in (lambda: studio.versions.train("button", user="bob"),
                     lambda: studio.versions.promote(base_id, user="bob"),
                     lambda: studio.versions.rollback(user="bob"),
-                    lambda: studio.templates.publish(template_id, user="bob")):
+                    lambda: studio.templates.publish(template_id, EXAMPLE, user="bob"),
+                    lambda: studio.templates.unpublish(template_id, user="bob")):
         with pytest.raises(NotAllowed, match="Only an admin can"):
             attempt()
     assert studio.versions.runs() == [] and not studio.templates.mine(user="bob")[0]["published"]
-    studio.templates.publish(template_id, user="alice")  # the first account is the admin
+    studio.templates.publish(template_id, EXAMPLE, user="alice")  # the first account is the admin
     assert studio.templates.mine(user="bob")[0]["published"]
     assert studio.versions.train("cli", user=OPERATOR)[1]  # the command line acts as the operator
     assert not Accounts.from_settings(Settings(auth=["alice:pw-a"])).check(OPERATOR, "")  # nobody logs in as it

@@ -213,7 +213,7 @@ def test_while_a_training_run_is_running_the_engine_decodes_on_one_thread(studio
     "".join(studio.drafts.write("fantasy", {}, {"max_new_tokens": 4}, user="local"))
     assert set(seen) == {1}
     with studio.sessions.begin() as session:
-        registry.finish_run(session, run_id, "succeeded")
+        assert registry.end_run(session, run_id, "succeeded", worker="test")
     assert studio.pool.load().engine.threads is None
     seen.clear()
     "".join(studio.drafts.write("fantasy", {}, {"max_new_tokens": 4}, user="local"))

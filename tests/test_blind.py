@@ -47,7 +47,8 @@ def test_a_round_writes_the_same_prompt_and_seed_with_both_versions_in_either_or
     orders = set()
     for seed in range(6):
         studio.blind = BlindComparisons(studio.sessions, studio.pool, studio.drafts, studio.jobs, rng=random.Random(seed))
-        blind_round, _ = run_round(studio)
+        blind_round, comparison_id = run_round(studio)
+        studio.blind.pick(comparison_id, "A", user="local")  # the writer reads the versions only after a pick
         a, b = (studio.drafts.get(d.draft_id, user="local") for d in blind_round.draftings)
         assert {a["model_version"], b["model_version"]} == {"base", "v1"}
         assert (a["model_version"], b["model_version"]) == blind_round.versions
@@ -72,6 +73,23 @@ def test_a_pick_reveals_the_versions_counts_once_and_becomes_a_preference(studio
         pairs = [(c.id, r.id) for c, r in list_preferences(session)]
     a, b = (d.draft_id for d in blind_round.draftings)
     assert pairs == [(b, a)]
+
+
+def test_until_the_pick_nothing_the_writer_can_open_says_which_version_wrote_either_draft(studio):
+    """History, the export and the revisions list all read the draft: none names its version before
+    the pick (on 5b3b0f3 each said "version v1" or "version base")."""
+    add_version(studio)
+    blind_round, comparison_id = run_round(studio)
+    ids = [d.draft_id for d in blind_round.draftings]
+    for draft_id in ids:
+        versions = [studio.drafts.get(draft_id, user="local")["model_version"],
+                    *(r["model_version"] for r in studio.revisions.list(draft_id, user="local"))]
+        assert set(versions) == {"hidden until you pick A or B"}, versions
+        exported = studio.drafts.export_markdown(draft_id, user="local")
+        assert "(version hidden until you pick A or B)" in exported and "(version v1)" not in exported
+    studio.blind.pick(comparison_id, "B", user="local")
+    assert [studio.drafts.get(i, user="local")["model_version"] for i in ids] == list(blind_round.versions)
+    assert f"version {blind_round.versions[0]}" in studio.drafts.export_markdown(ids[0], user="local")
 
 
 def test_win_rates_come_from_the_picks_with_a_wilson_interval(studio):

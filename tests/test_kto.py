@@ -152,10 +152,15 @@ def test_a_new_version_writes_a_held_out_prompt_again_beside_its_parent(studio):
     assert sample["draft_id"] == max(version["held_out_draft_ids"])  # the newest prompt no version trained on
     assert sample["parent"] == "base" and sample["sampler"]["seed"] == sample["draft_id"] - 1
     assert sample["text"] and sample["text"] != sample["parent_text"]  # it learned: same seed, other words
-    caption, before, after = before_after(studio.versions.list(), None)  # what the Training tab shows
+    caption, before, after = before_after(studio, None, "local")  # what the Training tab shows its writer
     assert summary["version"] in caption and str(sample["sampler"]["seed"]) in caption
     assert (before["value"], after["value"]) == (sample["parent_text"], sample["text"])
     assert after["label"] == f"After: {summary['version']}"
+    # Another writer, or a visitor who has not signed in, sees neither the prompt nor the drafts.
+    for viewer in ("bob", None):
+        caption, before, after = before_after(studio, None, viewer)
+        assert sample["prompt"].strip() not in caption and "only they see" in caption
+        assert before["value"] == after["value"] == ""
 
 
 def shuffle_stars(studio, liked: list[int], disliked: list[int], seed: int) -> None:

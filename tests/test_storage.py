@@ -182,11 +182,12 @@ def assert_statuses_are_checked(factory) -> None:
     with factory.begin() as s:
         version_id = registry.ensure_base_version(s, "example-org/tiny-story-model").id
         run_id = registry.enqueue_run(s, "cli")[0].id
+        assert registry.claim_run(s, run_id, "w:1", 1)
     bad_writes = {
         "new version": lambda s: s.add(ModelVersion(name="v1", base_model="m", status="bogus")),
         "new run": lambda s: s.add(TrainingRun(trigger="cli", status="bogus")),
         "version update": lambda s: registry.update_version(s, version_id, status="bogus"),
-        "run update": lambda s: registry.update_run(s, run_id, status="bogus"),
+        "run update": lambda s: registry.update_run(s, run_id, "w:1", status="bogus"),
         # Plain SQL, no ORM in the way.
         "sql update": lambda s: s.execute(update(ModelVersion).values(status="bogus")),
     }
@@ -197,12 +198,12 @@ def assert_statuses_are_checked(factory) -> None:
                 s.flush()
         with factory() as s:
             assert [(v.name, v.status) for v in registry.list_versions(s)] == [("base", "promoted")], what
-            assert [r.status for r in registry.list_runs(s)] == ["queued"], what
+            assert [r.status for r in registry.list_runs(s)] == ["running"], what
     with factory() as s:
         # Rows read back as plain text, equal to the enum members.
         status = registry.get_version(s, version_id).status
         assert type(status) is str and status == VersionStatus.PROMOTED
-        assert registry.get_run(s, run_id).status == RunStatus.QUEUED
+        assert registry.get_run(s, run_id).status == RunStatus.RUNNING
 
 
 def test_status_check_constraints_are_in_the_database(factory):
@@ -624,7 +625,7 @@ def test_a_second_open_run_is_refused_by_the_schema(factory):
             s.add(TrainingRun(trigger="cli", status="queued"))
     with factory.begin() as s:
         run = registry.open_run(s)
-        registry.finish_run(s, run.id, "succeeded", message="Done.")
+        assert registry.end_run(s, run.id, "succeeded", message="Done.")
         s.add(TrainingRun(trigger="cli", status="queued"))  # once the first ends, a new one may open
 
 

@@ -164,7 +164,9 @@ def test_killing_the_training_process_leaves_ratings_and_the_active_version_unto
     assert [v["status"] for v in studio.versions.list() if v["name"] == "v1"] == ["failed"]
     with studio.sessions() as session:
         assert [(r.draft_id, r.stars) for _, r in repository.list_rated_drafts(session)] == ratings_before
-    assert not list((studio.settings.data_path / "adapters").glob(".staging-*"))
+    # The next run trains a new version on its merits: the failed v1 blocks nothing.
+    _, summary = train(studio)
+    assert summary["version"] == "v2" and summary["decision"] in ("promoted", "rejected")
 
 
 def _claim_as(studio, run_id: int, pid: int, silent_for: timedelta) -> None:
@@ -198,7 +200,7 @@ def test_the_runner_ends_a_child_that_hangs(studio, monkeypatch, tmp_path):
     studio.jobs._tick()
     assert hanging.poll() is not None  # ended, not left holding the CPU
     run = studio.versions.runs()[0]
-    assert run["status"] == "failed" and "reported nothing" in run["error"]
+    assert run["status"] == "failed" and "heartbeat was silent" in run["error"]
 
 
 @pytest.mark.e2e

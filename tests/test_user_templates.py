@@ -40,7 +40,7 @@ def test_a_template_is_private_until_an_admin_publishes_it(studio):
     with pytest.raises(NotFoundError):
         studio.templates.save(EXAMPLE, template_id, user="bob")
 
-    studio.templates.publish(template_id, user="admin")
+    studio.templates.publish(template_id, EXAMPLE, user="admin")
     assert studio.templates.get(template_id, user="bob").name == "Bedtime story"
     with pytest.raises(StorageError, match="Only its author"):
         studio.templates.save(EXAMPLE, template_id, user="bob")
@@ -53,15 +53,36 @@ def test_an_edit_unpublishes_a_template_until_an_admin_reviews_it_again(studio):
     assert [(t["name"], t["waiting"]) for t in studio.templates.mine(user="admin", reviewer=True)] == [
         ("Bedtime story", True)]  # the admin finds it without knowing its id
     assert studio.templates.mine(user="admin") == []  # a writer who is no admin does not
-    studio.templates.publish(template_id, user="admin")
+    studio.templates.publish(template_id, EXAMPLE, user="admin")
     assert studio.templates.mine(user="admin", reviewer=True)[0]["published"]
-    studio.templates.save(EXAMPLE.replace("a small red kite", "a paper boat"), template_id, user="alice")
+    edited = EXAMPLE.replace("a small red kite", "a paper boat")
+    studio.templates.save(edited, template_id, user="alice")
     with pytest.raises(NotFoundError):  # the unreviewed change reaches no one else
         studio.templates.get(template_id, user="bob")
     assert not studio.templates.mine(user="alice")[0]["published"]
     assert studio.templates.mine(user="admin", reviewer=True)[0]["waiting"]
-    studio.templates.publish(template_id, user="admin")
+    studio.templates.publish(template_id, edited, user="admin")
     assert "a paper boat" in studio.templates.get(template_id, user="bob").render({"child": "Noor"})
+
+
+def test_an_admin_publishes_only_the_revision_they_read(studio):
+    """The author saves an edit while the admin reads the earlier text: publishing what the admin read
+    is refused, and unpublishing never publishes (on 5b3b0f3 both put the unread edit live)."""
+    template_id = studio.templates.save(EXAMPLE, user="alice")
+    read_by_admin = studio.templates.mine(user="admin", reviewer=True)[0]["source"]
+    sneaked = EXAMPLE.replace("a small red kite", "something the admin never read")
+    studio.templates.save(sneaked, template_id, user="alice")
+    with pytest.raises(StorageError, match="changed it since you opened it"):
+        studio.templates.publish(template_id, read_by_admin, user="admin")
+    with pytest.raises(NotFoundError):
+        studio.templates.get(template_id, user="bob")
+
+    studio.templates.publish(template_id, sneaked, user="admin")  # read again, and published as read
+    studio.templates.save(sneaked + "\n# and one more change\n", template_id, user="alice")
+    studio.templates.unpublish(template_id, user="admin")
+    assert not studio.templates.mine(user="alice")[0]["published"]
+    with pytest.raises(NotFoundError):
+        studio.templates.get(template_id, user="bob")
 
 
 def test_a_draft_from_a_writers_template_renders_in_the_sandbox_and_is_recorded(studio):

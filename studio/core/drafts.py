@@ -13,7 +13,7 @@ from typing import Any, Mapping
 
 from sqlalchemy import select
 
-from storage import preferences, repository, revisions
+from storage import comparisons, preferences, repository, revisions
 from storage.models import Draft, DraftStatus, utcnow
 from studio.config import Settings
 from studio.core.export import draft_markdown
@@ -192,7 +192,7 @@ class Drafts:
         with self.sessions() as session:
             draft = repository.get_draft(session, draft_id, user=user)
             rating = repository.get_rating(session, draft_id, user=user)
-            return draft_record(draft, rating)
+            return draft_record(draft, rating, blind=comparisons.awaiting_pick(session, draft_id))
 
     def export_markdown(self, draft_id: int, *, user: str) -> str:
         return draft_markdown(self.get(draft_id, user=user))

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from storage import repository, revisions
+from storage import comparisons, repository, revisions
+from studio.core.records import BLIND
 from studio.errors import StudioError
 from studio.text import word_count
 from studio.trust.moderation import ContentFilter
@@ -34,7 +35,8 @@ class Revisions:
     def list(self, draft_id: int, *, user: str) -> list[dict[str, Any]]:
         with self.sessions() as session:
             repository.get_draft(session, draft_id, user=user)
-            return [{"id": r.id, "reason": r.reason, "model_version": r.model_version,
+            blind = comparisons.awaiting_pick(session, draft_id)
+            return [{"id": r.id, "reason": r.reason, "model_version": BLIND if blind else r.model_version,
                      "created_at": r.created_at.isoformat(),
                      "words": word_count(r.text), "text": r.text} for r in revisions.list_revisions(session, draft_id)]
 

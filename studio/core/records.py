@@ -5,7 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 
-def draft_record(draft, rating) -> dict[str, Any]:
+BLIND = "hidden until you pick A or B"  # the version of a draft in an undecided blind comparison
+
+
+def draft_record(draft, rating, blind: bool = False) -> dict[str, Any]:
+    """The draft as its writer reads it; blind: one side of a comparison not yet decided."""
     return {
         "id": draft.id,
         "created_at": draft.created_at.isoformat(),
@@ -17,7 +21,7 @@ def draft_record(draft, rating) -> dict[str, Any]:
         "settings": draft.settings,
         "seed": draft.seed,
         "model_name": draft.model_name,
-        "model_version": draft.model_version,
+        "model_version": BLIND if blind else draft.model_version,
         "text": draft.text,
         "new_tokens": draft.new_tokens,
         "first_token_seconds": draft.first_token_seconds,

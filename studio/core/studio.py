@@ -9,6 +9,7 @@ writer is gets decided at the edge. Nothing here knows Gradio.
 from __future__ import annotations
 
 import logging
+import threading
 from pathlib import Path
 
 import storage
@@ -52,6 +53,12 @@ class Studio:
                              self.metrics)
         self.revisions = Revisions(self.sessions, self.content_filter)
         self.blind = BlindComparisons(self.sessions, self.pool, self.drafts, self.jobs)
+        self.closing = threading.Event()  # set by close(): the app's background work stops
+
+    def close(self) -> None:
+        """Stop the background work: the training runner and the app's periodic sweeps."""
+        self.closing.set()
+        self.jobs.close()
 
     def _first_version(self) -> None:
         """A new database starts serving the base of --model. Nothing else here writes: which model an

@@ -79,8 +79,15 @@ class WriterTemplates:
         with self.sessions.begin() as session:
             user_templates.delete_template(session, _row_id(template_id), user)
 
-    def publish(self, template_id: str, published: bool = True, *, user: str) -> None:
-        """Share a writer's template with everyone, or stop sharing it: an admin's decision."""
+    def publish(self, template_id: str, reviewed: str, *, user: str) -> None:
+        """Share a writer's template with everyone: an admin's decision, on the source they read
+        (reviewed); refused if the template as saved is no longer that."""
         self.accounts.require_admin(user, "publish templates")
         with self.sessions.begin() as session:
-            user_templates.set_published(session, _row_id(template_id), published)
+            user_templates.publish(session, _row_id(template_id), reviewed)
+
+    def unpublish(self, template_id: str, *, user: str) -> None:
+        """Stop sharing a writer's template (it stays its author's)."""
+        self.accounts.require_admin(user, "publish templates")
+        with self.sessions.begin() as session:
+            user_templates.unpublish(session, _row_id(template_id))

@@ -71,3 +71,10 @@ def score_held_out(model, tokenizer, examples: list[Example], pairs: list[Prefer
     accuracy = sum(m > 0 for m in margins) / len(margins) if margins else float("nan")
     margin = sum(margins) / len(margins) if margins else float("nan")
     return HeldOutScores(total / tokens, tokens, accuracy, margin)
+
+
+def gate_words(gate: dict[str, Any]) -> str:
+    """The gate's figures in a line: the ranking gate's reason, or the perplexity gate's figures."""
+    if "reason" in gate:
+        return gate["reason"]
+    return f"held-out perplexity {gate['active_perplexity']:.2f} -> {gate['candidate_perplexity']:.2f}"

@@ -3,9 +3,10 @@
 The page, the auto-trigger and `python -m studio train` all queue a run row. The app's runner
 thread starts `python -m studio train --run-id N` as a child process for the oldest queued run;
 the child claims the run with a conditional UPDATE, so a run never executes twice, and records
-progress, the outcome or the error. A crash of the child cannot take the studio down; a run
-whose process died is marked failed (by the runner at once, or at the next start). With
---train-processes N the child is `accelerate launch` of N processes, and its rank 0 does all that.
+progress, the outcome or the error, each write only while it still holds the run (lease.py). A
+crash of the child cannot take the studio down; a run whose process died or fell silent is marked
+failed by whichever replica, runner or command line looks next. With --train-processes N the
+child is `accelerate launch` of N processes, and its rank 0 does all that.
 """
 
 from __future__ import annotations
@@ -24,31 +25,28 @@ from pathlib import Path
 from typing import Any, Callable
 
 from storage import preferences, registry
-from storage.models import RunStatus, VersionStatus
+from storage.models import RunStatus
+from storage.registry import RunLost
 from studio.config import Settings, child_environment
 from studio.errors import USER_ERRORS, StudioError
 from studio.learning.config import FROM_SETTINGS, TrainingConfig
+from studio.learning.gate import gate_words  # noqa: F401  (the command line and benchmarks read it here)
 from studio.learning.kto_run import run_kto
+from studio.learning.lease import STALE_AFTER, claim, fail_run, worker_id
 from studio.learning.method import choose_method
 from studio.learning.run import run_training
 
 log = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-# A run whose process has not reported for this long is dead or hung, on any host: its PID alone
-# proves nothing (a hung process is alive; after a container restart the PID may be another's).
-STALE_AFTER = timedelta(minutes=15)
-
-
-def _stale(heartbeat: datetime | None, now: datetime) -> bool:
-    return heartbeat is None or now - heartbeat > STALE_AFTER  # the column hands back aware UTC
 POLL_SECONDS = 2.0
 END_SECONDS = 60.0  # how long a child asked to stop may take (accelerate launch stops its processes first)
 PROGRESS_SECONDS = 1.0  # a run records its progress at most this often (each a short write)
-
-
-def worker_id(pid: int | None = None) -> str:
-    return f"{socket.gethostname()}:{pid or os.getpid()}"
+# A staging folder untouched this long belongs to no live save (a save writes its files in seconds):
+# another replica's save in progress is younger.
+STAGING_ABANDONED_AFTER = timedelta(hours=1)
+DEAD = ("The training process stopped unexpectedly (killed, its machine restarted, or silent for {minutes} "
+        "minutes). The active version and all ratings are unchanged.")
 
 
 def _pid_alive(pid: int) -> bool:
@@ -87,56 +85,59 @@ def train_command(settings: Settings, run_id: int, claimed_by: str = "") -> list
     return command
 
 
-def _fail_run(sessions, run_id: int, error: str, outcome: str = "failed") -> None:
-    with sessions.begin() as session:
-        run = registry.get_run(session, run_id)
-        if run.status not in (RunStatus.QUEUED, RunStatus.RUNNING):
-            return
-        registry.finish_run(session, run_id, RunStatus.FAILED, message="Failed.", error=error, outcome=outcome)
-        if run.version_id is not None:
-            version = registry.get_version(session, run.version_id)
-            if version.status == VersionStatus.TRAINING:
-                registry.update_version(session, version.id, status=VersionStatus.FAILED)
+def end_dead_runs(sessions) -> list[int]:
+    """Fail the runs whose process is gone: on this host a PID that no longer runs (known at once),
+    on any host a heartbeat silent for STALE_AFTER (a PID alone proves nothing there: after a
+    container restart it may be another's). Any replica, the runner and the command line call this,
+    so a dead run never holds training; return the ids ended."""
+    now = datetime.now(timezone.utc)
+    silent_since = now - STALE_AFTER
+    with sessions() as session:
+        running = [(r.id, r.worker, r.heartbeat_at) for r in registry.running_runs(session)]
+    ended = []
+    for run_id, worker, heartbeat in running:
+        host, _, pid = worker.partition(":")
+        gone = host == socket.gethostname() and pid.isdigit() and not _pid_alive(int(pid))
+        if not gone and heartbeat is not None and heartbeat > silent_since:
+            continue
+        # A run found gone is ended as held by that worker; one found silent only while still silent.
+        if fail_run(sessions, run_id, DEAD.format(minutes=int(STALE_AFTER.total_seconds() // 60)),
+                    worker=worker if gone else None, silent_since=None if gone else silent_since):
+            ended.append(run_id)
+    return ended
+
+
+def remove_abandoned_staging(data_dir: Path) -> None:
+    """Delete half-written adapter folders that no save is writing any more (replicas share the data
+    dir: a folder another one is writing right now is left alone)."""
+    cutoff = time.time() - STAGING_ABANDONED_AFTER.total_seconds()
+    for staging in (Path(data_dir) / "adapters").glob(".staging-*"):
+        try:
+            newest = max([staging.stat().st_mtime] + [f.stat().st_mtime for f in staging.rglob("*")])
+        except OSError:  # removed meanwhile
+            continue
+        if newest < cutoff:
+            shutil.rmtree(staging, ignore_errors=True)
 
 
 def recover(sessions, data_dir: Path) -> list[int]:
-    """Mark runs whose process is gone as failed and delete half-written adapters; return run ids."""
-    now = datetime.now(timezone.utc)
-    failed = []
-    with sessions() as session:
-        running = [(r.id, r.worker, r.heartbeat_at) for r in registry.running_runs(session)]
-    for run_id, worker, heartbeat in running:
-        host, _, pid = worker.partition(":")
-        gone = host == socket.gethostname() and pid.isdigit() and not _pid_alive(int(pid))  # known at once
-        if gone or _stale(heartbeat, now):
-            _fail_run(sessions, run_id, "The training process stopped unexpectedly (killed, or the studio "
-                                        "restarted). The active version and all ratings are unchanged.")
-            failed.append(run_id)
-    for staging in (Path(data_dir) / "adapters").glob(".staging-*"):
-        shutil.rmtree(staging, ignore_errors=True)
-    return failed
-
-
-def gate_words(gate: dict[str, Any]) -> str:
-    """The gate's figures in a line: the ranking gate's reason, or the perplexity gate's figures."""
-    if "reason" in gate:
-        return gate["reason"]
-    return f"held-out perplexity {gate['active_perplexity']:.2f} -> {gate['candidate_perplexity']:.2f}"
+    """At start: end the runs whose process is gone and delete abandoned half-written adapters."""
+    ended = end_dead_runs(sessions)
+    remove_abandoned_staging(data_dir)
+    return ended
 
 
 def execute_run(sessions, settings: Settings, config: TrainingConfig, run_id: int,
                 echo: Callable[[str], None] | None = None, claimed_by: str = "") -> dict[str, Any]:
     """Claim a queued run for this process (or take it from the runner that claimed it for this
-    process) and carry it out; it always ends recorded."""
-    with sessions.begin() as session:
-        if claimed_by:
-            taken = registry.hand_over_run(session, run_id, claimed_by, worker_id(), os.getpid())
-        else:
-            taken = registry.claim_run(session, run_id, worker_id(), os.getpid())
-        if not taken:
+    process) and carry it out; it always ends recorded, by this process or, if it loses the run
+    (declared dead), by whoever ended it."""
+    lease = claim(sessions, run_id, claimed_by)
+    if lease is None:
+        with sessions() as session:
             run = registry.get_run(session, run_id)
-            raise StudioError(f"Training run {run_id} is {run.status} ({run.worker or 'no one'}'s), not "
-                              f"{'claimed by ' + claimed_by if claimed_by else 'queued'}: nothing to do.")
+        raise StudioError(f"Training run {run_id} is {run.status} ({run.worker or 'no one'}'s), not "
+                          f"{'claimed by ' + claimed_by if claimed_by else 'queued'}: nothing to do.")
 
     last_write = float("-inf")
 
@@ -144,31 +145,32 @@ def execute_run(sessions, settings: Settings, config: TrainingConfig, run_id: in
         nonlocal last_write
         if echo:
             echo(f"[{progress:4.0%}] {message}")
+        lease.check()
         if time.monotonic() - last_write < PROGRESS_SECONDS:
             return  # a tiny model's steps take milliseconds: the Training tab needs no more than this
-        with sessions.begin() as session:
-            run = registry.update_run(session, run_id, progress=progress, message=message)
-            if curve and run.version_id is not None:
-                registry.update_version(session, run.version_id, loss_curve=list(curve))
+        with lease.write() as session:
+            lease.record(session, progress=progress, message=message)
+            version_id = registry.get_run(session, run_id).version_id
+            if curve and version_id is not None:
+                registry.update_version(session, version_id, loss_curve=list(curve))
         last_write = time.monotonic()
 
-    try:
-        with sessions() as session:
-            method, why = choose_method(session, config)
-        if why:
-            report(0.01, why, [])
-        run = run_kto if method == "kto" else run_training
-        summary = run(sessions, settings, config.resolved(method), run_id, report)
-    except USER_ERRORS as exc:  # too few ratings, none consistent, a bad option: nothing broke
-        _fail_run(sessions, run_id, str(exc), outcome="nothing_to_learn")
-        raise
-    except BaseException as exc:
-        _fail_run(sessions, run_id, f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=5)}")
-        raise
-    message = f"{summary['version']} {summary['decision']}: {gate_words(summary)}"
-    with sessions.begin() as session:
-        registry.finish_run(session, run_id, RunStatus.SUCCEEDED, message=message, outcome=summary["decision"])
-    return summary
+    with lease.kept():
+        try:
+            with sessions() as session:
+                method, why = choose_method(session, config)
+            if why:
+                report(0.01, why, [])
+            run = run_kto if method == "kto" else run_training
+            return run(lease, settings, config.resolved(method), report)
+        except RunLost:
+            raise  # ended by another process as dead: the record is theirs now
+        except USER_ERRORS as exc:  # too few ratings, none consistent, a bad option: nothing broke
+            lease.fail(str(exc), outcome="nothing_to_learn")
+            raise
+        except BaseException as exc:
+            lease.fail(f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=5)}")
+            raise
 
 
 def _end(process: subprocess.Popen) -> None:
@@ -193,7 +195,8 @@ class TrainingJobs:
         self._child: tuple[int, subprocess.Popen, Path] | None = None
 
     def request(self, trigger: str) -> tuple[int, bool]:
-        """Queue a run (unless one is queued or running): (run id, whether it is new)."""
+        """Queue a run (unless one is queued or running, by a live process): (run id, whether it is new)."""
+        end_dead_runs(self.sessions)
         with self.sessions.begin() as session:
             run, created = registry.enqueue_run(session, trigger)
             return run.id, created
@@ -248,22 +251,11 @@ class TrainingJobs:
 
     def _tick(self) -> None:
         if self._child is not None:
-            run_id, process, log_path = self._child
-            if process.poll() is None:
-                with self.sessions() as session:
-                    hung = _stale(registry.get_run(session, run_id).heartbeat_at, datetime.now(timezone.utc))
-                if hung:  # alive but silent: end it, so it neither holds the CPU nor blocks the next run
-                    _end(process)
-                    self._child = None
-                    _fail_run(self.sessions, run_id, f"The training process reported nothing for "
-                                                     f"{STALE_AFTER.seconds // 60} minutes and was ended. The active "
-                                                     "version and all ratings are unchanged.")
-                return
-            self._child = None
-            if process.returncode != 0:
-                tail = log_path.read_text(encoding="utf-8", errors="replace")[-2000:] if log_path.exists() else ""
-                _fail_run(self.sessions, run_id, f"The training process exited with status {process.returncode}.\n{tail}")
+            self._watch_child()
             return
+        ended = end_dead_runs(self.sessions)  # any replica's, or a command line's, that died
+        if ended:
+            log.warning("Marked training runs whose process is gone as failed: %s", ended)
         with self.sessions() as session:
             run = registry.open_run(session)
             queued = run.id if run is not None and run.status == RunStatus.QUEUED else None
@@ -278,8 +270,36 @@ class TrainingJobs:
         try:
             self._child = (queued, *self._spawn(queued))
         except BaseException as exc:  # no process to carry it out: say so now, not when it goes stale
-            _fail_run(self.sessions, queued, f"The training process could not start: {exc}")
+            fail_run(self.sessions, queued, f"The training process could not start: {exc}", worker=worker_id())
             raise
+
+    def _watch_child(self) -> None:
+        run_id, process, log_path = self._child
+        if process.poll() is None:
+            silent_since = datetime.now(timezone.utc) - STALE_AFTER
+            with self.sessions() as session:
+                run = registry.get_run(session, run_id)
+                mine, heartbeat = run.worker == worker_id(), run.heartbeat_at
+            if mine and run.status == RunStatus.RUNNING:  # the child is still starting: hold the run for it
+                try:
+                    with self.sessions.begin() as session:
+                        registry.hold_run(session, run_id, worker_id())
+                except RunLost:  # the child took it over meanwhile
+                    pass
+            elif heartbeat is not None and heartbeat <= silent_since:
+                # Alive but silent (its heartbeat thread stuck): end it, so it neither holds the CPU
+                # nor blocks the next run.
+                _end(process)
+                self._child = None
+                fail_run(self.sessions, run_id, f"The training process's heartbeat was silent for "
+                                                f"{int(STALE_AFTER.total_seconds() // 60)} minutes and it was ended. "
+                                                "The active version and all ratings are unchanged.",
+                         silent_since=silent_since)
+            return
+        self._child = None
+        if process.returncode != 0:
+            tail = log_path.read_text(encoding="utf-8", errors="replace")[-2000:] if log_path.exists() else ""
+            fail_run(self.sessions, run_id, f"The training process exited with status {process.returncode}.\n{tail}")
 
     def _spawn(self, run_id: int) -> tuple[subprocess.Popen, Path]:
         settings = self.settings

@@ -22,7 +22,8 @@ from studio.learning.judge import Judge
 from studio.learning.ranking import accuracy, permutation_p_value
 from studio.learning.ranking_gate import (GateOptions, Samples, build_held_out, decide, enough_held_out,
                                           judge_trusted, score)
-from studio.learning.run import save_candidate
+from studio.learning.lease import RunLease
+from studio.learning.run import record_verdict, save_candidate
 from studio.learning.samples import fluency, judge_picks, sample_requests, write_samples
 from studio.serving.models import load_model
 
@@ -107,13 +108,13 @@ def _judge_ratings(train: list, held, liked, options: GateOptions) -> tuple[Judg
     return judge, scores, enough  # past the check, enough held out means trusted
 
 
-def _start(sessions, settings: Settings, config: TrainingConfig, run_id: int) -> _Run:
-    with sessions() as session:  # a read: removing near duplicates and fitting the judge hold no lock
+def _start(lease: RunLease, settings: Settings, config: TrainingConfig) -> _Run:
+    with lease.sessions() as session:  # a read: removing near duplicates and fitting the judge hold no lock
         train, held, liked, up = choose_rated(session, config)
         judge, judge_scores, trusted = _judge_ratings(train, held, liked, _options(config))
         requests = sample_requests(session, [e.draft_id for e in held.drafts])
         pick_requests = sample_requests(session, [e.draft_id for e in train], limit=PICK_PROMPTS)
-    with sessions.begin() as session:
+    with lease.write() as session:
         registry.ensure_base_version(session, settings.model)
         active = registry.active_version(session)  # what is served now: the parent, and what to beat
         candidate = registry.add_version(
@@ -121,7 +122,7 @@ def _start(sessions, settings: Settings, config: TrainingConfig, run_id: int) ->
             adapter_path=None, status=VersionStatus.TRAINING, is_active=False,
             train_draft_ids=[e.draft_id for e in train], held_out_draft_ids=[e.draft_id for e in held.drafts],
             hyperparameters=config.to_dict(), loss_curve=[], gate={})
-        registry.update_run(session, run_id, version_id=candidate.id)
+        lease.record(session, version_id=candidate.id)
         # Unknown (the base, a version from before this figure, one served by hand undecided): as the base's.
         diversity = (active.gate or {}).get("diversity_vs_base") or 1.0
         return _Run(train, held, liked, up, active.adapter_path, active.name, diversity, requests, pick_requests,
@@ -181,35 +182,28 @@ def _pick(config: TrainingConfig, run: _Run, serving, report: Report) -> tuple[l
     return picks, liked
 
 
-def run_kto(sessions, settings: Settings, config: TrainingConfig, run_id: int, report: Report) -> dict[str, Any]:
-    """One KTO run end to end; returns the candidate's figures. Raises on failure."""
+def run_kto(lease: RunLease, settings: Settings, config: TrainingConfig, report: Report) -> dict[str, Any]:
+    """One KTO run end to end, on the run this process holds; returns the candidate's figures. Raises
+    on failure (the caller records it), RunLost once the run is no longer this process's."""
     config = config.resolved("kto")
-    run = _start(sessions, settings, config, run_id)
+    run = _start(lease, settings, config)
     report(0.02, f"Learning from {run.up} liked and {len(run.train) - run.up} disliked drafts by KTO; "
                  f"{len(run.held.drafts)} held out ({len(run.held.pairs)} liked-disliked pairs to judge on).", [])
-    try:
-        base = load_model(settings.model, settings.data_path, settings.device)
-        base_scores = score(base.model, base.tokenizer, run.held.drafts, config.max_length)  # before LoRA is added
-        serving = None if run.serving_adapter is None else load_model(
-            settings.model, settings.data_path, settings.device, adapter=run.serving_adapter)
-        picks, picked_liked = _pick(config, run, serving or base, report)
-        with tempfile.TemporaryDirectory(prefix="studio-train-") as scratch:
-            model, curve, stats = train_kto_adapter(base.model, base.tokenizer, run.train + picks, run.liked, config,
-                                                    Path(scratch), report)
-        save_candidate(sessions, settings, run.candidate_id, run.candidate_name, model, curve)
-        verdict, extra = _judge_candidate(config, run, base, serving, model, base_scores, report)
-        figures = {**verdict.to_dict(), "against": run.serving_name, "method": "kto", "train_liked": run.up,
-                   "train_disliked": len(run.train) - run.up, "picked_liked": picked_liked,
-                   "picked_disliked": len(picks) - picked_liked, **extra}
-        with sessions.begin() as session:
-            registry.update_version(session, run.candidate_id, gate=figures, status=VersionStatus.REJECTED,
-                                    hyperparameters={**config.to_dict(), **stats, "method": "kto"})
-            if verdict.decision == "promoted":
-                registry.activate(session, run.candidate_id)
-    except BaseException:
-        with sessions.begin() as session:
-            registry.update_version(session, run.candidate_id, status=VersionStatus.FAILED)
-        raise
-    log.info("Run %s: %s %s by kto: %s", run_id, run.candidate_name, verdict.decision, verdict.reason)
+    base = load_model(settings.model, settings.data_path, settings.device)
+    base_scores = score(base.model, base.tokenizer, run.held.drafts, config.max_length)  # before LoRA is added
+    serving = None if run.serving_adapter is None else load_model(
+        settings.model, settings.data_path, settings.device, adapter=run.serving_adapter)
+    picks, picked_liked = _pick(config, run, serving or base, report)
+    with tempfile.TemporaryDirectory(prefix="studio-train-") as scratch:
+        model, curve, stats = train_kto_adapter(base.model, base.tokenizer, run.train + picks, run.liked, config,
+                                                Path(scratch), report)
+    save_candidate(lease, settings, run.candidate_id, run.candidate_name, model, curve)
+    verdict, extra = _judge_candidate(config, run, base, serving, model, base_scores, report)
+    figures = {**verdict.to_dict(), "against": run.serving_name, "method": "kto", "train_liked": run.up,
+               "train_disliked": len(run.train) - run.up, "picked_liked": picked_liked,
+               "picked_disliked": len(picks) - picked_liked, **extra}
+    record_verdict(lease, run.candidate_id, run.candidate_name, figures,
+                   {**config.to_dict(), **stats, "method": "kto"})
+    log.info("Run %s: %s %s by kto: %s", lease.run_id, run.candidate_name, verdict.decision, verdict.reason)
     return {"version": run.candidate_name, **figures, **stats, "train_drafts": len(run.train),
             "held_out_drafts": len(run.held.drafts)}

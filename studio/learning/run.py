@@ -31,7 +31,8 @@ from studio.learning.dataset import (
     build_split,
 )
 from studio.learning.finetune import Report, train_adapter, train_preference_adapter
-from studio.learning.gate import GateResult, HeldOutScores, score_held_out
+from studio.learning.gate import GateResult, HeldOutScores, gate_words, score_held_out
+from studio.learning.lease import RunLease
 from studio.serving.models import load_model
 
 log = logging.getLogger(__name__)
@@ -90,21 +91,35 @@ def _gate_figures(gate: GateResult, active: HeldOutScores, candidate: HeldOutSco
     return figures
 
 
-def save_candidate(sessions, settings: Settings, version_id: int, name: str, model, curve: list) -> None:
+def save_candidate(lease: RunLease, settings: Settings, version_id: int, name: str, model, curve: list) -> None:
     """Write the candidate's adapter folder (whole or not at all) and record it with its loss curve."""
     adapter = settings.data_path / "adapters" / name
+    lease.check()
     with atomic_folder(adapter) as staging:
         model.save_pretrained(staging)
-    with sessions.begin() as session:
+    with lease.write() as session:
         registry.update_version(session, version_id, adapter_path=str(adapter), loss_curve=curve)
 
 
-def run_training(sessions, settings: Settings, config: TrainingConfig, run_id: int,
-                 report: Report) -> dict[str, Any]:
-    """One training run end to end; returns the candidate's figures. Raises on failure."""
-    with sessions() as session:  # a read: removing near duplicates holds no lock
+def record_verdict(lease: RunLease, version_id: int, name: str, figures: dict[str, Any],
+                   hyperparameters: dict[str, Any]) -> None:
+    """The gate's verdict on the candidate, its promotion if it earned one, and the run's end, in one
+    transaction that holds only while this process still holds the run: a run declared dead meanwhile
+    neither serves its version nor turns from failed to succeeded."""
+    with lease.write() as session:
+        registry.update_version(session, version_id, gate=figures, hyperparameters=hyperparameters,
+                                status=VersionStatus.REJECTED)
+        if figures["decision"] == "promoted":
+            registry.activate(session, version_id)
+        lease.succeed(session, f"{name} {figures['decision']}: {gate_words(figures)}", outcome=figures["decision"])
+
+
+def run_training(lease: RunLease, settings: Settings, config: TrainingConfig, report: Report) -> dict[str, Any]:
+    """One training run end to end, on the run this process holds; returns the candidate's figures.
+    Raises on failure (the caller records it), RunLost once the run is no longer this process's."""
+    with lease.sessions() as session:  # a read: removing near duplicates holds no lock
         data = choose_data(session, config)
-    with sessions.begin() as session:
+    with lease.write() as session:
         registry.ensure_base_version(session, settings.model)
         active = registry.active_version(session)  # what is served now: the parent, and what to beat
         candidate = registry.add_version(
@@ -112,48 +127,39 @@ def run_training(sessions, settings: Settings, config: TrainingConfig, run_id: i
             adapter_path=None, status=VersionStatus.TRAINING, is_active=False, train_draft_ids=data.train_draft_ids,
             held_out_draft_ids=[e.draft_id for e in data.gate_examples],
             hyperparameters=config.to_dict(), loss_curve=[], gate={})
-        registry.update_run(session, run_id, version_id=candidate.id)
+        lease.record(session, version_id=candidate.id)
         active_info = (active.id, active.name, active.adapter_path)
         candidate_id, candidate_name = candidate.id, candidate.name
     report(0.02, data.note, [])
     held_pairs = data.held_out_pairs
-    try:
-        base = load_model(settings.model, settings.data_path, settings.device)
+    base = load_model(settings.model, settings.data_path, settings.device)
 
-        def score(model, tokenizer) -> HeldOutScores:
-            return score_held_out(model, tokenizer, data.gate_examples, held_pairs, config.max_length)
+    def score(model, tokenizer) -> HeldOutScores:
+        return score_held_out(model, tokenizer, data.gate_examples, held_pairs, config.max_length)
 
-        active_scores = None
-        if active_info[2] is None:
-            # The active version is the base itself: score it now, on the model already loaded,
-            # before LoRA layers are added to it (rather than loading it a second time).
-            active_scores = score(base.model, base.tokenizer)
-        with tempfile.TemporaryDirectory(prefix="studio-train-") as scratch:
-            trainer = train_preference_adapter if data.method == "dpo" else train_adapter
-            peft_model, curve, stats = trainer(base.model, base.tokenizer, data.split, config, Path(scratch), report)
-        save_candidate(sessions, settings, candidate_id, candidate_name, peft_model, curve)
+    active_scores = None
+    if active_info[2] is None:
+        # The active version is the base itself: score it now, on the model already loaded,
+        # before LoRA layers are added to it (rather than loading it a second time).
+        active_scores = score(base.model, base.tokenizer)
+    with tempfile.TemporaryDirectory(prefix="studio-train-") as scratch:
+        trainer = train_preference_adapter if data.method == "dpo" else train_adapter
+        peft_model, curve, stats = trainer(base.model, base.tokenizer, data.split, config, Path(scratch), report)
+    save_candidate(lease, settings, candidate_id, candidate_name, peft_model, curve)
 
-        report(0.85, "Scoring the candidate and the active version on held-out drafts…", curve)
-        candidate_scores = score(peft_model, base.tokenizer)
-        del peft_model
-        if active_scores is None:
-            active = load_model(settings.model, settings.data_path, settings.device, adapter=active_info[2])
-            active_scores = score(active.model, active.tokenizer)
-        gate = GateResult(active_scores.nll, candidate_scores.nll, candidate_scores.tokens, config.gate_margin)
-        figures = _gate_figures(gate, active_scores, candidate_scores, held_pairs, active_info[1], data.method)
-        with sessions.begin() as session:
-            registry.update_version(session, candidate_id, gate=figures,
-                                    hyperparameters={**config.to_dict(), **stats, "method": data.method,
-                                                     "train_pairs": len(data.split.train) if data.method == "dpo" else 0},
-                                    status=VersionStatus.REJECTED)
-            if gate.promote:
-                registry.activate(session, candidate_id)
-    except BaseException:
-        with sessions.begin() as session:
-            registry.update_version(session, candidate_id, status=VersionStatus.FAILED)
-        raise
+    report(0.85, "Scoring the candidate and the active version on held-out drafts…", curve)
+    candidate_scores = score(peft_model, base.tokenizer)
+    del peft_model
+    if active_scores is None:
+        active = load_model(settings.model, settings.data_path, settings.device, adapter=active_info[2])
+        active_scores = score(active.model, active.tokenizer)
+    gate = GateResult(active_scores.nll, candidate_scores.nll, candidate_scores.tokens, config.gate_margin)
+    figures = _gate_figures(gate, active_scores, candidate_scores, held_pairs, active_info[1], data.method)
+    record_verdict(lease, candidate_id, candidate_name, figures,
+                   {**config.to_dict(), **stats, "method": data.method,
+                    "train_pairs": len(data.split.train) if data.method == "dpo" else 0})
     summary = {"version": candidate_name, **figures, **stats, "train_drafts": len(data.train_draft_ids),
                "held_out_drafts": len(data.gate_examples)}
-    log.info("Run %s: %s %s by %s (held-out perplexity %.2f -> %.2f)", run_id, candidate_name,
+    log.info("Run %s: %s %s by %s (held-out perplexity %.2f -> %.2f)", lease.run_id, candidate_name,
              figures["decision"], data.method, gate.active_perplexity, gate.candidate_perplexity)
     return summary

@@ -65,6 +65,7 @@ class _Editor:
     tab: gr.Tab
     mine: gr.Dropdown  # the writer's templates (an admin sees everyone's)
     publish_btn: gr.Button
+    unpublish_btn: gr.Button
     source: gr.Textbox
     preview_btn: gr.Button
     save_btn: gr.Button
@@ -79,14 +80,15 @@ def _layout() -> _Editor:
                     "time and size. Saved templates appear in the Write tab marked ✎.")
         with gr.Row():
             mine = gr.Dropdown([("New template", NEW)], value=NEW, label="Template", scale=3)
-            publish_btn = gr.Button("Publish / unpublish (admins)", scale=1)
+            publish_btn = gr.Button("Publish the text shown (admins)", scale=1)
+            unpublish_btn = gr.Button("Unpublish (admins)", scale=1)
         source = gr.Textbox(EXAMPLE, lines=24, max_lines=40, max_length=20_000, label="Template (TOML)")
         with gr.Row():
             preview_btn = gr.Button("Preview prompt")
             save_btn = gr.Button("Save", variant="primary")
             delete_btn = gr.Button("Delete", variant="stop")
         preview = gr.Textbox(label="The prompt with the default values", lines=6, interactive=False)
-    return _Editor(tab, mine, publish_btn, source, preview_btn, save_btn, delete_btn, preview)
+    return _Editor(tab, mine, publish_btn, unpublish_btn, source, preview_btn, save_btn, delete_btn, preview)
 
 
 def _mark(row: dict) -> str:
@@ -149,18 +151,6 @@ def build_templates_tab(studio: Studio, accounts: Accounts, who: Callable[[gr.Re
         gr.Info("Template deleted.")
         return listing(request), EXAMPLE, gr.update(choices=template_choices(studio, who(request)))
 
-    def on_publish(template_id: str, request: gr.Request):
-        user = who(request)
-        found = _own(studio, user, accounts.is_admin(user), template_id)
-        if found is None:
-            raise gr.Error("Choose a saved template to publish.")
-        try:
-            studio.templates.publish(template_id, not found["published"], user=user)
-        except USER_ERRORS as exc:
-            raise gr.Error(str(exc)) from exc
-        gr.Info(f"{found['name']} is now {'private' if found['published'] else 'published'}.")
-        return listing(request, template_id)
-
     quiet = dict(api_visibility="private")
     def on_open(request: gr.Request):
         return listing(request)
@@ -170,5 +160,40 @@ def build_templates_tab(studio: Studio, accounts: Accounts, who: Callable[[gr.Re
     ui.preview_btn.click(_preview, ui.source, ui.preview, **quiet)
     ui.save_btn.click(on_save, [ui.mine, ui.source], [ui.mine, write_dropdown], **quiet)
     ui.delete_btn.click(on_delete, ui.mine, [ui.mine, ui.source, write_dropdown], **quiet)
-    ui.publish_btn.click(on_publish, ui.mine, ui.mine, **quiet)
+    _review_events(studio, accounts, who, ui, listing)
     return ui.tab
+
+
+def _review_events(studio: Studio, accounts: Accounts, who: Callable[[gr.Request], str], ui: _Editor,
+                   listing: Callable) -> None:
+    """An admin's buttons: publish the text they read (refused if the saved template is no longer
+    that), or make a template private again."""
+
+    def on_publish(template_id: str, shown: str, request: gr.Request):
+        """Publish what the admin read: the text in the editor, which must be the template as saved."""
+        user = who(request)
+        found = _own(studio, user, accounts.is_admin(user), template_id)
+        if found is None:
+            raise gr.Error("Choose a saved template to publish.")
+        try:
+            studio.templates.publish(template_id, shown, user=user)
+        except USER_ERRORS as exc:
+            raise gr.Error(str(exc)) from exc
+        gr.Info(f"{found['name']} is published, as shown.")
+        return listing(request, template_id)
+
+    def on_unpublish(template_id: str, request: gr.Request):
+        user = who(request)
+        found = _own(studio, user, accounts.is_admin(user), template_id)
+        if found is None:
+            raise gr.Error("Choose a saved template to unpublish.")
+        try:
+            studio.templates.unpublish(template_id, user=user)
+        except USER_ERRORS as exc:
+            raise gr.Error(str(exc)) from exc
+        gr.Info(f"{found['name']} is private to its author now.")
+        return listing(request, template_id)
+
+    quiet = dict(api_visibility="private")
+    ui.publish_btn.click(on_publish, [ui.mine, ui.source], ui.mine, **quiet)
+    ui.unpublish_btn.click(on_unpublish, ui.mine, ui.mine, **quiet)

@@ -5,8 +5,6 @@ and the buttons to train now, promote a version by hand, or roll back. Thin, lik
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
-
 import gradio as gr
 import pandas as pd
 
@@ -14,6 +12,7 @@ from storage.models import WRITABLE_VERSION_STATUSES, RunStatus
 from studio.core.studio import Studio
 from studio.errors import USER_ERRORS
 from studio.trust.accounts import Accounts
+from studio.ui.auth import Identity
 
 RUN_COLUMNS = ["Run", "Status", "Started by", "Progress", "Message", "Started", "Finished"]
 VERSION_COLUMNS = ["Version", "Status", "Serving", "Learned from", "Held out", "Perplexity (before → after)",
@@ -134,19 +133,21 @@ def _serving(versions: list[dict], quantize: str = "none") -> str:
     return f"Serving **{active['name']}**{served}{since}. New drafts are written by this version."
 
 
-def before_after(versions: list[dict], name: str | None) -> tuple[str, dict, dict]:
-    """The chosen version's before/after (else the newest version's that has one): a caption and two texts."""
-    with_sample = [v for v in versions if v["gate"].get("before_after")]
-    version = next((v for v in with_sample if v["name"] == name), with_sample[0] if with_sample else None)
+def before_after(studio: Studio, name: str | None, user: str | None) -> tuple[str, dict, dict]:
+    """The chosen version's before/after (else the newest version's that has one): a caption and two
+    texts, for the writer whose prompt it is; anyone else reads that it is not theirs to see."""
+    version, sample = studio.versions.before_after(name, user=user)
+    empty = gr.update(value="", label="Before"), gr.update(value="", label="After")
     if version is None:
         return ("Each new version writes one of your recent prompts again, with the same seed as its parent; "
-                "the two appear here side by side after a run."), gr.update(value="", label="Before"), \
-            gr.update(value="", label="After")
-    sample = version["gate"]["before_after"]
-    caption = (f"**What changed in {version['name']}** — the same prompt and seed ({sample['sampler']['seed']}), "
-               f"written by {sample['parent']} and by {version['name']}:\n\n> " + sample["prompt"].strip().replace("\n", "\n> "))
+                "the two appear here side by side after a run."), *empty
+    if sample is None:
+        return (f"{version} wrote another writer's recent prompt again beside its parent: only they see the two "
+                "drafts."), *empty
+    caption = (f"**What changed in {version}** — the same prompt and seed ({sample['sampler']['seed']}), "
+               f"written by {sample['parent']} and by {version}:\n\n> " + sample["prompt"].strip().replace("\n", "\n> "))
     return (caption, gr.update(value=sample["parent_text"], label=f"Before: {sample['parent']}"),
-            gr.update(value=sample["text"], label=f"After: {version['name']}"))
+            gr.update(value=sample["text"], label=f"After: {version}"))
 
 
 @dataclass
@@ -196,27 +197,29 @@ def _layout(studio: Studio) -> _Panel:
                   promote_btn, change, before, after, timer)
 
 
-def build_training_tab(studio: Studio, accounts: Accounts, who: Callable[[gr.Request], str]) -> gr.Tab:
+def build_training_tab(studio: Studio, accounts: Accounts, who: Identity) -> gr.Tab:
     """The tab and its events; call inside the Blocks context. Only admins may change versions
-    (the services check it)."""
+    (the services check it); texts of drafts are shown to the writer who wrote them alone."""
     ui = _layout(studio)
     chosen = ui.chosen
 
-    def refresh(current):
+    def refresh(current, request: gr.Request):
         version_list = studio.versions.list()
         names = [v["name"] for v in version_list if v["status"] in WRITABLE_VERSION_STATUSES]
         return (_serving(version_list, studio.settings.quantize), _runs_table(studio.versions.runs()),
                 *_loss(version_list), _versions_table(version_list), _blind_table(studio.blind.win_rates()),
                 gr.update(choices=names, value=current if current in names else None),
-                *before_after(version_list, current))
+                *before_after(studio, current, who.signed_in(request)))
 
     outputs = [ui.serving, ui.runs, ui.loss, ui.loss_note, ui.versions, ui.blind, chosen, ui.change, ui.before, ui.after]
     quiet = dict(api_visibility="private", show_progress="hidden")
     # Poll only while the tab is open: runs change in another process.
     ui.tab.select(refresh, chosen, outputs, **quiet).then(lambda: gr.Timer(active=True), None, ui.timer, **quiet)
     ui.timer.tick(refresh, chosen, outputs, **quiet)
-    chosen.change(lambda name: before_after(studio.versions.list(), name), chosen, [ui.change, ui.before, ui.after],
-                  **quiet)
+    def show_change(name, request: gr.Request):
+        return before_after(studio, name, who.signed_in(request))
+
+    chosen.change(show_change, chosen, [ui.change, ui.before, ui.after], **quiet)
 
     def on_train(request: gr.Request):
         try:
