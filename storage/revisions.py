@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from storage.models import DraftRevision
@@ -11,10 +11,21 @@ from storage.repository import NotFoundError, get_draft
 MAX_DRAFT_CHARS = 200_000
 
 
+# Each save of an edit is a revision of up to MAX_DRAFT_CHARS: without a cap, a writer's (or a
+# script's) every keystroke would grow the database without end.
+MAX_REVISIONS = 50
+
+
 def add_revision(session: Session, draft_id: int, text: str, reason: str, model_version: str = "") -> DraftRevision:
+    """Keep text as the draft's newest revision; past MAX_REVISIONS, the oldest one after the first
+    goes (the first, as written, and the newest stay)."""
     revision = DraftRevision(draft_id=draft_id, text=text, reason=reason, model_version=model_version)
     session.add(revision)
     session.flush()
+    ids = list(session.scalars(select(DraftRevision.id).where(DraftRevision.draft_id == draft_id)
+                               .order_by(DraftRevision.id)))
+    if len(ids) > MAX_REVISIONS:
+        session.execute(delete(DraftRevision).where(DraftRevision.id.in_(ids[1:len(ids) - MAX_REVISIONS + 1])))
     return revision
 
 

@@ -148,6 +148,10 @@ class Settings:
     rate_limit: int = field(
         default=30, metadata={"help": "Drafts one writer may start per minute (0 = no limit)."}
     )
+    streams_per_writer: int = field(
+        default=4, metadata={"help": "Drafts one writer may have streaming at once, so one client cannot hold "
+                                     "every generation slot (0 = no cap; candidates count each)."}
+    )
     backup_every: float = field(
         default_factory=lambda: 6.0 if _on_spaces() else 0.0,
         metadata={"help": "Hours between database copies to DATA_DIR/backups while the app runs; "
@@ -206,6 +210,8 @@ class Settings:
             raise ValueError(f"--max-batch must be at least 1, not {self.max_batch}.")
         if self.concurrency < 0 or self.queue_size < 1:
             raise ValueError("--concurrency must be at least 1 (or 0 = automatic) and --queue-size at least 1.")
+        if self.streams_per_writer < 0 or self.rate_limit < 0:
+            raise ValueError("--streams-per-writer and --rate-limit must be at least 0 (0 = no limit).")
         if self.metrics not in ("on", "off"):
             raise ValueError(f"--metrics must be on or off, not {self.metrics!r}.")
         if self.moderation not in ("on", "off"):

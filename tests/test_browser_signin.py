@@ -28,6 +28,14 @@ def test_a_visitor_is_asked_to_sign_in_and_a_signed_in_writer_writes(hf_app):
             visitor.get_by_role("button", name="Write draft").click()
             expect(visitor.get_by_text("Sign in with Hugging Face to write:").first).to_be_visible()
             _shot(visitor, "21-signed-out-asked-to-sign-in")
+            # Previewing a template starts a renderer process: writers only (on 5b3b0f3 anyone could).
+            previewer = browser.new_page(viewport={"width": 1280, "height": 900})  # no message on screen yet
+            previewer.set_default_timeout(20_000)
+            previewer.goto(url)
+            previewer.get_by_role("tab", name="My templates").click()
+            previewer.get_by_role("button", name="Preview prompt").click()
+            expect(previewer.get_by_text("Sign in with Hugging Face to write:").first).to_be_visible()
+            expect(previewer.get_by_label("The prompt with the default values")).to_have_value("")
 
             context = browser.new_context(viewport={"width": 1280, "height": 900})
             context.add_cookies([{"name": "session", "value": session_cookie(demo, "alice"), "url": url}])

@@ -15,6 +15,8 @@ ATTACKS = {
     "a gigabyte string": ("{{ 'x' * 10**10 }}", "more memory"),
     "gigabytes of output": ("{% for i in range(100000) %}{{ 'abcdefghij' * 100 }}{% endfor %}", "limit of 20,000"),
     "endless recursion": ("{% macro f(n) %}{{ f(n) }}{% endmacro %}{{ f(1) }}", "calls itself"),
+    # Compiling folds constants: 6 s of CPU before the first output (on 5b3b0f3 it rendered, after 6 s).
+    "a constant that takes seconds to compile": ("{{ (7**(7**8)) % 2 }}", "took too long"),
 }
 
 

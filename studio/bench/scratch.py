@@ -20,7 +20,7 @@ def scratch_settings(settings: Settings, scratch: Path) -> Settings:
     settings.data_dir = str(scratch)
     settings.db = ""
     settings.auto_train_after = 0  # the benchmark decides when training runs
-    settings.rate_limit = 0  # it is one "writer" starting many drafts
+    settings.rate_limit = settings.streams_per_writer = 0  # it is one "writer" starting many drafts at once
     if models.is_dir() and not (scratch / "models").exists():
         (scratch / "models").symlink_to(models.resolve())
     return settings

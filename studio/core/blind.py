@@ -78,6 +78,7 @@ class BlindComparisons:
               sampler: Mapping[str, Any] | None = None, *, against: str | None = None,
               user: str, key: str | None = None) -> BlindRound:
         """Validate everything, load the other version, and return the round to stream."""
+        self.drafts.admit(user, 2)  # before rendering the prompt or loading a version
         choices = self.opponents()
         if not choices:
             raise StudioError("There is only one model version so far: a blind comparison needs a second. "

@@ -29,7 +29,7 @@ from studio.serving.generation import ActiveStreams, StreamResult
 from studio.serving.models import LoadedModel
 from studio.serving.pool import ModelPool
 from studio.serving.sampling import MAX_SEED, SamplerSettings
-from studio.trust.limits import RateLimit
+from studio.trust.limits import RateLimit, StreamCap
 from studio.trust.moderation import ContentFilter
 
 
@@ -47,13 +47,21 @@ class Drafts:
         self.content_filter = content_filter
         self.jobs = jobs
         self.rate_limit = RateLimit(settings.rate_limit)
+        self.streams = StreamCap(settings.streams_per_writer)
         self.active = ActiveStreams()
 
     # -- writing ---------------------------------------------------------------------------
 
+    def admit(self, user: str, drafts: int = 1) -> None:
+        """The writer's limits, checked before anything is rendered or loaded: drafts started this
+        minute, and drafts streaming now. GenerationError says what to wait for."""
+        self.streams.check(user, drafts)
+        self.rate_limit.check(user, drafts)
+
     def write(self, template_id: str, fields: Mapping[str, Any] | None = None,
               sampler: Mapping[str, Any] | None = None, *, user: str, key: str | None = None) -> Drafting:
         """Validate everything, then return a Drafting to iterate. Errors come before any text."""
+        self.admit(user)
         return self.start(*self.prompt(template_id, fields, user), sampler, user=user, key=key)
 
     def prompt(self, template_id: str, fields: Mapping[str, Any] | None,
@@ -68,16 +76,15 @@ class Drafts:
               sampler: Mapping[str, Any] | None, *, user: str, key: str | None,
               loaded: LoadedModel | None = None) -> Drafting:
         """A Drafting for an already rendered prompt (candidates share one rendering), written by
-        the active version unless another loaded one is given."""
+        the active version unless another loaded one is given; admit() has counted it."""
         settings = template.sampler.updated(sampler).with_seed()
-        self.rate_limit.check(user)  # last check: only valid requests count
         writer = self.pool.writer(loaded or self.pool.load(), prompt, template.system, settings)
         row = dict(user=user, template_id=template.id, template_name=template.name, fields=values,
                    prompt=prompt, model_input=writer.model_input, settings=settings.to_dict(),
                    seed=settings.seed, model_name=writer.model_name, model_version=writer.model_version)
         new = _NewDraft(self, row)
         return Drafting(writer.stream, new.finish, self.active, key, checkpoint=new.checkpoint, metrics=self.metrics,
-                        labels=(template.id, writer.model_version))
+                        labels=(template.id, writer.model_version), hold=lambda: self.streams.hold(user))
 
     def continue_draft(self, draft_id: int, max_new_tokens: int | None = None, *, user: str,
                        key: str | None = None) -> Drafting:
@@ -87,8 +94,8 @@ class Drafts:
                                   "cannot yet be asked to extend an answer.")
         with self.sessions() as session:
             previous = repository.get_draft(session, draft_id, user=user)
+        self.admit(user)
         template = self.templates.get(previous.template_id, user=user)
-        self.rate_limit.check(user)
         settings = SamplerSettings(**previous.settings).updated(
             {"max_new_tokens": max_new_tokens, "seed": None}).with_seed()
         writer = self.pool.writer(self.pool.load(), previous.prompt, template.system, settings,
@@ -116,7 +123,8 @@ class Drafts:
             return previous.id
 
         return Drafting(writer.stream, save, self.active, key, draft_id=previous.id, text=previous.text,
-                        metrics=self.metrics, labels=(previous.template_id, writer.model_version))
+                        metrics=self.metrics, labels=(previous.template_id, writer.model_version),
+                        hold=lambda: self.streams.hold(user))
 
     def mark_interrupted(self, quiet_seconds: float = INTERRUPTED_AFTER_SECONDS) -> list[int]:
         """Drafts still marked as being written whose stream has not saved for quiet_seconds died
@@ -145,6 +153,7 @@ class Drafts:
         """2-4 drafts of the same prompt with different seeds, to be streamed together and compared."""
         if not 2 <= count <= 4:
             raise GenerationError(f"Compare 2 to 4 candidates, not {count}.")
+        self.admit(user, count)
         key = key or uuid.uuid4().hex
         template, values, prompt = self.prompt(template_id, fields, user)
         first = self.start(template, values, prompt, sampler, user=user, key=f"{key}#0")

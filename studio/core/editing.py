@@ -1,7 +1,8 @@
 """The writer's own edits to a draft: each save is a revision, and any revision can come back.
 
 The draft row always holds the newest text (what History shows, exports and training use);
-draft_revisions keeps every earlier state, so undo reaches any of them.
+draft_revisions keeps its earlier states, so undo reaches them: the first, the newest and, between
+them, the most recent ones up to revisions.MAX_REVISIONS in all.
 """
 
 from __future__ import annotations
@@ -24,11 +25,13 @@ class Revisions:
         """Save the writer's text as the draft's newest revision; False when nothing changed."""
         if len(text) > revisions.MAX_DRAFT_CHARS:
             raise StudioError(f"A draft may be at most {revisions.MAX_DRAFT_CHARS:,} characters.")
+        with self.sessions() as session:
+            prompt = repository.get_draft(session, draft_id, user=user).prompt
+        flags = self.content_filter.flags(text, prompt)  # a classifier takes a while: not inside the write lock
         with self.sessions.begin() as session:
-            draft = repository.get_draft(session, draft_id, user=user)
-            if text == draft.text:
+            if text == repository.get_draft(session, draft_id, user=user).text:
                 return False
-            repository.update_draft(session, draft_id, text=text, **self.content_filter.flags(text, draft.prompt))
+            repository.update_draft(session, draft_id, text=text, **flags)
             revisions.add_revision(session, draft_id, text, "edited")
         return True
 

@@ -26,7 +26,7 @@ class Drafting:
     def __init__(self, stream: DraftStream, save: Callable[[StreamResult], int], active: ActiveStreams,
                  key: str | None = None, draft_id: int | None = None, text: str = "",
                  checkpoint: Callable[[str], int] | None = None, metrics: Metrics = _UNWATCHED,
-                 labels: tuple[str, str] = ("", "")):
+                 labels: tuple[str, str] = ("", ""), hold: Callable[[], Callable[[], None]] | None = None):
         self.stream = stream
         self.draft_id = draft_id
         self.text = text  # the whole draft so far (for Continue, the earlier text too)
@@ -36,11 +36,13 @@ class Drafting:
         self._key = key or uuid.uuid4().hex
         self._metrics = metrics
         self._labels = labels  # template and version, for the metrics
+        self._hold = hold  # takes one of the writer's streaming slots (raises at the cap); returns its release
 
     def __iter__(self) -> Iterator[str]:
         # A generator method: the iterator refers to the Drafting, not the other way round, so
         # dropping the iterator finalizes it at once (no reference cycle waiting for the GC).
         metrics = self._metrics
+        release = self._hold() if self._hold is not None else (lambda: None)  # before any token: a refusal loses nothing
         metrics.drafts_started.labels(*self._labels).inc()
         self._active.add(self._key, self.stream)
         chunks = iter(self.stream)
@@ -67,6 +69,7 @@ class Drafting:
         finally:
             chunks.close()  # ends the worker and fills stream.result before saving
             self._active.remove(self._key, self.stream)
+            release()
             result = self.stream.result
             try:
                 if result.text:

@@ -39,7 +39,8 @@ class ModelPool:
         self.metrics = metrics or Metrics(enabled=False)
         self._loaded: LoadedModel | None = None
         self._other: LoadedModel | None = None  # see load_version
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the serving model: every new draft takes it
+        self._other_lock = threading.Lock()  # the blind comparison's other version: its load holds no draft up
         self._client = None
 
     def load(self, progress: Progress = log.info) -> LoadedModel:
@@ -79,7 +80,7 @@ class ModelPool:
         active = self.load()
         if active.version_id == wanted[0]:
             return active
-        with self._lock:
+        with self._other_lock:
             if not self._holds(self._other, wanted[0]):
                 self._other = None  # let the last one go before the next is loaded
                 self._other = self._load(wanted, log.info)

@@ -107,6 +107,7 @@ def _own(studio: Studio, user: str, admin: bool, template_id: str) -> dict | Non
 
 
 def _preview(text: str) -> str:
+    """The template's prompt with its default values, rendered in the sandbox like a saved one."""
     try:
         return parse_template("preview", text, untrusted=True).render()
     except USER_ERRORS as exc:
@@ -157,7 +158,11 @@ def build_templates_tab(studio: Studio, accounts: Accounts, who: Callable[[gr.Re
 
     ui.tab.select(on_open, None, ui.mine, **quiet)
     ui.mine.change(on_select, ui.mine, [ui.source, ui.preview], **quiet)
-    ui.preview_btn.click(_preview, ui.source, ui.preview, **quiet)
+    def on_preview(text: str, request: gr.Request):
+        who(request)  # a writer signed in: each preview starts a renderer process
+        return _preview(text)
+
+    ui.preview_btn.click(on_preview, ui.source, ui.preview, **quiet)
     ui.save_btn.click(on_save, [ui.mine, ui.source], [ui.mine, write_dropdown], **quiet)
     ui.delete_btn.click(on_delete, ui.mine, [ui.mine, ui.source, write_dropdown], **quiet)
     _review_events(studio, accounts, who, ui, listing)
