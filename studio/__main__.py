@@ -131,7 +131,8 @@ def cmd_train(args, studio) -> int:
     config = studio.versions.training_config(**overrides)
     run_id = args.run_id if args.run_id is not None else studio.versions.train("cli", user=OPERATOR)[0]
     echo = (lambda line: print(line, file=sys.stderr, flush=True))
-    summary = execute_run(studio.sessions, studio.settings, config, run_id, echo=echo, claimed_by=args.claimed_by or "")
+    summary = execute_run(studio.sessions, studio.settings, config, run_id, echo=echo, claimed_by=args.claimed_by or "",
+                          allowed=studio.content_filter.allows)
     _print(args, {"run_id": run_id, **summary},
            f"Run {run_id}: {summary['version']} {summary['decision']} — {gate_words(summary)} "
            f"({summary['train_seconds']:.0f} s, {summary['train_tokens_per_second']:.0f} tokens/s)")

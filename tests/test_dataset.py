@@ -205,6 +205,35 @@ def test_loss_falls_on_the_completion_and_eos_only(tokenizer):
     assert tokens["attention_mask"] == [1] * len(tokens["input_ids"])
 
 
+def test_a_draft_cut_short_teaches_its_words_but_not_to_end_there(studio, tokenizer):
+    """A draft its writer stopped (or whose stream died) did not end where its text stops: no trainer
+    may put an end-of-text token after it (on 5b3b0f3 every one did). SFT trains its words without
+    one; TRL's trainers end every draft, so a liked one or a chosen one cut short is left out."""
+    from studio.learning.dataset import PreferencePair, all_rated
+    from studio.learning.finetune import kto_rows, preference_rows
+
+    loaded = studio.pool.load()
+    with studio.sessions.begin() as session:
+        for n, stopped in enumerate((False, True)):
+            draft = add_draft(session, template_id="poetry", template_name="Poem", fields={}, prompt="A poem.",
+                              model_input="<|im_start|>user\nA poem.<|im_end|>\n<|im_start|>assistant\n",
+                              settings={}, seed=n, model_name=loaded.name, model_version="base", text=f"The rain on the river {n}",
+                              stopped=stopped)
+            rate_draft(session, draft.id, 5)
+    with studio.sessions() as session:
+        whole, cut = all_rated(session)
+    assert (whole.ended, cut.ended) == (True, False)
+    assert tokenize_example(tokenizer, whole)["labels"][-1] == tokenizer.eos_token_id
+    cut_labels = tokenize_example(tokenizer, cut)["labels"]
+    assert tokenizer.eos_token_id not in cut_labels and tokenizer.decode(cut_labels[-3:]).strip().endswith("1")
+
+    disliked_cut = Example(**{**cut.__dict__, "stars": 1})
+    rows = kto_rows(tokenizer, [whole, cut, disliked_cut], lambda e: e.stars >= 4)
+    assert [(r["completion"], r["label"]) for r in rows] == [(whole.completion, True), (cut.completion, False)]
+    assert [r["chosen"] for r in preference_rows(tokenizer, [PreferencePair(whole, cut), PreferencePair(cut, whole)])] \
+        == [whole.completion]
+
+
 def test_long_examples_are_cut_to_max_length(tokenizer):
     context = "<|im_start|>user\nWrite a fairy tale.<|im_end|>\n<|im_start|>assistant\n"
     n_context = len(tokenizer(context, add_special_tokens=False).input_ids)

@@ -117,6 +117,28 @@ def test_the_judge_picks_the_serving_versions_songs_to_learn_from_and_its_dirges
     assert {e.context for e in picks} == {request["model_input"]} and len({e.completion for e in picks}) == len(picks)
 
 
+def test_the_judges_picks_pass_the_content_filter_as_writers_drafts_do(verse_studio):
+    """The model's own drafts train too: a flagged one must not (on 5b3b0f3 none was checked)."""
+    from studio.trust.moderation import ContentFilter
+
+    studio = verse_studio
+    songs_and_dirges(studio, 30)
+    with studio.sessions() as session:
+        judge = Judge.fit(all_rated(session), lambda e: e.stars >= 4)
+    loaded = studio.pool.load()
+    request = {"prompt": "Write song number 90 about the sea.", "template_id": "poetry",
+               "model_input": model_input(loaded, "Write song number 90 about the sea."),
+               "sampler": {"seed": 5, "temperature": 0.7, "max_new_tokens": 40}}
+    blocked = ContentFilter(("lantern", "grave"))  # a word of each kind, as if on the blocklist
+
+    def picks(allowed=None):
+        return judge_picks(loaded.model, loaded.tokenizer, [request], 64, judge.scores, chat=True, allowed=allowed)
+
+    assert any(blocked.check(e.completion) for e in picks())  # without the filter, some would train
+    screened = picks(blocked.allows)
+    assert screened and not any(blocked.check(e.completion) for e in screened)
+
+
 def test_the_next_run_builds_on_and_must_beat_the_version_being_served(verse_studio):
     studio = verse_studio
     songs_and_dirges(studio, 30)

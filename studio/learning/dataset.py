@@ -38,6 +38,7 @@ class Example:
     user: str
     template_id: str
     created: str = ""  # when the draft was saved (ISO): with the id, the key of its held-out draw
+    ended: bool = True  # it ended on its own: not stopped by its writer, nor interrupted (its text was cut)
 
 
 @dataclass(frozen=True)
@@ -96,7 +97,7 @@ def _count(n: int, noun: str) -> str:
 def _example(draft: Draft, stars: int = 0) -> Example:
     return Example(draft_id=draft.id, context=draft.model_input, prompt=draft.prompt, completion=draft.text,
                    stars=stars, user=draft.user, template_id=draft.template_id,
-                   created=draft.created_at.isoformat() if draft.created_at else "")
+                   created=draft.created_at.isoformat() if draft.created_at else "", ended=not draft.stopped)
 
 
 def _usable(draft: Draft) -> bool:
@@ -329,9 +330,8 @@ def tokenize_example(tokenizer: Any, example: Example, max_length: int = 512) ->
     """input_ids, labels and attention_mask for causal-LM fine-tuning with loss on the completion only.
 
     The context (chat template already applied) is labelled -100; the completion and a final
-    eos are labelled with their ids, so the model learns what to write and when to stop.
-    Too long: the completion is cut from its end, and the eos goes with it, since the text did
-    not end there. A context of max_length tokens or more keeps only its last max_length // 2
+    eos are labelled with their ids, so the model learns what to write and when to stop. A draft
+    stopped or interrupted, or too long (cut from its end), gets no eos: its text did not end there. A context of max_length tokens or more keeps only its last max_length // 2
     tokens (the end holds the request and the assistant turn), leaving room for the completion.
     """
     if max_length < 2:
@@ -339,7 +339,7 @@ def tokenize_example(tokenizer: Any, example: Example, max_length: int = 512) ->
     if tokenizer.eos_token_id is None:
         raise ValueError("The tokenizer has no eos token, so a completion could not be ended.")
     context = tokenizer(example.context, add_special_tokens=False).input_ids
-    target = tokenizer(example.completion, add_special_tokens=False).input_ids + [tokenizer.eos_token_id]
+    target = tokenizer(example.completion, add_special_tokens=False).input_ids + [tokenizer.eos_token_id] * example.ended
     if len(context) >= max_length:
         context = context[-(max_length // 2) :]
     target = target[: max_length - len(context)]

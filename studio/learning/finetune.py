@@ -157,9 +157,11 @@ def _prompt(tokenizer, example: Example) -> str:
     return example.context
 
 
-def _preference_rows(tokenizer, pairs: list[PreferencePair]) -> list[dict[str, str]]:
+def preference_rows(tokenizer, pairs: list[PreferencePair]) -> list[dict[str, str]]:
+    """TRL ends every draft with end-of-text: a chosen draft its writer cut short (stopped, or
+    interrupted) would teach ending mid-sentence, so such picks are left out."""
     return [{"prompt": _prompt(tokenizer, p.chosen), "chosen": p.chosen.completion, "rejected": p.rejected.completion}
-            for p in pairs]
+            for p in pairs if p.chosen.ended]
 
 
 def train_kto_adapter(model, tokenizer, examples: list[Example], liked: Callable[[Example], bool],
@@ -169,9 +171,16 @@ def train_kto_adapter(model, tokenizer, examples: list[Example], liked: Callable
     Unpaired, so every rating counts, whatever prompt it answers. The rarer side is weighted up so
     both sides pull equally (TRL's advice: desirable x count within 1 to 4/3 of undesirable x count).
     No validation split: the held-out drafts are the gate's alone, so the steps (or epochs) are fixed.
+    TRL ends every draft with end-of-text, so a liked draft its writer cut short (stopped, or
+    interrupted) is left out: it would teach ending mid-sentence. Disliked ones all count.
     """
-    rows = [{"prompt": _prompt(tokenizer, e), "completion": e.completion, "label": liked(e)} for e in examples]
-    return train_everywhere(_fit_kto, model, tokenizer, rows, config.resolved("kto"), output, report)
+    return train_everywhere(_fit_kto, model, tokenizer, kto_rows(tokenizer, examples, liked), config.resolved("kto"),
+                            output, report)
+
+
+def kto_rows(tokenizer, examples: list[Example], liked: Callable[[Example], bool]) -> list[dict[str, Any]]:
+    return [{"prompt": _prompt(tokenizer, e), "completion": e.completion, "label": liked(e)} for e in examples
+            if e.ended or not liked(e)]
 
 
 def _fit_kto(model, tokenizer, rows: list[dict[str, Any]], config: TrainingConfig, output: Path,
@@ -209,7 +218,7 @@ def train_preference_adapter(model, tokenizer, split: PreferenceSplit, config: T
                              report: Report) -> Trained:
     """DPO (sigmoid + SFT on the chosen side) of a LoRA on split.train; the reference is the base
     itself, with the adapter switched off, so no second copy of the model is held."""
-    rows = (_preference_rows(tokenizer, split.train), _preference_rows(tokenizer, split.held_out))
+    rows = (preference_rows(tokenizer, split.train), preference_rows(tokenizer, split.held_out))
     return train_everywhere(_fit_dpo, model, tokenizer, rows, config.resolved("dpo"), output, report)
 
 

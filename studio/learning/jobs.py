@@ -128,10 +128,12 @@ def recover(sessions, data_dir: Path) -> list[int]:
 
 
 def execute_run(sessions, settings: Settings, config: TrainingConfig, run_id: int,
-                echo: Callable[[str], None] | None = None, claimed_by: str = "") -> dict[str, Any]:
+                echo: Callable[[str], None] | None = None, claimed_by: str = "",
+                allowed: Callable[[str, str], bool] | None = None) -> dict[str, Any]:
     """Claim a queued run for this process (or take it from the runner that claimed it for this
     process) and carry it out; it always ends recorded, by this process or, if it loses the run
-    (declared dead), by whoever ended it."""
+    (declared dead), by whoever ended it. allowed(text, prompt): the content filter's verdict on
+    the drafts a run writes itself and trains on (writers' drafts carry theirs)."""
     lease = claim(sessions, run_id, claimed_by)
     if lease is None:
         with sessions() as session:
@@ -161,8 +163,9 @@ def execute_run(sessions, settings: Settings, config: TrainingConfig, run_id: in
                 method, why = choose_method(session, config)
             if why:
                 report(0.01, why, [])
-            run = run_kto if method == "kto" else run_training
-            return run(lease, settings, config.resolved(method), report)
+            if method == "kto":
+                return run_kto(lease, settings, config.resolved(method), report, allowed)
+            return run_training(lease, settings, config.resolved(method), report)
         except RunLost:
             raise  # ended by another process as dead: the record is theirs now
         except USER_ERRORS as exc:  # too few ratings, none consistent, a bad option: nothing broke

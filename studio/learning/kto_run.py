@@ -9,7 +9,7 @@ import logging
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from storage import registry
 from storage.models import VersionStatus
@@ -166,7 +166,8 @@ def _judge_candidate(config: TrainingConfig, run: _Run, base, serving, model, ba
     return verdict, {"before_after": before_after, "judge_likes": judge.top_words()}
 
 
-def _pick(config: TrainingConfig, run: _Run, serving, report: Report) -> tuple[list, int]:
+def _pick(config: TrainingConfig, run: _Run, serving, report: Report,
+          allowed: Callable[[str, str], bool] | None) -> tuple[list, int]:
     """The judge's picks among the serving version's drafts of training prompts (samples.judge_picks)
     and how many are liked; none unless the judge is trusted, since an untrusted judge would teach
     its own noise."""
@@ -175,16 +176,18 @@ def _pick(config: TrainingConfig, run: _Run, serving, report: Report) -> tuple[l
     report(0.03, f"{run.serving_name} writes {config.judge_samples} drafts of {len(run.pick_requests)} training "
                  "prompt(s); the judge picks what to learn from…", [])
     picks = judge_picks(serving.model, serving.tokenizer, run.pick_requests, config.judge_samples, run.judge.scores,
-                        chat=serving.is_chat)
+                        chat=serving.is_chat, allowed=allowed)
     liked = sum(run.liked(e) for e in picks)
     report(0.04, f"The judge picked {liked} of {run.serving_name}'s drafts to learn from as liked and "
                  f"{len(picks) - liked} as disliked.", [])
     return picks, liked
 
 
-def run_kto(lease: RunLease, settings: Settings, config: TrainingConfig, report: Report) -> dict[str, Any]:
+def run_kto(lease: RunLease, settings: Settings, config: TrainingConfig, report: Report,
+            allowed: Callable[[str, str], bool] | None = None) -> dict[str, Any]:
     """One KTO run end to end, on the run this process holds; returns the candidate's figures. Raises
-    on failure (the caller records it), RunLost once the run is no longer this process's."""
+    on failure (the caller records it), RunLost once the run is no longer this process's.
+    allowed(text, prompt): whether the content filter lets a draft of the model's own train."""
     config = config.resolved("kto")
     run = _start(lease, settings, config)
     report(0.02, f"Learning from {run.up} liked and {len(run.train) - run.up} disliked drafts by KTO; "
@@ -193,7 +196,7 @@ def run_kto(lease: RunLease, settings: Settings, config: TrainingConfig, report:
     base_scores = score(base.model, base.tokenizer, run.held.drafts, config.max_length)  # before LoRA is added
     serving = None if run.serving_adapter is None else load_model(
         settings.model, settings.data_path, settings.device, adapter=run.serving_adapter)
-    picks, picked_liked = _pick(config, run, serving or base, report)
+    picks, picked_liked = _pick(config, run, serving or base, report, allowed)
     with tempfile.TemporaryDirectory(prefix="studio-train-") as scratch:
         model, curve, stats = train_kto_adapter(base.model, base.tokenizer, run.train + picks, run.liked, config,
                                                 Path(scratch), report)

@@ -15,7 +15,7 @@ gate: the judge must first rank held-out ratings as the writers did.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 from storage.models import Draft
 from studio.learning.dataset import Example
@@ -81,15 +81,18 @@ def fluency(model, tokenizer, requests: list[dict[str, Any]], texts: list[list[s
 
 
 def judge_picks(model, tokenizer, requests: list[dict[str, Any]], count: int, judge_score, *,
-                chat: bool) -> list[Example]:
+                chat: bool, allowed: Callable[[str, str], bool] | None = None) -> list[Example]:
     """count drafts of these prompts by this model; of each prompt's, those the judge expects writers
     to like (log-odds above 0) as liked (5 stars) and as many of those it expects them to dislike,
-    its least favourites first, as disliked (1 star). Drafts it is unsure of (0) teach nothing."""
+    its least favourites first, as disliked (1 star). Drafts it is unsure of (0) teach nothing, and
+    neither do those allowed(text, prompt) refuses (the content filter: they train as writers'
+    flagged drafts do, not at all)."""
     shifted = [{**r, "sampler": {**r["sampler"], "seed": (r["sampler"]["seed"] + PICK_SEED_OFFSET) % (MAX_SEED + 1)}}
                for r in requests]
     picks: list[Example] = []
     for request, texts in zip(shifted, write_samples(model, tokenizer, shifted, count, chat=chat)):
-        texts = [t for t in dict.fromkeys(texts) if t]  # a repeated draft would count twice
+        texts = [t for t in dict.fromkeys(texts)  # a repeated draft would count twice
+                 if t and (allowed is None or allowed(t, request["prompt"]))]
         ranked = sorted(zip(judge_score(texts), texts), key=lambda pair: pair[0], reverse=True)
         liked = [text for value, text in ranked if value > 0]
         disliked = [text for value, text in reversed(ranked) if value < 0][:len(liked)]

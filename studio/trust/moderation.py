@@ -66,3 +66,7 @@ class ContentFilter:
         """The draft columns `flagged` and `flag_reason` for these texts."""
         reason = self.check(*texts)
         return {"flagged": bool(reason), "flag_reason": reason}
+
+    def allows(self, *texts: str) -> bool:
+        """Whether these texts (a draft and its prompt) pass: what a flagged draft would not."""
+        return not self.check(*texts)
