@@ -75,15 +75,19 @@ def create_app(settings: Settings, load_model: bool = True):
 
 
 def launch_options(studio, accounts) -> dict:
+    from starlette.middleware import Middleware
+
+    from studio.ui.auth import SignInGuard
     from studio.ui.endpoints import routes
 
     settings = studio.settings
     # No allowed_paths: exports reach writers through Gradio's cache, never from the data dir.
     # With Hugging Face sign-in there is no login form: gr.LoginButton on the page signs writers in.
+    guard = [Middleware(SignInGuard)] if accounts.passwords else []  # repeated failed sign-ins wait
     return dict(server_name=settings.host, server_port=settings.port,
                 auth=accounts.check if accounts.passwords else None,
                 auth_message="Story Studio: log in with your writer account.",
-                app_kwargs={"routes": routes(studio)})  # /metrics, /healthz, /readyz, ahead of the page's
+                app_kwargs={"routes": routes(studio), "middleware": guard})  # /metrics, /healthz, /readyz first
 
 
 def main(argv: list[str] | None = None) -> int:

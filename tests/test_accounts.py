@@ -114,3 +114,48 @@ def test_a_wrong_password_is_refused(two_writers):
     _, url = two_writers
     with pytest.raises(Exception):
         Client(url, auth=("alice", "pw-b"), verbose=False)
+
+
+def test_an_unknown_name_costs_the_same_hash_as_a_known_one(monkeypatch):
+    """How long a refusal takes must not tell which names exist (on 5b3b0f3 an unknown name was
+    refused without hashing: at once)."""
+    import hashlib
+
+    accounts = Accounts.from_settings(Settings(auth=["alice:pw-a"]))
+    real, hashed = hashlib.scrypt, []
+    monkeypatch.setattr(hashlib, "scrypt", lambda *a, **k: hashed.append(1) or real(*a, **k))
+    for name in ("alice", "mallory"):
+        hashed.clear()
+        assert not accounts.check(name, "guess")
+        assert len(hashed) == 1, name
+
+
+def test_a_name_guessed_at_again_and_again_must_wait_even_with_the_right_password():
+    from studio.trust.limits import FailureThrottle
+
+    now = [0.0]
+    accounts = Accounts.from_settings(Settings(auth=["alice:pw-a", "bob:pw-b"]))
+    accounts = Accounts(accounts.hashes, accounts.admins, failures=FailureThrottle(clock=lambda: now[0]))
+    for _ in range(6):
+        assert not accounts.check("alice", "guess")
+    assert not accounts.check("alice", "pw-a")  # waiting: no password is even tried
+    assert accounts.check("bob", "pw-b")  # another name is not held up
+    now[0] += 1.5  # 1 s after the sixth failure (2 s after a seventh, and so on)
+    assert not accounts.check("alice", "guess")
+    now[0] += 1.5  # that seventh failure: 2 s
+    assert not accounts.check("alice", "pw-a")
+    now[0] += 1
+    assert accounts.check("alice", "pw-a")  # and a success clears the name
+    assert not accounts.check("alice", "guess") and accounts.check("alice", "pw-a")
+
+
+def test_an_address_that_keeps_failing_to_sign_in_is_told_to_wait(launch):
+    """Gradio's password form, through the app as it is launched: past the free tries, 429 at once."""
+    import httpx
+
+    _, url = launch(auth=["alice:pw-a"])
+    answers = [httpx.post(f"{url}/login", data={"username": f"guess{n}", "password": "x"}).status_code
+               for n in range(21)]
+    assert set(answers) == {400}  # one failure for each of 21 names: no name waits, the address has its free tries
+    refused = httpx.post(f"{url}/login", data={"username": "alice", "password": "pw-a"})
+    assert refused.status_code == 429 and "Too many failed sign-ins" in refused.text

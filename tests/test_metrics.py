@@ -120,6 +120,29 @@ def test_with_accounts_metrics_need_the_token(launch):
     assert status == 403 and "--metrics-token" in text
 
 
+def test_readiness_tells_anyone_which_part_is_down_and_only_the_operator_what_it_is_doing(launch, monkeypatch):
+    """A broken database's error names its host and user: a load balancer needs ready or not, and
+    which part (on 5b3b0f3 anyone read the details)."""
+    from studio.core import health
+
+    studio, url = launch(auth=["alice:pw-a"], metrics_token="s3cret")
+
+    class Refused:
+        def __enter__(self):
+            raise OSError('connection to server at "db.internal" (10.0.0.7), port 5432 failed for user "studio"')
+
+        def __exit__(self, *exc):
+            return False
+
+    monkeypatch.setattr(studio, "sessions", lambda: Refused())
+    status, text = get(f"{url}/readyz")
+    assert status == 503 and '"database":{"ready":false}' in text
+    assert "db.internal" not in text and "studio" not in text.replace("studio_", "") and "detail" not in text
+    status, text = get(f"{url}/readyz", token="s3cret")
+    assert status == 503 and "db.internal" in text and '"model":{"ready":true,"detail":"base on cpu"' in text
+    assert health.readiness(studio)["database"][0] is False
+
+
 def test_metrics_off_records_and_serves_nothing(launch):
     studio, url = launch(metrics="off")
     Client(url, verbose=False).predict("fantasy", {}, {"max_new_tokens": 4}, api_name="/generate")

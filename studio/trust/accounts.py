@@ -10,6 +10,7 @@ With neither the studio is single-user, and that one user may do everything.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import os
@@ -19,6 +20,7 @@ from pathlib import Path
 from studio.config import Settings
 from studio.errors import NotAllowed, StudioError
 from studio.files import write_private_file
+from studio.trust.limits import FailureThrottle
 
 _SCRYPT = dict(n=2**14, r=8, p=1)  # interactive-login strength, ~50 ms per check
 
@@ -40,6 +42,12 @@ def verify_password(password: str, hashed: str) -> bool:
     return hmac.compare_digest(actual, base64.b64decode(digest))
 
 
+@functools.cache
+def _stand_in_hash() -> str:
+    """What an unknown name's password is checked against: a real hash of a password nobody has."""
+    return hash_password(base64.b64encode(os.urandom(24)).decode())
+
+
 # Who the command line acts as: the operator, who may do anything. No account can have this
 # name (account names cannot hold ':'), so no writer can pass for the operator.
 OPERATOR = ":operator"
@@ -50,6 +58,7 @@ class Accounts:
     hashes: dict[str, str] = field(default_factory=dict)  # user -> scrypt hash
     admins: frozenset[str] = frozenset()
     hf: bool = False  # writers sign in with Hugging Face; admins are kept casefolded (usernames ignore case)
+    failures: FailureThrottle = field(default_factory=FailureThrottle, compare=False)  # failed sign-ins per name
 
     @property
     def enabled(self) -> bool:
@@ -62,9 +71,18 @@ class Accounts:
         return bool(self.hashes)
 
     def check(self, user: str, password: str) -> bool:
-        """Gradio's login check."""
-        hashed = self.hashes.get(user)
-        return hashed is not None and verify_password(password, hashed)
+        """Gradio's login check. An unknown name costs the same hash as a known one (so how long the
+        answer takes tells no one which names exist), and a name guessed at too often waits
+        (FailureThrottle: the answer is no, whatever the password, until its wait is over)."""
+        if self.failures.wait(user):
+            return False
+        known = user in self.hashes
+        good = verify_password(password, self.hashes[user] if known else _stand_in_hash())
+        if good and known:
+            self.failures.succeeded(user)
+            return True
+        self.failures.failed(user)
+        return False
 
     def is_admin(self, user: str | None) -> bool:
         if user == OPERATOR or not self.enabled:

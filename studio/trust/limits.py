@@ -1,4 +1,5 @@
-"""Per-writer limits: how many drafts one writer may start in a minute, and have streaming at once."""
+"""Limits that keep one writer (or one guesser) from taking what others need: drafts started per
+minute, drafts streaming at once, and repeated failed sign-ins."""
 
 from __future__ import annotations
 
@@ -70,3 +71,36 @@ class StreamCap:
         if self.per_writer > 0 and self._live[user] + drafts > self.per_writer:
             raise GenerationError(f"You have {self._live[user]} drafts being written, and a writer may have "
                                   f"{self.per_writer} at once: wait for one to finish, or stop one.")
+
+
+class FailureThrottle:
+    """Slows repeated failures per key (a name, an address): the first `free` failures within
+    `window` seconds cost nothing; after each later one the next attempt waits twice as long as
+    after the one before (1 s, 2 s, 4 s... up to `longest`). An attempt refused while waiting is
+    not counted (it cost nothing); a success clears the key."""
+
+    def __init__(self, free: int = 5, window: float = 900.0, longest: float = 300.0, clock=time.monotonic):
+        self.free, self.window, self.longest = free, window, longest
+        self._clock = clock
+        self._failures: dict[str, deque[float]] = defaultdict(deque)
+        self._lock = threading.Lock()
+
+    def wait(self, key: str) -> float:
+        """Seconds until key may try again (0: now)."""
+        now = self._clock()
+        with self._lock:
+            failures = self._failures[key]
+            while failures and now - failures[0] >= self.window:
+                failures.popleft()
+            over = len(failures) - self.free
+            if over <= 0:
+                return 0.0
+            return max(0.0, min(2.0 ** (over - 1), self.longest) - (now - failures[-1]))
+
+    def failed(self, key: str) -> None:
+        with self._lock:
+            self._failures[key].append(self._clock())
+
+    def succeeded(self, key: str) -> None:
+        with self._lock:
+            self._failures.pop(key, None)

@@ -9,12 +9,15 @@ a visitor cannot name themselves, and one who is not signed in is told to sign i
 
 from __future__ import annotations
 
+import json
 import time
+from math import ceil
 
 import gradio as gr
 
 from studio.errors import StudioError, first_line
 from studio.trust.accounts import Accounts
+from studio.trust.limits import FailureThrottle
 
 SIGN_IN = ("Sign in with Hugging Face to write: use the “Sign in with Hugging Face” button at the top of "
            "the page. Your drafts, ratings and templates are then yours alone.")
@@ -75,3 +78,40 @@ def check_local_sign_in() -> None:
         whoami()
     except Exception as exc:  # any failure of the hub call (offline, refused token): one readable line
         raise StudioError(f"{hint}, and asking the hub failed: {first_line(exc)}") from exc
+
+
+class SignInGuard:
+    """ASGI middleware before Gradio's password form (POST /login): an address whose sign-ins keep
+    failing must wait (FailureThrottle), and is answered 429 at once meanwhile. With Accounts.check
+    slowing each guessed name, a guesser can try neither many passwords for one name nor one
+    password for many names. (Behind a proxy every writer shares its address: the free tries are
+    generous for that.)"""
+
+    def __init__(self, app, throttle: FailureThrottle | None = None):
+        self.app = app
+        self.throttle = throttle or FailureThrottle(free=20, longest=60.0)
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"].rstrip("/") != "/login":
+            await self.app(scope, receive, send)
+            return
+        address = (scope.get("client") or ("unknown",))[0]
+        wait = self.throttle.wait(address)
+        if wait:
+            body = json.dumps({"detail": f"Too many failed sign-ins from your address: wait {wait:.0f} s."}).encode()
+            await send({"type": "http.response.start", "status": 429,
+                        "headers": [(b"content-type", b"application/json"), (b"retry-after", str(ceil(wait)).encode())]})
+            await send({"type": "http.response.body", "body": body})
+            return
+        status = []
+
+        async def noting_send(message):
+            if message["type"] == "http.response.start":
+                status.append(message["status"])
+            await send(message)
+
+        await self.app(scope, receive, noting_send)
+        if status and status[0] == 200:
+            self.throttle.succeeded(address)
+        elif status and status[0] in (400, 401):
+            self.throttle.failed(address)

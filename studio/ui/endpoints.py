@@ -38,9 +38,8 @@ def routes(studio) -> list[APIRoute]:
     token = settings.metrics_token
     private = settings.auth_mode != "single"  # writers sign in: their counts are not for everyone
 
-    def metrics(request: Request) -> Response:
-        if not studio.metrics.enabled:
-            return JSONResponse({"error": "Metrics are off (--metrics off)."}, status_code=404)
+    def operator(request: Request) -> JSONResponse | None:
+        """None when the caller may read the operator's figures, else the answer saying why not."""
         if token:
             given = request.headers.get("authorization", "")
             if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
@@ -49,16 +48,27 @@ def routes(studio) -> list[APIRoute]:
         elif private:
             return JSONResponse({"error": "Writers sign in to this studio, so /metrics needs a token: start it with "
                                           "--metrics-token (or STUDIO_METRICS_TOKEN)."}, status_code=403)
+        return None
+
+    def metrics(request: Request) -> Response:
+        if not studio.metrics.enabled:
+            return JSONResponse({"error": "Metrics are off (--metrics off)."}, status_code=404)
+        refused = operator(request)
+        if refused is not None:
+            return refused
         body, content_type = studio.metrics.exposition()
         return Response(body, media_type=content_type)
 
     def healthz() -> JSONResponse:
         return JSONResponse({"status": "ok"})
 
-    def readyz() -> JSONResponse:
+    def readyz(request: Request) -> JSONResponse:
+        """Ready or not, and which part, for anyone (a load balancer); what each part is doing (the
+        serving version, a database error's first line) only for whoever may read /metrics."""
         parts = readiness(studio)
         ready = all(ok for ok, _ in parts.values())
-        return JSONResponse({"ready": ready, "parts": {name: {"ready": ok, "detail": detail}
+        detailed = operator(request) is None
+        return JSONResponse({"ready": ready, "parts": {name: {"ready": ok, **({"detail": detail} if detailed else {})}
                                                        for name, (ok, detail) in parts.items()}},
                             status_code=200 if ready else 503)
 
