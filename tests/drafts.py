@@ -81,7 +81,7 @@ def seed_picks(studio, prompts: int, user: str = "local", start: int = 0) -> lis
                 draft = repository.add_draft(
                     session, template_id="poetry", template_name="Poem", fields={}, prompt=prompt,
                     model_input=model_input(loaded, prompt), settings={}, seed=n, model_name=studio.settings.model,
-                    model_version="base", text=text, user=user,
+                    model_version="base", text=text, user=user, created_at=SEEDED_AT + timedelta(hours=1, minutes=3 * i + n),
                 )
                 ids.append(draft.id)
             record_preference(session, user, ids[0], ids[1:])

@@ -6,16 +6,14 @@ import pytest
 
 from storage.repository import add_draft, list_rated_drafts, rate_draft
 from studio.errors import StudioError
-from studio.learning.dataset import (
-    Example,
+from studio.learning.dataset import Example, dedupe, rated_examples, tokenize_example
+from studio.learning.splits import (
     NotEnoughDrafts,
     NotEnoughPreferences,
     build_preference_split,
+    build_rated_split,
     build_split,
-    dedupe,
-    rated_examples,
-    split,
-    tokenize_example,
+    cap_in_proportion,
 )
 from studio.learning.exports import write_jsonl
 
@@ -125,26 +123,68 @@ def test_texts_that_merely_share_a_template_are_kept():
 # -- splitting ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("n, held", [(6, 2), (10, 2), (11, 3), (20, 4), (101, 21)])
-def test_split_holds_out_a_fifth_and_never_fewer_than_two(n, held):
-    examples = [example(i) for i in range(1, n + 1)]
-    train, held_out = split(examples)
-    assert len(held_out) == held and len(held_out) >= max(2, 0.2 * n)
-    assert not {e.draft_id for e in train} & {e.draft_id for e in held_out}
-    assert sorted(e.draft_id for e in train + held_out) == list(range(1, n + 1))
+def _version(studio, train: list[int], held: list[int]) -> None:
+    """A version that trained on `train` and was judged on `held`, as a run records them."""
+    from storage import registry
+
+    with studio.sessions.begin() as session:
+        base = registry.ensure_base_version(session, studio.settings.model)
+        registry.add_version(session, name=registry.next_version_name(session), parent_id=base.id,
+                             base_model=studio.settings.model, adapter_path=None, status="rejected", is_active=False,
+                             train_draft_ids=train, held_out_draft_ids=held, hyperparameters={}, loss_curve=[], gate={})
 
 
-def test_split_is_deterministic_per_seed_whatever_the_input_order():
-    examples = [example(i) for i in range(1, 31)]
-    ids = lambda part: [e.draft_id for e in part]  # noqa: E731
-    first = split(examples, seed=3)
-    assert [ids(p) for p in split(list(reversed(examples)), seed=3)] == [ids(p) for p in first]
-    assert ids(split(examples, seed=4)[1]) != ids(first[1])
+def test_a_draft_keeps_its_side_for_every_method_that_comes_after(studio):
+    """One held-out policy: a draft a KTO gate was judged on never trains an SFT run, and one an SFT
+    run trained on is never held out by a KTO run (on 5b3b0f3 SFT re-drew its split by seed)."""
+    liked = [add_rated(studio, t, 5) for t in distinct_texts(12)]
+    disliked = [add_rated(studio, f"A dull tale, number {n}, that goes nowhere at all.", 1) for n in range(12)]
+    with studio.sessions() as s:
+        first = build_split(s, held_out_fraction=0.25)
+    held_sft = {e.draft_id for e in first.held_out}
+    assert len(held_sft) >= 2 and held_sft <= set(liked)
+    _version(studio, [e.draft_id for e in first.train], sorted(held_sft))
+    with studio.sessions() as s:  # a KTO run, with another held-out share: the sides stay
+        kto = build_rated_split(s, held_out_fraction=0.6, sides=((lambda e: e.stars >= 4, 2), (lambda e: e.stars <= 2, 2)))
+    assert held_sft <= {e.draft_id for e in kto.held_out}
+    assert {e.draft_id for e in first.train} <= {e.draft_id for e in kto.train}
+    assert {e.draft_id for e in kto.held_out} & set(disliked)  # new drafts are drawn afresh
+    _version(studio, [e.draft_id for e in kto.train], [e.draft_id for e in kto.held_out])
+    with studio.sessions() as s:
+        again = build_split(s, held_out_fraction=0.1)
+    assert {e.draft_id for e in again.held_out} == {e.draft_id for e in kto.held_out} & set(liked)
 
 
-def test_too_few_drafts_says_how_many_are_needed():
-    with pytest.raises(NotEnoughDrafts) as caught:
-        split([example(i) for i in range(1, 6)])
+@pytest.mark.parametrize("drawn", [0.0, 0.99])
+def test_however_the_draw_falls_six_liked_drafts_hold_out_two_and_train_four(studio, monkeypatch, drawn):
+    """Every new draft drawn held out, or none: the run still has its minimum on each side."""
+    from studio.learning import splits
+
+    monkeypatch.setattr(splits, "draw", lambda key: drawn)
+    ids = [add_rated(studio, t, 5) for t in distinct_texts(6)]
+    with studio.sessions() as s:
+        result = build_split(s, held_out_fraction=0.25, min_held_out=2, min_train=4)
+    assert (len(result.held_out), len(result.train)) == (2, 4)
+    assert sorted(e.draft_id for e in result.train + result.held_out) == ids
+
+
+def test_the_cap_keeps_a_writers_liked_and_disliked_drafts_in_proportion():
+    """A writer with 100 liked and 230 disliked drafts, capped at 100: 30 and 70, the newest of each
+    (on 5b3b0f3: the 100 best rated, so 100 liked and nothing to contrast them with)."""
+    items = [("ann", "liked" if n % 33 < 10 else "disliked", n) for n in range(330)] + [("bo", "liked", 1000)]
+    kept = cap_in_proportion(items, 100, lambda i: i[0], lambda i: i[1])
+    ann = [i for i in kept if i[0] == "ann"]
+    assert sum(i[1] == "liked" for i in ann) == 30 and sum(i[1] == "disliked" for i in ann) == 70
+    assert min(i[2] for i in ann if i[1] == "disliked") > max(i[2] for i in items if i[1] == "disliked") - 100
+    assert ("bo", "liked", 1000) in kept and kept == sorted(kept, key=items.index)
+
+
+def test_too_few_drafts_says_how_many_are_needed(studio):
+    for text in distinct_texts(5):
+        add_rated(studio, text, 5)
+    with studio.sessions() as s:
+        with pytest.raises(NotEnoughDrafts) as caught:
+            build_split(s)
     message = str(caught.value)
     assert "5 usable drafts" in message and "at least 6" in message
     assert "Rate at least 1 more draft 4 stars or higher" in message
@@ -159,10 +199,10 @@ def test_build_split_selects_dedupes_and_splits(studio):
     add_rated(studio, "Flat.", 3)
 
     with studio.sessions() as s:
-        result = build_split(s, seed=1)
+        result = build_split(s)
 
     assert result.duplicates_dropped == [copy]
-    assert len(result.held_out) == 2 and len(result.train) == 6
+    assert len(result.held_out) >= 2 and len(result.train) >= 4
     assert sorted(e.draft_id for e in result.train + result.held_out) == good
 
 
@@ -318,9 +358,9 @@ def test_picks_are_split_by_prompt_and_flagged_drafts_left_out(studio):
     picks = seed_picks(studio, 10)  # 20 pairs, 2 per prompt
     with studio.sessions.begin() as session:
         update_draft(session, picks[0][1][0], flagged=True, flag_reason="blocked word")
-        split = build_preference_split(session, min_pairs=8, seed=3)
+        split = build_preference_split(session, min_pairs=8)
     assert len(split.train) + len(split.held_out) == 19  # the flagged draft's pair is gone
-    assert len(split.held_out) >= 4
+    assert len(split.held_out) >= 2 and split.train
     train_prompts = {p.chosen.context for p in split.train}
     assert not train_prompts & {p.chosen.context for p in split.held_out}
 

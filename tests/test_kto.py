@@ -8,7 +8,8 @@ import random
 import pytest
 
 from storage import registry, repository
-from studio.learning.dataset import all_rated, held_out, held_out_key
+from studio.learning.dataset import all_rated
+from studio.learning.splits import held_out, held_out_key
 from studio.learning.jobs import execute_run
 from studio.learning.kto_run import NoConsistentPreference
 from studio.learning.judge import Judge
@@ -264,6 +265,20 @@ def test_a_few_liked_drafts_still_hold_out_enough_to_judge(studio, liked, held_l
     else:
         assert len(held.liked) == held_liked and up == liked - held_liked
     assert len(held.drafts) - len(held.liked) >= 2
+
+
+def test_a_capped_writer_still_trains_on_both_sides_in_the_proportion_they_rated(studio):
+    """One writer's 30 liked and 90 disliked drafts under a cap of 20 drafts a run: liked and disliked
+    in proportion (on 5b3b0f3 the 20 best rated: all liked, so the run fell back to liked drafts only)."""
+    from studio.learning.kto_run import choose_rated
+
+    songs = seed_rated_drafts(studio, 30, stars=5, text=short_song)
+    seed_rated_drafts(studio, 90, stars=1, start=30, text=short_dirge)
+    with studio.sessions() as session:
+        uncapped, _, _, liked = choose_rated(session, kto_config(studio, max_per_writer=0))
+        train, held, _, up = choose_rated(session, kto_config(studio, max_per_writer=20))
+    assert len(train) == 20 and abs(up - 20 * liked / len(uncapped)) <= 1 and up >= 3, (up, liked, len(uncapped))
+    assert max(e.draft_id for e in train if e.stars == 5) == max(set(songs) - {e.draft_id for e in held.drafts})
 
 
 def test_the_training_tab_shows_a_dash_where_the_gate_had_no_figure(studio):

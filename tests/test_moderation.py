@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from storage import repository
-from studio.learning.dataset import build_split
+from studio.learning.splits import build_split
 from studio.trust.moderation import ContentFilter
 from tests.drafts import seed_rated_drafts
 
@@ -44,7 +44,7 @@ def test_one_writer_cannot_fill_a_training_run(studio):
     seed_rated_drafts(studio, 5, user="quiet", start=100)
     with studio.sessions() as session:
         split = build_split(session, max_per_writer=6)
-        users = [e.user for e in split.train + split.held_out]
-        assert users.count("prolific") == 6 and users.count("quiet") == 5
+        trained = [e.user for e in split.train]  # the cap trims what trains; held-out drafts only judge
+        assert trained.count("prolific") == 6 and [e.user for e in split.train + split.held_out].count("quiet") == 5
         assert len(build_split(session).train + build_split(session).held_out) == 25  # no cap: all
         assert len(repository.list_drafts(session)) == 25

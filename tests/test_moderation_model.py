@@ -13,7 +13,7 @@ from app import main
 from studio.config import Settings, settings_from
 from studio.core.studio import Studio
 from studio.errors import ModelError
-from studio.learning.dataset import build_split
+from studio.learning.splits import build_split
 from studio.trust.classifier import Classifier
 from studio.trust.moderation import ContentFilter
 from tests.classifiers import build_tiny_classifier

@@ -84,13 +84,15 @@ def test_a_run_on_two_processes_is_recorded_once_and_learns_what_one_process_lea
     assert [version[k] for k in ("train_draft_ids", "held_out_draft_ids")] == [
         v1["train_draft_ids"], v1["held_out_draft_ids"]]
     # batch_size drafts a step in all, half on each process: the same steps as on one process.
-    assert _train_steps(version) == _train_steps(v1) and len(_train_steps(v1)) == 9
+    assert _train_steps(version) == _train_steps(v1) and len(_train_steps(v1)) == 3 * math.ceil(
+        len(v1["train_draft_ids"]) / 4)  # 3 epochs
     gate = version["gate"]
     assert gate["active_perplexity"] == pytest.approx(alone["active_perplexity"], rel=1e-9)  # rank 0 scored the base
     # Not equal to the last bit (DDP adds the halves' gradients, each half padded to its own longest
-    # draft), but within 0.5%, where training moved it by 5%; measured: 0.01%.
+    # draft), but within 0.5%, where training moved it by 4% (measured: 0.960 of the base's, and the two
+    # runs 0.01% apart).
     assert gate["candidate_perplexity"] == pytest.approx(alone["candidate_perplexity"], rel=0.005)
-    assert alone["candidate_perplexity"] < 0.97 * alone["active_perplexity"]
+    assert alone["candidate_perplexity"] < 0.98 * alone["active_perplexity"]
     assert gate["decision"] == alone["decision"] == "promoted"
 
 

@@ -50,7 +50,7 @@ class TrainingConfig:
     early_stopping_patience: int = field(default=1, metadata={"help": "Epochs without a better validation loss before stopping."})
     max_per_writer: int = field(default=Settings.train_max_per_writer, metadata={"help": "Most drafts one writer contributes to a run (0 = no cap)."})
     gate_margin: float = field(default=Settings.gate_margin, metadata={"help": "Promote only if held-out perplexity drops by at least this fraction."})
-    seed: int = field(default=0, metadata={"help": "Seed for the split, LoRA initialisation and data order."})
+    seed: int = field(default=0, metadata={"help": "Seed for LoRA initialisation and data order (the split is a fixed draw per draft)."})
     method: str = field(default=Settings.train_method, metadata={
         "help": "auto: learn from writers' picks (DPO) when there are min_pairs of them, else from every rated "
                 "draft (KTO) when some are liked and some disliked, else from liked drafts (sft); sft: liked drafts "

@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from studio.learning.config import TrainingConfig
-from studio.learning.dataset import DatasetSplit, Example, PreferencePair, PreferenceSplit, tokenize_example
+from studio.learning.dataset import Example, PreferencePair, tokenize_example
+from studio.learning.splits import DatasetSplit, PreferenceSplit
 from studio.learning.ranks import state, train_everywhere
 
 Report = Callable[[float, str, list], None]  # (progress 0..1, message, loss curve so far)

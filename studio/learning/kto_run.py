@@ -1,6 +1,6 @@
 """A run by KTO: every rated draft teaches (liked ones desirable, disliked ones not), and the
 ranking gate decides (ranking_gate.py). Held-out drafts are chosen by a hash of their id
-(dataset.held_out), so no version ever trains on a draft any version is judged on.
+(splits.py), so no version ever trains on a draft any version is judged on.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from storage.models import VersionStatus
 from studio.config import Settings
 from studio.errors import StudioError
 from studio.learning.config import TrainingConfig
-from studio.learning.dataset import build_rated_split
+from studio.learning.splits import build_rated_split
 from studio.learning.finetune import Report, train_kto_adapter
 from studio.learning.judge import Judge
 from studio.learning.ranking import accuracy, permutation_p_value

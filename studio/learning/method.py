@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from studio.errors import StudioError
 from studio.learning.config import TrainingConfig
-from studio.learning.dataset import build_preference_split
+from studio.learning.splits import build_preference_split
 from studio.learning.kto_run import NotEnoughRatings, choose_rated
 
 
@@ -22,7 +22,7 @@ def choose_method(session, config: TrainingConfig) -> tuple[str, str]:
         return config.method, ""
     try:
         build_preference_split(session, held_out_fraction=config.held_out_fraction, min_held_out=config.min_held_out,
-                               min_pairs=config.min_pairs, seed=config.seed, max_per_writer=config.max_per_writer)
+                               min_pairs=config.min_pairs, max_per_writer=config.max_per_writer)
         return "dpo", ""
     except StudioError as exc:  # too few picks, or all for one prompt
         picks = str(exc)

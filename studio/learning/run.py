@@ -22,17 +22,11 @@ from studio.config import Settings
 from studio.errors import StudioError
 from studio.files import atomic_folder
 from studio.learning.config import TrainingConfig
-from studio.learning.dataset import (
-    DatasetSplit,
-    Example,
-    PreferencePair,
-    PreferenceSplit,
-    build_preference_split,
-    build_split,
-)
+from studio.learning.dataset import Example, PreferencePair
 from studio.learning.finetune import Report, train_adapter, train_preference_adapter
 from studio.learning.gate import GateResult, HeldOutScores, gate_words, score_held_out
 from studio.learning.lease import RunLease
+from studio.learning.splits import DatasetSplit, PreferenceSplit, build_preference_split, build_split
 from studio.serving.models import load_model
 
 log = logging.getLogger(__name__)
@@ -46,6 +40,7 @@ class TrainingData:
     split: DatasetSplit | PreferenceSplit  # what the method's trainer takes
     gate_examples: list[Example]  # held-out drafts the writers liked: the gate scores these
     train_draft_ids: list[int]
+    held_out_draft_ids: list[int]  # every draft the gate scores (a held-out pick's rejected draft too): never to train
     note: str = ""  # why this method, for the run's messages
 
     @property
@@ -61,7 +56,7 @@ def choose_data(session, config: TrainingConfig) -> TrainingData:
         try:
             pairs = build_preference_split(
                 session, held_out_fraction=config.held_out_fraction, min_held_out=config.min_held_out,
-                min_pairs=config.min_pairs, seed=config.seed, max_per_writer=config.max_per_writer)
+                min_pairs=config.min_pairs, max_per_writer=config.max_per_writer)
         except StudioError as exc:  # too few picks, or all for one prompt
             if config.method == "dpo":
                 raise
@@ -69,15 +64,16 @@ def choose_data(session, config: TrainingConfig) -> TrainingData:
         else:
             trained = sorted({d for p in pairs.train for d in (p.chosen.draft_id, p.rejected.draft_id)})
             held = list({p.chosen.draft_id: p.chosen for p in pairs.held_out}.values())
-            return TrainingData("dpo", pairs, held, trained, note=f"Learning from {len(pairs.train)} picks between candidates, "
+            return TrainingData("dpo", pairs, held, trained, pairs.held_out_draft_ids,
+                                note=f"Learning from {len(pairs.train)} picks between candidates, "
                                      f"{len(pairs.held_out)} held out.")
     split = build_split(session, min_stars=config.min_stars, held_out_fraction=config.held_out_fraction,
-                        min_held_out=config.min_held_out, min_train=config.min_train, seed=config.seed,
+                        min_held_out=config.min_held_out, min_train=config.min_train,
                         max_per_writer=config.max_per_writer)
     dropped = f", {len(split.duplicates_dropped)} duplicates dropped" if split.duplicates_dropped else ""
     summary = f"{len(split.train)} drafts to train on, {len(split.held_out)} held out{dropped}."
     return TrainingData("sft", split, split.held_out, [e.draft_id for e in split.train],
-                        note=f"{note} {summary}".strip())
+                        [e.draft_id for e in split.held_out], note=f"{note} {summary}".strip())
 
 
 def _gate_figures(gate: GateResult, active: HeldOutScores, candidate: HeldOutScores, held_pairs: list,
@@ -125,7 +121,7 @@ def run_training(lease: RunLease, settings: Settings, config: TrainingConfig, re
         candidate = registry.add_version(
             session, name=registry.next_version_name(session), parent_id=active.id, base_model=settings.model,
             adapter_path=None, status=VersionStatus.TRAINING, is_active=False, train_draft_ids=data.train_draft_ids,
-            held_out_draft_ids=[e.draft_id for e in data.gate_examples],
+            held_out_draft_ids=data.held_out_draft_ids,
             hyperparameters=config.to_dict(), loss_curve=[], gate={})
         lease.record(session, version_id=candidate.id)
         active_info = (active.id, active.name, active.adapter_path)
