@@ -67,7 +67,7 @@ def test_bench_refuses_too_few_training_drafts(tmp_path, capsys):
 def test_the_loop_benchmark_runs_rounds_with_a_shuffled_control_and_reports_its_figures(tiny_model_dir, tmp_path,
                                                                                         capsys):
     out = tmp_path / "loop.json"
-    assert bench.main(["loop", "--model", str(tiny_model_dir), "--trait", "(?i)[aeiou]", "--rounds", "1",
+    assert bench.main(["loop", "--model", str(tiny_model_dir), "--category", "the,a,and", "--rounds", "1",
                        "--drafts", "12", "--fresh", "4", "--tokens", "8", "--json", str(out)]) == 0
 
     report = json.loads(out.read_text())
@@ -79,11 +79,32 @@ def test_the_loop_benchmark_runs_rounds_with_a_shuffled_control_and_reports_its_
     assert only["control"]["decision"] in ("rejected", "undecided", "failed"), only["control"]
     assert report["summary"]["controls_promoted"] == 0
     for figures in (report["before"], only["after"]):
-        assert 0 <= figures["trait_frequency"] <= 1 and 0 < figures["distinct_2"] <= 1
+        assert 0 <= figures["liked_share"] <= 1 and 0 < figures["distinct_2"] <= 1
+        assert set(figures["words"]) == {"the", "a", "and"}  # each word of the category, on its own
     assert report["summary"]["controls"] == 1 and report["minutes"] > 0
 
     printed = capsys.readouterr().out
     assert "round 1:" in printed and "shuffled controls promoted" in printed and "distinct-2" in printed
+
+
+def test_the_loop_benchmarks_writers_like_what_a_writer_would():
+    from studio.bench.raters import Written, category_rater, named_rater, repeats, trait_rater
+
+    ends = named_rater("ends").likes
+    assert ends(Written("The dragon slept at last.", True)) and ends(Written('"Go home," she said."', True))
+    assert not ends(Written("The dragon slept at last.", False))  # cut at the token limit: not its own ending
+    assert not ends(Written("The dragon slept and then the", True))
+    assert repeats("the old man and the sea, the old man and the boat") and not repeats("one two three four five")
+    assert named_rater("no-repeats").likes(Written("A tale told once, in full.", True))
+    birds = category_rater(["owl", "heron", "wren"])
+    assert birds.likes(Written("Two Owls watched.", True)) and not birds.likes(Written("A bowl of soup.", True))
+    assert birds.word_shares([Written("an owl", True), Written("a wren and an owl", True)]) == {
+        "owl": 1.0, "heron": 0.0, "wren": 0.5}
+    assert trait_rater("(?i)sea").likes(Written("The SEA.", True))
+    coin = named_rater("random", seed=3, share=0.3)
+    drafts = [Written(f"draft {n}", True) for n in range(2000)]
+    assert 0.25 < coin.share(drafts) < 0.35 and coin.share(drafts) == coin.share(drafts)  # fixed per draft
+    assert named_rater("random", seed=4).share(drafts) != coin.share(drafts)
 
 
 def test_the_loop_benchmark_refuses_a_bad_trait(tmp_path, capsys):

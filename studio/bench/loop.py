@@ -1,14 +1,17 @@
 """Loop benchmark: does the studio learn what its writers rate?
 
-`python -m studio.bench loop --trait REGEX [--template fantasy] [--field NAME=VALUE] [--rounds 3]
-[--drafts 48] [--fresh 48] [--tokens 96] [--json loop-results.json]`
+`python -m studio.bench loop (--trait REGEX | --category W1,W2,... | --rater ends|no-repeats|random)
+[--template fantasy] [--field NAME=VALUE] [--rounds 3] [--drafts 48] [--fresh 48] [--tokens 96]
+[--json loop-results.json]`
 
-A synthetic writer gives 5 stars to the drafts whose text matches --trait and 1 star to the rest.
+A synthetic writer (raters.py) gives 5 stars to the drafts it likes and 1 star to the rest: those
+whose text matches --trait, those with a word of --category, those that end by themselves on a
+finished sentence, those without a repeated 4-gram, or a random share of them.
 Each round writes --drafts drafts through the page's own code (the template, batched streaming,
 storage), rates them, and runs the training job in a child process, as the app's runner does.
 After each round the serving version writes --fresh drafts with seeds no round ever uses; the
-trait's frequency there, against the base model's on the same seeds before any training, is what
-a writer would notice. Beside each round runs a shuffled control: a copy of the database with the
+share of them the writer likes, against the base model's on the same seeds before any training,
+is what a writer would notice (for a category, each word's share too). Beside each round runs a shuffled control: a copy of the database with the
 same ratings shuffled among the drafts (no signal left), run against the base. An honest gate
 promotes no such candidate (it usually stops before training: its judge finds no consistent
 preference in the ratings).
@@ -31,6 +34,7 @@ from typing import Any
 from storage import registry, repository
 from storage.backup import backup_sqlite
 from studio.__main__ import parse_fields
+from studio.bench.raters import RATERS, Rater, Written, category_rater, named_rater, trait_rater
 from studio.bench.scratch import scratch_settings, write_at_once
 from studio.config import Settings, add_arguments, child_environment, settings_from
 from studio.learning.jobs import REPO_ROOT, gate_words, train_command
@@ -52,7 +56,7 @@ class Loop:
     """One benchmark's settings; `studio` is the scratch studio the synthetic writer uses."""
 
     studio: Any
-    trait: re.Pattern
+    rater: Rater
     template: str
     fields: dict[str, str]
     tokens: int
@@ -61,26 +65,44 @@ class Loop:
         samplers = [{"max_new_tokens": self.tokens, "seed": seed} for seed in seeds]
         return write_at_once(self.studio, self.template, self.fields, samplers)
 
+    def written(self, drafting) -> Written:
+        """A draft as the writer reads it: its text, and whether it ended by itself."""
+        result = drafting.stream.result
+        return Written(drafting.text, ended=not result.stopped and result.new_tokens < self.tokens)
+
     def fresh(self, count: int, last: dict[str, Any] | None = None) -> dict[str, Any]:
-        """The serving version's fresh drafts: the trait's frequency and their diversity. When the
+        """The serving version's fresh drafts: the share the writer likes and their diversity. When the
         serving version is the one last measured, the same seeds would write the same drafts again."""
         version = self.studio.pool.load().version
         if last is not None and last["version"] == version and last["drafts"] == count:
             return last
-        texts = [d.text for d in self.write(range(FRESH_SEED, FRESH_SEED + count))]
-        return {"version": version, "trait_frequency": trait_frequency(self.trait, texts),
-                "distinct_2": distinct_2(texts), "drafts": count}
+        drafts = [self.written(d) for d in self.write(range(FRESH_SEED, FRESH_SEED + count))]
+        return {"version": version, "liked_share": self.rater.share(drafts), "words": self.rater.word_shares(drafts),
+                "distinct_2": distinct_2([d.text for d in drafts]), "drafts": count}
 
     def rate(self, draftings: list) -> dict[str, int]:
-        """The synthetic writer: 5 stars when the draft shows the trait, 1 star otherwise."""
+        """The synthetic writer: 5 stars for a draft it likes, 1 star otherwise."""
         liked = 0
         for drafting in draftings:
             if drafting.draft_id is None:
                 continue  # nothing was written, so there is nothing to rate
-            stars = LIKED if self.trait.search(drafting.text) else DISLIKED
+            stars = LIKED if self.rater.likes(self.written(drafting)) else DISLIKED
             liked += stars == LIKED
             self.studio.drafts.rate(drafting.draft_id, stars, user=self.studio.settings.user)
         return {"rated": sum(d.draft_id is not None for d in draftings), "liked": liked}
+
+
+def rater_from(args: argparse.Namespace) -> Rater:
+    if args.trait is not None:
+        return trait_rater(args.trait)
+    if args.category is not None:
+        words = [w.strip() for w in args.category.split(",") if w.strip()]
+        if not words:
+            raise ValueError("--category needs at least one word.")
+        return category_rater(words)
+    if not 0 < args.liked_share < 1:
+        raise ValueError(f"--liked-share must be between 0 and 1, not {args.liked_share}.")
+    return named_rater(args.rater, seed=args.rater_seed, share=args.liked_share)
 
 
 def train(studio) -> dict[str, Any]:
@@ -123,8 +145,8 @@ def run(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
     from studio.core.studio import Studio
 
     started = time.perf_counter()
-    loop = Loop(Studio(settings), re.compile(args.trait), args.template, parse_fields(args.field), args.tokens)
-    report: dict[str, Any] = {"trait": args.trait, "template": args.template, "fields": loop.fields,
+    loop = Loop(Studio(settings), rater_from(args), args.template, parse_fields(args.field), args.tokens)
+    report: dict[str, Any] = {"rater": loop.rater.name, "template": args.template, "fields": loop.fields,
                               "model": settings.model, "tokens": args.tokens, "rounds": []}
     report["before"] = loop.fresh(args.fresh)
     for r in range(args.rounds):
@@ -157,29 +179,38 @@ def _gate_words(run: dict[str, Any]) -> str:
     return f"{run['decision']} ({gate_words(run)})"
 
 
+def _ratio(after: float, before: float) -> float:
+    return after / before if before else float("nan")
+
+
 def print_round(number: int, figures: dict[str, Any], before: dict[str, Any], flush: bool = False) -> None:
     after = figures["after"]
-    ratio = after["trait_frequency"] / before["trait_frequency"] if before["trait_frequency"] else float("nan")
+    ratio = _ratio(after["liked_share"], before["liked_share"])
     control = _gate_words(figures["control"]) if figures["control"] else "not run"
     print(f"round {number}: {figures['liked']}/{figures['rated']} drafts liked; run: {_gate_words(figures['run'])}; "
-          f"shuffled control: {control}; serving {after['version']}: trait in {after['trait_frequency']:.1%} of fresh "
+          f"shuffled control: {control}; serving {after['version']}: liked {after['liked_share']:.1%} of fresh "
           f"drafts (x{ratio:.2f} base), distinct-2 {after['distinct_2']:.3f}", flush=flush)
 
 
 def print_summary(report: dict[str, Any]) -> None:
     before, rounds = report["before"], report["rounds"]
     last = rounds[-1]["after"] if rounds else before
-    ratio = last["trait_frequency"] / before["trait_frequency"] if before["trait_frequency"] else float("nan")
-    diversity = last["distinct_2"] / before["distinct_2"] if before["distinct_2"] else float("nan")
+    ratio = _ratio(last["liked_share"], before["liked_share"])
+    diversity = _ratio(last["distinct_2"], before["distinct_2"])
     controls = [r["control"]["decision"] for r in rounds if r["control"]]
-    print(f"\ntrait {report['trait']!r} on template {report['template']}: base {before['trait_frequency']:.1%} of "
-          f"{before['drafts']} fresh drafts, after {len(rounds)} rounds {last['trait_frequency']:.1%} = x{ratio:.2f} "
-          "(target >= 2)")
+    print(f"\n{report['rater']} on template {report['template']}: liked {before['liked_share']:.1%} of "
+          f"{before['drafts']} fresh base drafts, after {len(rounds)} rounds {last['liked_share']:.1%} = x{ratio:.2f} "
+          "(targets: >= 2 for a word, >= 1.5 for a category or a structural taste)")
+    rise = last["liked_share"] - before["liked_share"]
+    for word, share in sorted(last["words"].items(), key=lambda item: item[0]):  # a category: no word carries it
+        word_rise = share - before["words"].get(word, 0.0)
+        carried = f", {word_rise / rise:.0%} of the rise" if rise > 0 else ""
+        print(f"  {word}: {before['words'].get(word, 0.0):.1%} -> {share:.1%}{carried}")
     print(f"shuffled controls promoted: {controls.count('promoted')} of {len(controls)} (target 0)")
     print(f"distinct-2 {before['distinct_2']:.3f} -> {last['distinct_2']:.3f} = {diversity:.2f} of base "
           "(target >= 0.90)")
     print(f"whole benchmark: {report['minutes']:.1f} minutes (target <= 30 on a 2-core CPU)")
-    report["summary"] = {"trait_ratio": ratio, "controls_promoted": controls.count("promoted"),
+    report["summary"] = {"liked_ratio": ratio, "controls_promoted": controls.count("promoted"),
                          "controls": len(controls), "distinct_2_ratio": diversity}
 
 
@@ -188,8 +219,17 @@ def main(argv: list[str] | None = None) -> int:
     quiet_libraries()
     parser = argparse.ArgumentParser(prog="python -m studio.bench loop", description=__doc__.splitlines()[0])
     add_arguments(parser, only=("model", "device", "max_batch", "train_method"))
-    parser.add_argument("--trait", required=True, help="A regular expression: drafts it matches get 5 stars, others "
-                                                       "1 star. Prefix (?i) to ignore case.")
+    taste = parser.add_mutually_exclusive_group(required=True)
+    taste.add_argument("--trait", help="A regular expression: drafts it matches get 5 stars, others 1 star. Prefix "
+                                       "(?i) to ignore case.")
+    taste.add_argument("--category", help="Comma-separated words: a draft with any of them (whole words, plurals "
+                                          "too) gets 5 stars.")
+    taste.add_argument("--rater", choices=RATERS, help="ends: likes drafts that end by themselves on a finished "
+                                                       "sentence (give --tokens room for the ending the template asks "
+                                                       "for); no-repeats: dislikes drafts with a repeated 4-gram; "
+                                                       "random: likes --liked-share of drafts at random (no signal).")
+    parser.add_argument("--rater-seed", type=int, default=0, help="The random rater's seed.")
+    parser.add_argument("--liked-share", type=float, default=0.3, help="The random rater's share of liked drafts.")
     parser.add_argument("--template", default="fantasy", help="The template the synthetic writer uses.")
     parser.add_argument("--field", action="append", default=[], metavar="NAME=VALUE", help="A field value; repeat.")
     parser.add_argument("--rounds", type=int, default=3, help="Rounds of writing, rating and training.")
@@ -200,9 +240,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=Path("loop-results.json"), help="Where to write the figures.")
     args = parser.parse_args(argv)
     try:
-        re.compile(args.trait)
+        rater_from(args)
     except re.error as exc:
         parser.error(f"--trait is not a regular expression: {exc}")
+    except ValueError as exc:
+        parser.error(str(exc))
     if args.rounds < 1 or args.drafts < 2 or args.fresh < 1 or args.tokens < 1:
         parser.error("--rounds and --fresh must be at least 1, --drafts at least 2, --tokens at least 1.")
     try:

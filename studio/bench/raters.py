@@ -1,0 +1,90 @@
+"""The loop benchmark's synthetic writers: which drafts each likes (5 stars; the rest get 1 star).
+
+Real writers rate whole drafts, not words: besides a word or phrase (`--trait REGEX`), a rater
+may like a category spread over many words (`--category`), drafts that end by themselves on a
+finished sentence (`--rater ends`), drafts that do not repeat themselves (`--rater no-repeats`),
+or nothing in particular (`--rater random`: its ratings carry no signal, so an honest studio
+promotes nothing). Each reads what a writer reads: the text, and whether the draft ended by itself.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+from typing import Callable
+
+from studio.text import WORD
+
+SENTENCE_END = re.compile(r"[.!?。！？…][\"'”’）)\]]*\s*$")
+RATERS = ("ends", "no-repeats", "random")
+
+
+@dataclass(frozen=True)
+class Written:
+    """A draft as the rater sees it."""
+
+    text: str
+    ended: bool  # it stopped by itself (end of text), not at the token limit
+
+
+@dataclass(frozen=True)
+class Rater:
+    name: str  # what the report calls the taste
+    likes: Callable[[Written], bool]
+    words: tuple[str, ...] = field(default=())  # a category's words, each reported on its own
+
+    def share(self, drafts: list[Written]) -> float:
+        """The share of these drafts the rater likes: what a writer with this taste would notice."""
+        return sum(map(self.likes, drafts)) / len(drafts) if drafts else 0.0
+
+    def word_shares(self, drafts: list[Written]) -> dict[str, float]:
+        """For a category: the share of drafts with each of its words (so no single word carries it)."""
+        return {w: sum(bool(_word_pattern([w]).search(d.text)) for d in drafts) / len(drafts)
+                for w in self.words} if drafts else {}
+
+
+def _word_pattern(words: list[str]) -> re.Pattern:
+    return re.compile(rf"(?i)\b({'|'.join(map(re.escape, words))})(s|es)?\b")
+
+
+def trait_rater(pattern: str) -> Rater:
+    trait = re.compile(pattern)
+    return Rater(f"trait {pattern!r}", lambda d: bool(trait.search(d.text)))
+
+
+def category_rater(words: list[str]) -> Rater:
+    """Likes a draft with any of the words (whole words, a plural too)."""
+    pattern = _word_pattern(words)
+    return Rater(f"category of {len(words)} words", lambda d: bool(pattern.search(d.text)), tuple(words))
+
+
+def repeats(text: str, n: int = 4) -> bool:
+    """Whether some run of n words comes twice in the text (case and punctuation aside)."""
+    words = [w.lower() for w in WORD.findall(text)]
+    grams = [tuple(words[i:i + n]) for i in range(len(words) - n + 1)]
+    return len(grams) != len(set(grams))
+
+
+def ends_well(draft: Written) -> bool:
+    return draft.ended and bool(SENTENCE_END.search(draft.text.strip()))
+
+
+def random_likes(share: float, seed: int) -> Callable[[Written], bool]:
+    """A fixed coin per draft and seed: the same draft gets the same stars, whatever its content says."""
+    def likes(draft: Written) -> bool:
+        digest = hashlib.sha256(f"{seed}:{draft.text}".encode("utf-8")).digest()
+        return int.from_bytes(digest[:8], "big") / 2**64 < share
+    return likes
+
+
+def named_rater(name: str, seed: int = 0, share: float = 0.3) -> Rater:
+    """One of RATERS: ends (likes drafts that end by themselves on a finished sentence), no-repeats
+    (dislikes drafts with a repeated 4-gram), random (likes `share` of drafts at random)."""
+    if name == "ends":
+        return Rater("ends by itself on a finished sentence", ends_well)
+    if name == "no-repeats":
+        return Rater("no repeated 4-gram", lambda d: not repeats(d.text))
+    if name == "random":
+        return Rater(f"random ({share:.0%} liked, seed {seed})", random_likes(share, seed))
+    raise ValueError(f"--rater must be one of {', '.join(RATERS)}, not {name!r}.")
