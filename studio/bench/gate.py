@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from studio.bench.loop import FRESH_SEED, trait_frequency
+from studio.bench.raters import words_pattern
 from studio.bench.scratch import scratch_settings, write_at_once
 from studio.config import add_arguments, settings_from
 from studio.learning.dataset import Example
@@ -58,7 +59,7 @@ def draw_traits(texts: list[str], count: int, rng: random.Random) -> list[list[s
 
 
 def trait_pattern(words: list[str]) -> re.Pattern:
-    return re.compile(rf"(?i)\b({'|'.join(map(re.escape, words))})(s|ed|ing)?\b")
+    return words_pattern(words, endings="s|ed|ing")
 
 
 def _examples(texts: list[str], liked: list[bool]) -> list[Example]:

@@ -37,7 +37,8 @@ from studio.__main__ import parse_fields
 from studio.bench.raters import RATERS, Rater, Written, category_rater, named_rater, trait_rater
 from studio.bench.scratch import scratch_settings, write_at_once
 from studio.config import Settings, add_arguments, child_environment, settings_from
-from studio.learning.jobs import REPO_ROOT, gate_words, train_command
+from studio.learning.gate import gate_words
+from studio.learning.jobs import REPO_ROOT, train_command
 from studio.learning.kto_run import NOTHING_TO_LEARN
 from studio.text import distinct_2
 from studio.trust.accounts import OPERATOR

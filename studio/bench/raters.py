@@ -9,11 +9,11 @@ promotes nothing). Each reads what a writer reads: the text, and whether the dra
 
 from __future__ import annotations
 
-import hashlib
 import re
 from dataclasses import dataclass, field
 from typing import Callable
 
+from studio.learning.splits import draw
 from studio.text import WORD
 
 SENTENCE_END = re.compile(r"[.!?。！？…][\"'”’）)\]]*\s*$")
@@ -40,12 +40,15 @@ class Rater:
 
     def word_shares(self, drafts: list[Written]) -> dict[str, float]:
         """For a category: the share of drafts with each of its words (so no single word carries it)."""
-        return {w: sum(bool(_word_pattern([w]).search(d.text)) for d in drafts) / len(drafts)
-                for w in self.words} if drafts else {}
+        if not drafts:
+            return {}
+        patterns = {w: words_pattern([w]) for w in self.words}
+        return {w: sum(bool(p.search(d.text)) for d in drafts) / len(drafts) for w, p in patterns.items()}
 
 
-def _word_pattern(words: list[str]) -> re.Pattern:
-    return re.compile(rf"(?i)\b({'|'.join(map(re.escape, words))})(s|es)?\b")
+def words_pattern(words: list[str], endings: str = "s|es") -> re.Pattern:
+    """Any of the words, whole, in any case, with one of the endings or none."""
+    return re.compile(rf"(?i)\b({'|'.join(map(re.escape, words))})({endings})?\b")
 
 
 def trait_rater(pattern: str) -> Rater:
@@ -55,7 +58,7 @@ def trait_rater(pattern: str) -> Rater:
 
 def category_rater(words: list[str]) -> Rater:
     """Likes a draft with any of the words (whole words, a plural too)."""
-    pattern = _word_pattern(words)
+    pattern = words_pattern(words)
     return Rater(f"category of {len(words)} words", lambda d: bool(pattern.search(d.text)), tuple(words))
 
 
@@ -73,8 +76,7 @@ def ends_well(draft: Written) -> bool:
 def random_likes(share: float, seed: int) -> Callable[[Written], bool]:
     """A fixed coin per draft and seed: the same draft gets the same stars, whatever its content says."""
     def likes(draft: Written) -> bool:
-        digest = hashlib.sha256(f"{seed}:{draft.text}".encode("utf-8")).digest()
-        return int.from_bytes(digest[:8], "big") / 2**64 < share
+        return draw(f"rater:{seed}:{draft.text}") < share
     return likes
 
 

@@ -51,19 +51,21 @@ class Versions:
         with self.sessions() as session:
             return [version_record(v) for v in registry.list_versions(session)]
 
-    def before_after(self, name: str | None, *, user: str | None) -> tuple[str | None, dict[str, Any] | None]:
+    def before_after(self, name: str | None, *, user: str | None,
+                     versions: list[dict[str, Any]] | None = None) -> tuple[str | None, dict[str, Any] | None]:
         """The version named (else the newest with one) and its before/after: one held-out prompt written
         again by it and by its parent. The sample is given only to the writer whose draft's prompt it
         is (a writer sees no other writer's text, and a visitor none): (name, None) for anyone else,
-        (None, None) while no version has one."""
+        (None, None) while no version has one. versions: list()'s records, when the caller has them."""
+        with_sample = [v for v in (self.list() if versions is None else versions) if v["gate"].get("before_after")]
+        version = next((v for v in with_sample if v["name"] == name), with_sample[0] if with_sample else None)
+        if version is None:
+            return None, None
+        sample = version["gate"]["before_after"]
         with self.sessions() as session:
-            versions = [v for v in registry.list_versions(session) if (v.gate or {}).get("before_after")]
-            version = next((v for v in versions if v.name == name), versions[0] if versions else None)
-            if version is None:
-                return None, None
-            sample = version.gate["before_after"]
             draft = session.get(Draft, sample.get("draft_id"))
-            return version.name, sample if user is not None and draft is not None and draft.user == user else None
+            writer = draft.user if draft is not None else None
+        return version["name"], sample if user is not None and writer == user else None
 
     def runs(self, limit: int = 20) -> list[dict[str, Any]]:
         with self.sessions() as session:

@@ -127,8 +127,9 @@ def tokenize_example(tokenizer: Any, example: Example, max_length: int = 512) ->
 
     The context (chat template already applied) is labelled -100; the completion and a final
     eos are labelled with their ids, so the model learns what to write and when to stop. A draft
-    stopped or interrupted, or too long (cut from its end), gets no eos: its text did not end there. A context of max_length tokens or more keeps only its last max_length // 2
-    tokens (the end holds the request and the assistant turn), leaving room for the completion.
+    stopped or interrupted, or too long (cut from its end), gets no eos: its text did not end there.
+    A context of max_length tokens or more keeps only its last max_length // 2 tokens (the end holds
+    the request and the assistant turn), leaving room for the completion.
     """
     if max_length < 2:
         raise ValueError(f"max_length must be at least 2, not {max_length}.")

@@ -30,7 +30,6 @@ from storage.registry import RunLost
 from studio.config import Settings, child_environment
 from studio.errors import USER_ERRORS, StudioError
 from studio.learning.config import FROM_SETTINGS, TrainingConfig
-from studio.learning.gate import gate_words  # noqa: F401  (the command line and benchmarks read it here)
 from studio.learning.kto_run import run_kto
 from studio.learning.lease import STALE_AFTER, claim, fail_run, worker_id
 from studio.learning.method import choose_method

@@ -112,6 +112,7 @@ class RatedSplit:
     train: list[Example]
     held_out: list[Example]
     duplicates_dropped: list[int]
+    new: frozenset[int] = frozenset()  # drafts no version trained or was judged on: their side is not fixed yet
 
 
 Side = tuple[Callable[[Example], bool], int]  # (which drafts, how many of them to hold out at least)
@@ -135,7 +136,7 @@ def build_rated_split(session: Session, *, held_out_fraction: float = 0.2, near_
     train = [e for e in kept if held_out_key(e) not in held and (not sides or side(e) >= 0)]
     if max_per_writer:
         train = cap_in_proportion(train, max_per_writer, lambda e: e.user, side)
-    return RatedSplit(train, [e for e in kept if held_out_key(e) in held], dropped)
+    return RatedSplit(train, [e for e in kept if held_out_key(e) in held], dropped, frozenset(e.draft_id for e in new))
 
 
 def cap_in_proportion(items: list, cap: int, writer: Callable[[Any], str], side: Callable[[Any], Hashable]) -> list:
@@ -176,8 +177,7 @@ def build_split(session: Session, *, min_stars: int = 4, held_out_fraction: floa
     train, held = split.train, [e for e in split.held_out if liked(e)]
     # A new draft drawn to be held out may train instead while training has too few: it has no side
     # yet (nothing was judged on it), and the one it gets now is kept.
-    _, judged = assigned_drafts(session)
-    movable = sorted((e for e in held if e.draft_id not in judged), key=lambda e: draw(held_out_key(e)), reverse=True)
+    movable = sorted((e for e in held if e.draft_id in split.new), key=lambda e: draw(held_out_key(e)), reverse=True)
     while len(train) < min_train and movable and len(held) > min_held_out:
         moved = movable.pop(0)
         held.remove(moved)

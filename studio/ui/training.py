@@ -5,6 +5,7 @@ and the buttons to train now, promote a version by hand, or roll back. Thin, lik
 from __future__ import annotations
 
 from dataclasses import dataclass
+
 import gradio as gr
 import pandas as pd
 
@@ -133,10 +134,11 @@ def _serving(versions: list[dict], quantize: str = "none") -> str:
     return f"Serving **{active['name']}**{served}{since}. New drafts are written by this version."
 
 
-def before_after(studio: Studio, name: str | None, user: str | None) -> tuple[str, dict, dict]:
+def before_after(studio: Studio, name: str | None, user: str | None,
+                 versions: list[dict] | None = None) -> tuple[str, dict, dict]:
     """The chosen version's before/after (else the newest version's that has one): a caption and two
     texts, for the writer whose prompt it is; anyone else reads that it is not theirs to see."""
-    version, sample = studio.versions.before_after(name, user=user)
+    version, sample = studio.versions.before_after(name, user=user, versions=versions)
     empty = gr.update(value="", label="Before"), gr.update(value="", label="After")
     if version is None:
         return ("Each new version writes one of your recent prompts again, with the same seed as its parent; "
@@ -209,7 +211,7 @@ def build_training_tab(studio: Studio, accounts: Accounts, who: Identity) -> gr.
         return (_serving(version_list, studio.settings.quantize), _runs_table(studio.versions.runs()),
                 *_loss(version_list), _versions_table(version_list), _blind_table(studio.blind.win_rates()),
                 gr.update(choices=names, value=current if current in names else None),
-                *before_after(studio, current, who.signed_in(request)))
+                *before_after(studio, current, who.signed_in(request), version_list))
 
     outputs = [ui.serving, ui.runs, ui.loss, ui.loss_note, ui.versions, ui.blind, chosen, ui.change, ui.before, ui.after]
     quiet = dict(api_visibility="private", show_progress="hidden")
