@@ -252,6 +252,19 @@ def last_run(session: Session) -> TrainingRun | None:
     return session.scalar(select(TrainingRun).order_by(TrainingRun.id.desc()).limit(1))
 
 
+# Runs that tested the ratings for a consistent preference and did not promote: a run that failed
+# counts too, since it may have got that far.
+TESTED_OUTCOMES = ("rejected", "no_preference", "failed")
+
+
+def tests_since_promotion(session: Session) -> int:
+    """How many ended runs since the last one that promoted (or ever) tested the ratings and did not
+    promote: the gate spends its error rate over them (learning/plan.py)."""
+    last = session.scalar(select(func.max(TrainingRun.id)).where(TrainingRun.outcome == "promoted")) or 0
+    return session.scalar(select(func.count()).select_from(TrainingRun)
+                          .where(TrainingRun.id > last, TrainingRun.outcome.in_(TESTED_OUTCOMES))) or 0
+
+
 def count_high_ratings_since(session: Session, min_stars: int, since: datetime | None,
                              max_low_stars: int = 0) -> int:
     """How many ratings at or above min_stars (or, with max_low_stars, at or below it: the disliked

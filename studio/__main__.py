@@ -24,7 +24,7 @@ from studio.logs import configure_logging, redact
 from studio.learning.config import FROM_SETTINGS, TrainingConfig
 from studio.learning.exports import EXPORT_FORMATS, write_jsonl
 from studio.learning import ranks
-from studio.learning.gate import gate_words
+from studio.learning.verdict import gate_words
 from studio.learning.jobs import execute_run
 from studio.serving.sampling import SAMPLER_NAMES, SamplerSettings
 from studio.trust.accounts import OPERATOR, add_user

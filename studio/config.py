@@ -165,9 +165,10 @@ class Settings:
         metadata={"help": "Start a training run after this many new ratings that teach (liked, and unless "
                           "--train-method sft, rated 1-2) and picks; 0 = only by hand."},
     )
-    gate_margin: float = field(
-        default=0.01,
-        metadata={"help": "A fine-tune is promoted only if its held-out perplexity is this fraction lower."},
+    gate_alpha: float = field(
+        default=0.05,
+        metadata={"help": "The most often a studio whose ratings mean nothing may ever promote a fine-tune: the "
+                          "gate's error rate, shared out over every test since the last promotion."},
     )
     train_method: str = field(
         default="auto",
@@ -225,7 +226,7 @@ class Settings:
         if self.train_processes < 1:
             raise ValueError(f"--train-processes must be at least 1 (one process per GPU), not {self.train_processes}.")
         self._resolve_auth_mode()
-        # The other training options (train_*, gate_margin) are checked once, by TrainingConfig, when the studio starts.
+        # The other training options (train_*, gate_alpha) are checked once, by TrainingConfig, when the studio starts.
         if not self.model.strip():
             self.model = EMBEDDED_MODEL
         if self.backend not in ("local", "openai"):

@@ -34,7 +34,7 @@ def test_bench_reports_every_figure_side_by_side(tiny_model_dir, tmp_path, capsy
     assert bound["weight_mb"] == report["quantization"]["modes"]["none"]["weight_mb"]
     training = report["training"]
     assert training["training_drafts"] == 8  # the four concurrent runs' six drafts, and two more
-    assert training["train_tokens_per_s"] > 0 and training["gate"] in ("promoted", "rejected")
+    assert training["train_tokens_per_s"] > 0 and training["gate"] == "undecided"  # liked drafts alone
     assert training["trainer_peak_rss_mb"] > 0 and report["memory"]["peak_rss_mb"] > 0
     quantization = report["quantization"]
     assert list(quantization["modes"]) == ["none", "int8"] and list(quantization["ratios"]) == ["int8"]
@@ -112,6 +112,20 @@ def test_the_loop_benchmark_refuses_a_bad_trait(tmp_path, capsys):
         bench.main(["loop", "--trait", "(unclosed", "--json", str(tmp_path / "x.json")])
     assert exit.value.code == 2
     assert "--trait is not a regular expression" in capsys.readouterr().err
+
+
+def test_the_studios_benchmark_rates_each_studio_at_random_and_reports_how_many_promoted(verse_model_dir, tmp_path,
+                                                                                         capsys):
+    """Two studios, three rounds each, on one pool of the verse model's drafts: every run is decided and
+    counted, and nothing a coin rated is served."""
+    out = tmp_path / "studios.json"
+    assert bench.main(["studios", "--model", str(verse_model_dir), "--studios", "2", "--rounds", "3", "--drafts", "16",
+                       "--tokens", "24", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["runs"] == 6 and [len(s["runs"]) for s in report["studios"]] == [3, 3]
+    assert report["promoted"] == 0 and report["interval"][0] == 0.0 and 0.5 < report["interval"][1] < 1
+    assert all(run["decision"] in ("stopped", "rejected", "undecided") for s in report["studios"] for run in s["runs"])
+    assert "of 2 studios rated at random promoted a version in 3 rounds" in capsys.readouterr().out
 
 
 @pytest.mark.e2e  # it starts processes of its own, as the benchmark does

@@ -88,7 +88,7 @@ def test_templates_lists_every_genre_as_json(cli):
     (("generate", "fantasy", "--max-new-tokens", "99999"), "max_new_tokens must be between"),
     (("list", "--template", "westerns"), "Unknown template 'westerns'"),
     (("train", "--train-min-stars", "9"), "--train-min-stars must be 1 to 5, not 9."),
-    (("train", "--gate-margin", "1.5"), "--gate-margin must be at least 0 and below 1"),
+    (("train", "--gate-alpha", "1.5"), "--gate-alpha must be between 0 and 1"),
 ])
 def test_bad_input_exits_2_with_one_readable_line(cli, args, message):
     code, out, err = cli(*args)

@@ -87,13 +87,13 @@ def test_a_run_on_two_processes_is_recorded_once_and_learns_what_one_process_lea
     assert _train_steps(version) == _train_steps(v1) and len(_train_steps(v1)) == 3 * math.ceil(
         len(v1["train_draft_ids"]) / 4)  # 3 epochs
     gate = version["gate"]
-    assert gate["active_perplexity"] == pytest.approx(alone["active_perplexity"], rel=1e-9)  # rank 0 scored the base
+    assert gate["serving_perplexity"] == pytest.approx(alone["serving_perplexity"], rel=1e-9)  # rank 0 scored the base
     # Not equal to the last bit (DDP adds the halves' gradients, each half padded to its own longest
     # draft), but within 0.5%, where training moved it by 4% (measured: 0.960 of the base's, and the two
     # runs 0.01% apart).
     assert gate["candidate_perplexity"] == pytest.approx(alone["candidate_perplexity"], rel=0.005)
-    assert alone["candidate_perplexity"] < 0.98 * alone["active_perplexity"]
-    assert gate["decision"] == alone["decision"] == "promoted"
+    assert alone["candidate_perplexity"] < 0.98 * alone["serving_perplexity"]
+    assert gate["decision"] == alone["decision"] == "undecided"  # liked drafts alone: served by hand
 
 
 @pytest.mark.slow

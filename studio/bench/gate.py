@@ -14,7 +14,7 @@ fresh drafts, each against a random half of them as the serving version's:
   or with disliked ones): what a candidate that learned the judge's quirks, not the trait, writes;
 - "trait x2": twice as many drafts with the trait, the rest at random.
 For each it prints how the judge's ranking of the two sides' drafts (the old gate's statistic)
-and its count of liked drafts (the gate's, ranking_gate.py) see them. An honest gate prefers the
+and its count of liked drafts (the gate's, verdict.py) see them. An honest gate prefers the
 second and not the first. No training runs, so it takes the drafts' writing time (minutes).
 """
 

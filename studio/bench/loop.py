@@ -37,9 +37,9 @@ from studio.__main__ import parse_fields
 from studio.bench.raters import RATERS, Rater, Written, category_rater, named_rater, trait_rater
 from studio.bench.scratch import scratch_settings, write_at_once
 from studio.config import Settings, add_arguments, child_environment, settings_from
-from studio.learning.gate import gate_words
+from studio.learning.verdict import gate_words
 from studio.learning.jobs import REPO_ROOT, train_command
-from studio.learning.kto_run import NOTHING_TO_LEARN
+from studio.learning.plan import NOTHING_TO_LEARN
 from studio.text import distinct_2
 from studio.trust.accounts import OPERATOR
 from studio.logs import quiet_libraries
@@ -166,17 +166,7 @@ def _gate_words(run: dict[str, Any]) -> str:
     if run.get("decision") == "failed":
         return f"failed: {run.get('error', '')[:80]}"
     if run.get("trained") is False:
-        return f"rejected before training ({run['reason'][len(NOTHING_TO_LEARN) + 2:][:110]}…)"
-    if run.get("decision") == "undecided":
-        return f"undecided ({run['reason'][:90]}…)"
-    if "judge_accuracy" in run:  # the gate of runs on rated drafts
-        judged = f"judge ranks {run['judge_accuracy']:.0%} of {run['pairs']} held-out pairs, p = {run['judge_p']:.3f}"
-        if run["candidate_liked"] is None:
-            return f"{run['decision']} ({judged})"
-        return (f"{run['decision']} ({judged}; expects writers to like {run['candidate_liked']:.0%} of its drafts "
-                f"against {run['serving_liked']:.0%}, difference 95% interval {run['low']:+.0%} to {run['high']:+.0%}, "
-                f"p = {run['p_value']:.3f}; distinct-2 "
-                f"{run['candidate_distinct_2']:.2f} vs {run['serving_distinct_2']:.2f})")
+        return f"rejected before training ({run['reason'][len(NOTHING_TO_LEARN) + 2:]})"
     return f"{run['decision']} ({gate_words(run)})"
 
 

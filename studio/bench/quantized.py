@@ -25,7 +25,7 @@ from typing import Any
 from storage.repository import get_draft
 from studio.bench.scratch import studio_stream, writers_at_once
 from studio.learning.dataset import Example
-from studio.learning.gate import score_held_out
+from studio.learning.likelihood import score_held_out
 from studio.learning.jobs import REPO_ROOT
 from studio.config import QUANTIZE_MODES
 from studio.serving.quantize import unsupported, weight_bytes

@@ -293,7 +293,6 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--training-drafts must be 0 or at least 8.")
     with tempfile.TemporaryDirectory(prefix="studio-bench-") as scratch:
         settings = scratch_settings(settings_from(args), Path(scratch))
-        settings.gate_margin = 0.0
         report = run(settings, args.tokens, writers, args.repeats, 0 if args.no_training else args.training_drafts,
                      quantization=not args.no_quantization)
     print_table(report)

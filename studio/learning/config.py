@@ -1,6 +1,6 @@
 """One training run's settings (TRL-style: every field with help text, validated once).
 
-The fields the app's options also set (--train-min-stars, --gate-margin...) take their defaults
+The fields the app's options also set (--train-min-stars, --gate-alpha...) take their defaults
 from Settings, so the studio and a run started by hand agree.
 """
 
@@ -14,13 +14,13 @@ from studio.config import Settings
 from studio.errors import StudioError
 
 # TrainingConfig field -> the Settings field (app option) that sets it.
-FROM_SETTINGS = {"min_stars": "train_min_stars", "gate_margin": "gate_margin",
+FROM_SETTINGS = {"min_stars": "train_min_stars", "gate_alpha": "gate_alpha",
                  "max_per_writer": "train_max_per_writer", "method": "train_method", "min_pairs": "train_min_pairs"}
 
 
 METHODS = ("auto", "sft", "dpo", "kto")
 KTO_LOSSES = ("apo_zero_unpaired", "kto")
-# Per method, when not given: sft and dpo stop early on their validation loss; KTO trains a fixed
+# Per method, when not given: sft and dpo train three epochs; KTO trains a fixed
 # number of steps (kto_steps), so a run costs the same however many ratings there are.
 DEFAULT_EPOCHS = {"sft": 3, "dpo": 3, "kto": 1}
 DEFAULT_LEARNING_RATE = {"sft": 3e-4, "dpo": 3e-4, "kto": 7e-4}
@@ -33,7 +33,7 @@ class TrainingConfig:
     min_held_out: int = field(default=2, metadata={"help": "Never fewer held-out drafts than this."})
     min_train: int = field(default=4, metadata={"help": "Fewest training drafts worth a run."})
     epochs: int | None = field(default=None, metadata={
-        "help": "Passes over the training data; by default 3 for sft and dpo (early stopping may end sooner); kto "
+        "help": "Passes over the training data; by default 3 for sft and dpo; kto "
                 "trains kto_steps steps unless this is given."})
     learning_rate: float | None = field(default=None, metadata={
         "help": "AdamW learning rate for the LoRA weights; by default 3e-4 for sft and dpo, 7e-4 for kto."})
@@ -47,9 +47,7 @@ class TrainingConfig:
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"],
         metadata={"help": "Which linear layers get LoRA adapters."},
     )
-    early_stopping_patience: int = field(default=1, metadata={"help": "Epochs without a better validation loss before stopping."})
     max_per_writer: int = field(default=Settings.train_max_per_writer, metadata={"help": "Most drafts one writer contributes to a run (0 = no cap)."})
-    gate_margin: float = field(default=Settings.gate_margin, metadata={"help": "Promote only if held-out perplexity drops by at least this fraction."})
     seed: int = field(default=0, metadata={"help": "Seed for LoRA initialisation and data order (the split is a fixed draw per draft)."})
     method: str = field(default=Settings.train_method, metadata={
         "help": "auto: learn from writers' picks (DPO) when there are min_pairs of them, else from every rated "
@@ -65,9 +63,13 @@ class TrainingConfig:
         "help": "kto: TRL's loss_type. apo_zero_unpaired (default) raises liked and lowers disliked drafts against the "
                 "base and skips KTO's KL estimate, which costs a third more model passes; kto is the paper's loss."})
     max_disliked_stars: int = field(default=2, metadata={"help": "kto: drafts rated at most this are what writers dislike."})
-    gate_alpha: float = field(default=0.05, metadata={
-        "help": "kto: the gate's one-sided p-value: the judge must rank held-out ratings, and prefer the candidate's "
-                "drafts, at this or less (also the most often a candidate trained on noise can pass each step)."})
+    gate_alpha: float = field(default=Settings.gate_alpha, metadata={
+        "help": "The most often a studio whose ratings mean nothing may ever promote a version: the k-th test since "
+                "the last promotion spends alpha / (k (k + 1)) of it; the examiner must also prefer the candidate's "
+                "drafts at this p or less."})
+    min_judge_accuracy: float = field(default=0.6, metadata={
+        "help": "The examiner must rank at least this share of held-out pairs as the writers did (beside its p-value: "
+                "with many ratings a barely better judge would pass on p alone)."})
     rank_margin: float = field(default=0.0, metadata={
         "help": "kto: the judge must expect writers to like a share of the candidate's drafts more than this above "
                 "the serving version's share."})
@@ -102,8 +104,6 @@ class TrainingConfig:
             raise StudioError("judge_samples and kto_steps must be at least 0, gate_samples at least 1.")
         if (self.epochs is not None and self.epochs < 1) or self.batch_size < 1 or self.lora_r < 1:
             raise StudioError("epochs, batch_size and lora_r must be at least 1.")
-        if not 0 <= self.gate_margin < 1:
-            raise StudioError(f"gate_margin must be at least 0 and below 1, not {self.gate_margin}.")
         if self.method not in METHODS:
             raise StudioError(f"method must be one of {', '.join(METHODS)}, not {self.method!r}.")
         if not 1 <= self.max_disliked_stars < self.min_stars:

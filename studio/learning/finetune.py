@@ -1,14 +1,15 @@
-"""The two ways a run trains a LoRA adapter on the active version's base model.
+"""The three ways a run trains a LoRA adapter on the serving version's base model.
 
-- From rated drafts: supervised fine-tuning with the transformers Trainer, loss on the draft only.
+- From liked drafts: supervised fine-tuning with the transformers Trainer, loss on the draft only.
+- From every rated draft: KTO with TRL's KTOTrainer, liked drafts desirable, disliked ones not.
 - From writers' picks: DPO with TRL's DPOTrainer, its sigmoid loss plus an SFT term on the chosen
   drafts, so the model learns what writers pick without drifting away from writing it (plain
-  DPO can lower the likelihood of both sides, which the held-out gate would rightly reject).
+  DPO can lower the likelihood of both sides).
 
-Both run under accelerate (CPU or GPU alike), keep the best epoch by validation loss with early
-stopping, and report progress to the run record. Under `accelerate launch` every process trains
-(ranks.py): each trainer here turns the run's data into rows on the main process, and _fit_* trains
-on them on every process.
+All run under accelerate (CPU or GPU alike) and report progress to the run record. The held-out
+drafts are the gate's alone, so no trainer validates on them: each trains its epochs (or steps).
+Under `accelerate launch` every process trains (ranks.py): each trainer here turns the run's data
+into rows on the main process, and _fit_* trains on them on every process.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from typing import Any, Callable
 
 from studio.learning.config import TrainingConfig
 from studio.learning.dataset import Example, PreferencePair, tokenize_example
-from studio.learning.splits import DatasetSplit, PreferenceSplit
 from studio.learning.ranks import state, train_everywhere
 
 Report = Callable[[float, str, list], None]  # (progress 0..1, message, loss curve so far)
@@ -54,8 +54,6 @@ def _progress_callback(report: Report, curve: list[dict[str, Any]]):
             point = {"step": state.global_step, "epoch": round(state.epoch or 0, 3)}
             if "loss" in logs:
                 curve.append({**point, "split": "train", "loss": float(logs["loss"])})
-            if "eval_loss" in logs:
-                curve.append({**point, "split": "validation", "loss": float(logs["eval_loss"])})
             fraction = state.global_step / max(state.max_steps, 1)
             last = next((p for p in reversed(curve) if p["split"] == "train"), None)
             loss = f", loss {last['loss']:.3f}" if last else ""
@@ -66,7 +64,7 @@ def _progress_callback(report: Report, curve: list[dict[str, Any]]):
 
 
 def _common_arguments(config: TrainingConfig, output: Path) -> dict[str, Any]:
-    """TrainingArguments shared by both trainers (DPOConfig extends TrainingArguments)."""
+    """TrainingArguments shared by the trainers (DPOConfig and KTOConfig extend TrainingArguments)."""
     import torch
 
     # batch_size drafts a step in all, shared by the processes: a run takes the same steps on one
@@ -79,13 +77,8 @@ def _common_arguments(config: TrainingConfig, output: Path) -> dict[str, Any]:
         weight_decay=config.weight_decay,
         optim="adamw_torch",
         per_device_train_batch_size=per_process,
-        per_device_eval_batch_size=per_process,
-        eval_strategy="epoch",
-        save_strategy="epoch",
-        save_total_limit=1,
-        load_best_model_at_end=True,  # early stopping keeps the best epoch, not the last
-        metric_for_best_model="eval_loss",
-        greater_is_better=False,
+        eval_strategy="no",
+        save_strategy="no",
         logging_steps=1,
         report_to="none",
         seed=config.seed,
@@ -122,30 +115,27 @@ def _train(trainer, train_tokens: int, config: TrainingConfig) -> Figures:
     }
 
 
-def train_adapter(model, tokenizer, split: DatasetSplit, config: TrainingConfig, output: Path,
+def train_adapter(model, tokenizer, examples: list[Example], config: TrainingConfig, output: Path,
                   report: Report) -> Trained:
-    """Fine-tune a LoRA on split.train; validation loss on split.held_out each epoch."""
-    data = (split.train, split.held_out)
-    return train_everywhere(_fit_sft, model, tokenizer, data, config.resolved("sft"), output, report)
+    """Supervised fine-tuning of a LoRA on liked drafts (the loss on the draft only)."""
+    return train_everywhere(_fit_sft, model, tokenizer, examples, config.resolved("sft"), output, report)
 
 
-def _fit_sft(model, tokenizer, data: tuple[list[Example], list[Example]], config: TrainingConfig, output: Path,
+def _fit_sft(model, tokenizer, examples: list[Example], config: TrainingConfig, output: Path,
              report: Report) -> Trained:
     from peft import get_peft_model
-    from transformers import DataCollatorForSeq2Seq, EarlyStoppingCallback, Trainer, TrainingArguments, set_seed
+    from transformers import DataCollatorForSeq2Seq, Trainer, TrainingArguments, set_seed
 
     set_seed(config.seed)
     peft_model = get_peft_model(model, _lora(config))
-    train = _Examples(tokenizer, data[0], config.max_length)
-    validation = _Examples(tokenizer, data[1], config.max_length)
+    train = _Examples(tokenizer, examples, config.max_length)
     curve: list[dict[str, Any]] = []
     trainer = Trainer(
         model=peft_model,
         args=TrainingArguments(**_common_arguments(config, output)),
         train_dataset=train,
-        eval_dataset=validation,
         data_collator=DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100),
-        callbacks=[EarlyStoppingCallback(config.early_stopping_patience), _progress_callback(report, curve)],
+        callbacks=[_progress_callback(report, curve)],
     )
     return peft_model, curve, _train(trainer, train.tokens, config)
 
@@ -171,7 +161,6 @@ def train_kto_adapter(model, tokenizer, examples: list[Example], liked: Callable
 
     Unpaired, so every rating counts, whatever prompt it answers. The rarer side is weighted up so
     both sides pull equally (TRL's advice: desirable x count within 1 to 4/3 of undesirable x count).
-    No validation split: the held-out drafts are the gate's alone, so the steps (or epochs) are fixed.
     TRL ends every draft with end-of-text, so a liked draft its writer cut short (stopped, or
     interrupted) is left out: it would teach ending mid-sentence. Disliked ones all count.
     """
@@ -194,8 +183,7 @@ def _fit_kto(model, tokenizer, rows: list[dict[str, Any]], config: TrainingConfi
     set_seed(config.seed)
     desirable = sum(r["label"] for r in rows)
     undesirable = len(rows) - desirable
-    arguments = {**_common_arguments(config, output), "eval_strategy": "no", "save_strategy": "no",
-                 "load_best_model_at_end": False, "max_steps": config.kto_steps if config.epochs is None else -1}
+    arguments = {**_common_arguments(config, output), "max_steps": config.kto_steps if config.epochs is None else -1}
     # The reference (the base: the adapter switched off) scores each draft once, before training. Not on
     # several processes: TRL hands its scores to the others in a cache file beside the dataset, and an
     # in-memory dataset's is in each process's own temporary folder; there it scores each batch as it comes.
@@ -215,18 +203,18 @@ def _fit_kto(model, tokenizer, rows: list[dict[str, Any]], config: TrainingConfi
     return trainer.model, curve, _train(trainer, tokens, config)
 
 
-def train_preference_adapter(model, tokenizer, split: PreferenceSplit, config: TrainingConfig, output: Path,
+def train_preference_adapter(model, tokenizer, pairs: list[PreferencePair], config: TrainingConfig, output: Path,
                              report: Report) -> Trained:
-    """DPO (sigmoid + SFT on the chosen side) of a LoRA on split.train; the reference is the base
-    itself, with the adapter switched off, so no second copy of the model is held."""
-    rows = (preference_rows(tokenizer, split.train), preference_rows(tokenizer, split.held_out))
-    return train_everywhere(_fit_dpo, model, tokenizer, rows, config.resolved("dpo"), output, report)
+    """DPO (sigmoid + SFT on the chosen side) of a LoRA on picks; the reference is the base itself,
+    with the adapter switched off, so no second copy of the model is held."""
+    return train_everywhere(_fit_dpo, model, tokenizer, preference_rows(tokenizer, pairs), config.resolved("dpo"),
+                            output, report)
 
 
-def _fit_dpo(model, tokenizer, rows: tuple[list[dict[str, str]], list[dict[str, str]]], config: TrainingConfig,
-             output: Path, report: Report) -> Trained:
+def _fit_dpo(model, tokenizer, rows: list[dict[str, str]], config: TrainingConfig, output: Path,
+             report: Report) -> Trained:
     from datasets import Dataset, disable_progress_bars
-    from transformers import EarlyStoppingCallback, set_seed
+    from transformers import set_seed
     from trl import DPOConfig, DPOTrainer
 
     disable_progress_bars()  # TRL's dataset preparation would fill the run's log with bars
@@ -235,15 +223,8 @@ def _fit_dpo(model, tokenizer, rows: tuple[list[dict[str, str]], list[dict[str, 
     # Checkpointing off, as in the supervised run: these models are small, and it costs time.
     args = DPOConfig(**_common_arguments(config, output), beta=config.dpo_beta, loss_type=["sigmoid", "sft"],
                      max_length=config.max_length, gradient_checkpointing=False)
-    trainer = DPOTrainer(
-        model=model,
-        args=args,
-        train_dataset=Dataset.from_list(rows[0]),
-        eval_dataset=Dataset.from_list(rows[1]),
-        processing_class=tokenizer,
-        peft_config=_lora(config),
-        callbacks=[EarlyStoppingCallback(config.early_stopping_patience), _progress_callback(report, curve)],
-    )
+    trainer = DPOTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
+                         peft_config=_lora(config), callbacks=[_progress_callback(report, curve)])
     # Counted on TRL's own tokenization: each pick is its prompt twice, with either draft.
     tokens = sum(2 * len(r["prompt_ids"]) + len(r["chosen_ids"]) + len(r["rejected_ids"])
                  for r in trainer.train_dataset)

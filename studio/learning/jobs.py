@@ -30,10 +30,8 @@ from storage.registry import RunLost
 from studio.config import Settings, child_environment
 from studio.errors import USER_ERRORS, StudioError
 from studio.learning.config import FROM_SETTINGS, TrainingConfig
-from studio.learning.kto_run import run_kto
 from studio.learning.lease import STALE_AFTER, claim, fail_run, worker_id
-from studio.learning.method import choose_method
-from studio.learning.run import run_training
+from studio.learning.pipeline import run_training
 
 log = logging.getLogger(__name__)
 
@@ -158,17 +156,12 @@ def execute_run(sessions, settings: Settings, config: TrainingConfig, run_id: in
 
     with lease.kept():
         try:
-            with sessions() as session:
-                method, why = choose_method(session, config)
-            if why:
-                report(0.01, why, [])
-            if method == "kto":
-                return run_kto(lease, settings, config.resolved(method), report, allowed)
-            return run_training(lease, settings, config.resolved(method), report)
+            return run_training(lease, settings, config, report, allowed)
         except RunLost:
             raise  # ended by another process as dead: the record is theirs now
         except USER_ERRORS as exc:  # too few ratings, none consistent, a bad option: nothing broke
-            lease.fail(str(exc), outcome="nothing_to_learn")
+            # A run stopped because the ratings showed no consistent preference spent one of the gate's tests.
+            lease.fail(str(exc), outcome=getattr(exc, "outcome", "nothing_to_learn"))
             raise
         except BaseException as exc:
             lease.fail(f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=5)}")

@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 from storage.models import Draft
 from studio.learning.dataset import Example
-from studio.learning.ranking_gate import perplexity, score
+from studio.learning.likelihood import perplexity, score
 from studio.serving.sampling import MAX_SEED, SamplerSettings
 
 MAX_SAMPLE_TOKENS = 160  # enough to judge a draft by, a few seconds per batch on a CPU
@@ -49,6 +49,13 @@ def sample_requests(session, draft_ids: list[int], limit: int = MAX_PROMPTS) -> 
 def write_samples(model, tokenizer, requests: list[dict[str, Any]], count: int, *, chat: bool) -> list[list[str]]:
     """count drafts in all, spread over the requests, each prompt's batch from its draft's seed:
     one list of texts per request. A chat template's text already holds its special tokens."""
+    return [[text for text, _ in group] for group in write_drafts(model, tokenizer, requests, count, chat=chat)]
+
+
+def write_drafts(model, tokenizer, requests: list[dict[str, Any]], count: int, *,
+                 chat: bool) -> list[list[tuple[str, bool]]]:
+    """As write_samples, each text with whether it ended by itself (end-of-text) rather than at the
+    token limit."""
     import torch
     from transformers import set_seed
 
@@ -67,7 +74,10 @@ def write_samples(model, tokenizer, requests: list[dict[str, Any]], count: int, 
             output = model.generate(**inputs, **settings.generate_kwargs(),
                                     pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id)
         new = output[:, inputs["input_ids"].shape[1]:]
-        texts.append([tokenizer.decode(row, skip_special_tokens=True).strip() for row in new])
+        configured = getattr(model.generation_config, "eos_token_id", None)
+        ends = {tokenizer.eos_token_id, *(configured if isinstance(configured, list) else [configured])} - {None}
+        texts.append([(tokenizer.decode(row, skip_special_tokens=True).strip(), any(int(t) in ends for t in row))
+                      for row in new])
     return texts
 
 
@@ -86,18 +96,19 @@ def judge_picks(model, tokenizer, requests: list[dict[str, Any]], count: int, ju
     to like (log-odds above 0) as liked (5 stars) and as many of those it expects them to dislike,
     its least favourites first, as disliked (1 star). Drafts it is unsure of (0) teach nothing, and
     neither do those allowed(text, prompt) refuses (the content filter: they train as writers'
-    flagged drafts do, not at all)."""
+    flagged drafts do, not at all). A draft cut at the token limit is marked as not ended, so it is
+    never taught as a liked ending (finetune.kto_rows)."""
     shifted = [{**r, "sampler": {**r["sampler"], "seed": (r["sampler"]["seed"] + PICK_SEED_OFFSET) % (MAX_SEED + 1)}}
                for r in requests]
     picks: list[Example] = []
-    for request, texts in zip(shifted, write_samples(model, tokenizer, shifted, count, chat=chat)):
-        texts = [t for t in dict.fromkeys(texts)  # a repeated draft would count twice
-                 if t and (allowed is None or allowed(t, request["prompt"]))]
+    for request, drafts in zip(shifted, write_drafts(model, tokenizer, shifted, count, chat=chat)):
+        ended = dict(drafts)  # a repeated draft would count twice
+        texts = [t for t in ended if t and (allowed is None or allowed(t, request["prompt"]))]
         ranked = sorted(zip(judge_score(texts), texts), key=lambda pair: pair[0], reverse=True)
         liked = [text for value, text in ranked if value > 0]
         disliked = [text for value, text in reversed(ranked) if value < 0][:len(liked)]
         for stars, group in ((5, liked[:len(disliked)]), (1, disliked)):
             picks += [Example(draft_id=-(len(picks) + 1), context=request["model_input"], prompt=request["prompt"],
-                              completion=text, stars=stars, user="", template_id=request["template_id"])
-                      for text in group]
+                              completion=text, stars=stars, user="", template_id=request["template_id"],
+                              ended=ended[text]) for text in group]
     return picks

@@ -12,6 +12,7 @@ import pandas as pd
 from storage.models import WRITABLE_VERSION_STATUSES, RunStatus
 from studio.core.studio import Studio
 from studio.errors import USER_ERRORS
+from studio.learning.verdict import gate_words
 from studio.trust.accounts import Accounts
 from studio.ui.auth import Identity
 
@@ -38,34 +39,17 @@ def _runs_table(runs: list[dict]) -> list[list]:
 
 
 def _ranked(gate: dict) -> str:
-    """How often a version ranks held-out pairs as the writers did, serving version → candidate."""
-    if gate.get("method") == "kto":
-        if gate["decision"] == "undecided":
-            return f"undecided: {gate['liked']} liked, {gate['disliked']} disliked held out"
-        if "judge_accuracy" not in gate:  # versions judged by an earlier gate
-            return f"{gate['serving_accuracy']:.0%} → {gate['candidate_accuracy']:.0%} of {gate['pairs']}"
-        judged = f"a judge learned from the ratings ranks {gate['judge_accuracy']:.0%} of {gate['pairs']} held out"
-        if gate.get("candidate_liked") is not None:
-            return (f"{judged}, and expects writers to like {gate['candidate_liked']:.0%} of its drafts against "
-                    f"{gate['serving_liked']:.0%} of {gate['against']}'s (difference 95% interval "
-                    f"{gate['low']:+.0%} to {gate['high']:+.0%})")
-        if gate.get("preferred") is not None:  # versions judged by the earlier gate: pairs ranked
-            return (f"{judged}, and prefers its drafts to {gate['against']}'s in {gate['preferred']:.0%} of pairs "
-                    f"(95% interval {gate['low']:.0%}–{gate['high']:.0%})")
-        return f"{judged} (p = {gate['judge_p']:.2f}: not trusted yet)"
-    if "held_out_pairs" in gate:
-        return (f"{gate['active_pair_accuracy']:.0%} → {gate['candidate_pair_accuracy']:.0%} "
-                f"of {gate['held_out_pairs']}")
-    return ""
+    """The gate's verdict in words, as the version row keeps it."""
+    return gate_words(gate) if gate else ""
 
 
 def _learned(v: dict) -> str:
     gate = v["gate"]
-    if gate.get("method") == "kto":
-        return f"{gate['train_liked']} liked, {gate['train_disliked']} disliked"
     if gate.get("method") == "dpo":
-        pairs = v["hyperparameters"].get("train_pairs", 0)
+        pairs = gate.get("train_pairs", v["hyperparameters"].get("train_pairs", 0))
         return f"{pairs} pick{'s' * (pairs != 1)} ({v['train_drafts']} drafts)"
+    if "train_liked" in gate:
+        return f"{gate['train_liked']} liked, {gate['train_disliked']} disliked"
     return f"{v['train_drafts']} rated drafts" if v["train_drafts"] else ""
 
 

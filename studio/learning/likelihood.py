@@ -1,42 +1,41 @@
-"""The perplexity gate (methods sft and dpo): a candidate against the serving version on held-out liked drafts and picks."""
+"""How likely a model finds drafts: each draft's summed log-likelihood given its exact context."""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
 
 from studio.errors import StudioError
-from studio.learning.dataset import Example, PreferencePair
-from studio.learning.ranking_gate import score
+from studio.learning.dataset import Example, PreferencePair, tokenize_example
 
 
-@dataclass
-class GateResult:
-    active_nll: float
-    candidate_nll: float
-    held_out_tokens: int
-    margin: float
+def completion_logp(model, tokenizer, example: Example, max_length: int) -> tuple[float, int]:
+    """Summed log-likelihood of the draft given its exact context, and its token count."""
+    import torch
 
-    @property
-    def active_perplexity(self) -> float:
-        return math.exp(self.active_nll)
+    device = next(model.parameters()).device
+    item = tokenize_example(tokenizer, example, max_length)
+    input_ids = torch.tensor([item["input_ids"]], device=device)
+    labels = torch.tensor([item["labels"]], device=device)
+    logits = model(input_ids=input_ids).logits[:, :-1].float()
+    targets = labels[:, 1:]
+    nll = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1),
+                                            ignore_index=-100, reduction="sum")
+    return -float(nll), int((targets != -100).sum())
 
-    @property
-    def candidate_perplexity(self) -> float:
-        return math.exp(self.candidate_nll)
 
-    @property
-    def promote(self) -> bool:
-        return self.candidate_perplexity <= self.active_perplexity * (1 - self.margin)
+def score(model, tokenizer, drafts: list[Example], max_length: int) -> dict[int, tuple[float, int]]:
+    """Each draft's (summed log-likelihood, tokens) under one model, scored once."""
+    import torch
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "active_nll": self.active_nll, "candidate_nll": self.candidate_nll,
-            "active_perplexity": self.active_perplexity, "candidate_perplexity": self.candidate_perplexity,
-            "held_out_tokens": self.held_out_tokens, "margin": self.margin,
-            "decision": "promoted" if self.promote else "rejected",
-        }
+    model.eval()
+    with torch.inference_mode():
+        return {e.draft_id: completion_logp(model, tokenizer, e, max_length) for e in drafts}
+
+
+def perplexity(scores: dict[int, tuple[float, int]], ids: list[int]) -> float:
+    tokens = sum(scores[i][1] for i in ids)
+    return math.exp(-sum(scores[i][0] for i in ids) / tokens) if tokens else float("nan")
 
 
 @dataclass
@@ -71,10 +70,3 @@ def score_held_out(model, tokenizer, examples: list[Example], pairs: list[Prefer
     accuracy = sum(m > 0 for m in margins) / len(margins) if margins else float("nan")
     margin = sum(margins) / len(margins) if margins else float("nan")
     return HeldOutScores(total / tokens, tokens, accuracy, margin)
-
-
-def gate_words(gate: dict[str, Any]) -> str:
-    """The gate's figures in a line: the ranking gate's reason, or the perplexity gate's figures."""
-    if "reason" in gate:
-        return gate["reason"]
-    return f"held-out perplexity {gate['active_perplexity']:.2f} -> {gate['candidate_perplexity']:.2f}"

@@ -1,0 +1,157 @@
+"""One training run, whatever the method: plan -> train -> gate -> record.
+
+plan.py decides in one read what trains, what examines and what is held out; a trainer per method
+(finetune.py) trains a LoRA on the serving version's base model; the gate (verdict.py) judges the
+candidate on the same kind of evidence for every method and returns one verdict (decision,
+reason in words, figures); the verdict, the version's promotion if it earned one, and the run's
+end are recorded in one transaction that holds only while this process still holds the run.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+from storage import registry
+from storage.models import VersionStatus
+from studio.config import Settings
+from studio.files import atomic_folder
+from studio.learning.config import TrainingConfig
+from studio.learning.finetune import Report, train_adapter, train_kto_adapter, train_preference_adapter
+from studio.learning.lease import RunLease
+from studio.learning.plan import Plan, plan_run
+from studio.learning.samples import fluency, judge_picks, write_samples
+from studio.learning.verdict import GateOptions, Samples, Verdict, decide, score
+from studio.serving.models import load_model
+
+log = logging.getLogger(__name__)
+
+
+def save_candidate(lease: RunLease, settings: Settings, version_id: int, name: str, model, curve: list) -> None:
+    """Write the candidate's adapter folder (whole or not at all) and record it with its loss curve."""
+    adapter = settings.data_path / "adapters" / name
+    lease.check()
+    with atomic_folder(adapter) as staging:
+        model.save_pretrained(staging)
+    with lease.write() as session:
+        registry.update_version(session, version_id, adapter_path=str(adapter), loss_curve=curve)
+
+
+def record_verdict(lease: RunLease, version_id: int, name: str, figures: dict[str, Any],
+                   hyperparameters: dict[str, Any]) -> None:
+    """The gate's verdict on the candidate, its promotion if it earned one, and the run's end, in one
+    transaction that holds only while this process still holds the run: a run declared dead meanwhile
+    neither serves its version nor turns from failed to succeeded."""
+    with lease.write() as session:
+        registry.update_version(session, version_id, gate=figures, hyperparameters=hyperparameters,
+                                status=VersionStatus.REJECTED)
+        if figures["decision"] == "promoted":
+            registry.activate(session, version_id)
+        lease.succeed(session, f"{name} {figures['decision']}: {figures['reason']}", outcome=figures["decision"])
+
+
+def _options(config: TrainingConfig, plan: Plan) -> GateOptions:
+    return GateOptions(alpha=config.gate_alpha, judge_alpha=plan.alpha, test=plan.test, margin=config.rank_margin,
+                       min_diversity=config.min_diversity, max_perplexity_increase=config.max_perplexity_increase,
+                       max_sample_perplexity_increase=config.max_sample_perplexity_increase, seed=config.seed)
+
+
+def _teach(config: TrainingConfig, plan: Plan, serving, report: Report, allowed) -> tuple[list, int]:
+    """The teacher's picks among the serving version's drafts of training prompts (samples.judge_picks)
+    and how many are liked; none without a teacher that ranked ratings it never saw as the writers did."""
+    if plan.teacher is None or not plan.pick_requests:
+        return [], 0
+    report(0.03, f"The serving version writes {config.judge_samples} drafts of {len(plan.pick_requests)} training "
+                 "prompt(s); the teacher picks what to learn from…", [])
+    picks = judge_picks(serving.model, serving.tokenizer, plan.pick_requests, config.judge_samples,
+                        plan.teacher.scores, chat=serving.is_chat, allowed=allowed)
+    liked = sum(plan.liked(e) for e in picks)
+    report(0.04, f"The teacher picked {liked} drafts to learn from as liked and {len(picks) - liked} as disliked.", [])
+    return picks, liked
+
+
+def _train(config: TrainingConfig, plan: Plan, base, picks: list, scratch: Path, report: Report):
+    if plan.method == "dpo":
+        return train_preference_adapter(base.model, base.tokenizer, plan.pairs, config, scratch, report)
+    if plan.method == "sft":
+        return train_adapter(base.model, base.tokenizer, plan.train, config, scratch, report)
+    return train_kto_adapter(base.model, base.tokenizer, plan.train + picks, plan.liked, config, scratch, report)
+
+
+def _examine(config: TrainingConfig, plan: Plan, base, serving, model, base_scores, serving_name: str,
+             serving_diversity: float, report: Report) -> tuple[Verdict, dict[str, Any]]:
+    """The gate's verdict on the trained candidate (a PeftModel over the base), and the before/after.
+    serving is the serving version's model, or None when that is the base."""
+    report(0.85, "Scoring held-out drafts with the candidate…", [])
+    held, exam = plan.held, plan.exam
+    candidate_scores = score(model, base.tokenizer, held.drafts, config.max_length)
+    count = 1 if exam.undecided else config.gate_samples  # without an exam, one draft each for the before/after
+    if plan.requests:
+        report(0.9, f"The candidate and {serving_name} write {count} draft{'s' * (count > 1)} each of held-out "
+                    "prompts…", [])
+    candidate_texts = write_samples(model, base.tokenizer, plan.requests, count, chat=base.is_chat)
+    if serving is None:
+        serving_scores = base_scores
+        with model.disable_adapter():  # the LoRA switched off: the base itself
+            serving_texts = write_samples(model, base.tokenizer, plan.requests, count, chat=base.is_chat)
+    else:
+        serving_scores = score(serving.model, serving.tokenizer, held.drafts, config.max_length)
+        serving_texts = write_samples(serving.model, serving.tokenizer, plan.requests, count, chat=serving.is_chat)
+    samples = None
+    if not exam.undecided and plan.requests:
+        report(0.97, "The base model reads both versions' drafts (how naturally they read)…", [])
+        with model.disable_adapter():
+            samples = Samples(candidate_texts, serving_texts,
+                              fluency(model, base.tokenizer, plan.requests, candidate_texts, config.max_length),
+                              fluency(model, base.tokenizer, plan.requests, serving_texts, config.max_length))
+    verdict = decide(held, exam, base_scores, serving_scores, candidate_scores, samples, _options(config, plan),
+                     serving_diversity=serving_diversity)
+    before_after = {}
+    if plan.requests and candidate_texts[0] and serving_texts[0]:
+        before_after = {**plan.requests[0], "parent": serving_name, "parent_text": serving_texts[0][0],
+                        "text": candidate_texts[0][0]}
+    return verdict, {"before_after": before_after,
+                     "judge_likes": exam.judge.top_words() if exam.judge is not None else []}
+
+
+def run_training(lease: RunLease, settings: Settings, config: TrainingConfig, report: Report,
+                 allowed: Callable[[str, str], bool] | None = None) -> dict[str, Any]:
+    """One run end to end, on the run this process holds; returns the candidate's figures. Raises on
+    failure (the caller records it), RunLost once the run is no longer this process's.
+    allowed(text, prompt): whether the content filter lets a draft of the model's own train."""
+    with lease.sessions() as session:  # a read: removing near duplicates and fitting the judges hold no lock
+        plan = plan_run(session, config)
+    config = config.resolved(plan.method)
+    with lease.write() as session:
+        registry.ensure_base_version(session, settings.model)
+        active = registry.active_version(session)  # what is served now: the parent, and what to beat
+        candidate = registry.add_version(
+            session, name=registry.next_version_name(session), parent_id=active.id, base_model=settings.model,
+            adapter_path=None, status=VersionStatus.TRAINING, is_active=False, train_draft_ids=plan.train_draft_ids,
+            held_out_draft_ids=[e.draft_id for e in plan.held.drafts], hyperparameters=config.to_dict(),
+            loss_curve=[], gate={})
+        lease.record(session, version_id=candidate.id)
+        # Unknown (the base, a version from before this figure, one served by hand undecided): as the base's.
+        serving_diversity = (active.gate or {}).get("diversity_vs_base") or 1.0
+        serving_adapter, serving_name, candidate_id, candidate_name = (active.adapter_path, active.name, candidate.id,
+                                                                       candidate.name)
+    report(0.02, plan.note, [])
+    base = load_model(settings.model, settings.data_path, settings.device)
+    base_scores = score(base.model, base.tokenizer, plan.held.drafts, config.max_length)  # before LoRA is added
+    serving = None if serving_adapter is None else load_model(
+        settings.model, settings.data_path, settings.device, adapter=serving_adapter)
+    picks, picked_liked = _teach(config, plan, serving or base, report, allowed)
+    with tempfile.TemporaryDirectory(prefix="studio-train-") as scratch:
+        model, curve, stats = _train(config, plan, base, picks, Path(scratch), report)
+    save_candidate(lease, settings, candidate_id, candidate_name, model, curve)
+    verdict, extra = _examine(config, plan, base, serving, model, base_scores, serving_name, serving_diversity, report)
+    up = sum(map(plan.liked, plan.train)) if plan.method == "kto" else len(plan.train)
+    figures = {**verdict.to_dict(), "against": serving_name, "method": plan.method, "train_liked": up,
+               "train_disliked": len(plan.train) - up, "train_pairs": len(plan.pairs), "examining": plan.examining,
+               "picked_liked": picked_liked, "picked_disliked": len(picks) - picked_liked, **extra}
+    record_verdict(lease, candidate_id, candidate_name, figures, {**config.to_dict(), **stats, "method": plan.method})
+    log.info("Run %s: %s %s by %s: %s", lease.run_id, candidate_name, verdict.decision, plan.method, verdict.reason)
+    return {"version": candidate_name, **figures, **stats, "train_drafts": len(plan.train_draft_ids),
+            "held_out_drafts": len(plan.held.drafts)}

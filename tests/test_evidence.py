@@ -1,0 +1,95 @@
+"""Evidence the candidate cannot fool: the judge that teaches is not the judge that promotes, and the
+gate's error rate is spent across runs, so a studio rated at random stays on its base."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from storage import registry, repository
+from studio.learning.dataset import all_rated
+from studio.learning.jobs import execute_run
+from studio.learning.plan import NoConsistentPreference, examines, plan_run, share_of_alpha
+from tests.drafts import seed_rated_drafts, short_dirge, short_song
+
+
+def kto_config(studio, **overrides):
+    return studio.versions.training_config(**{"method": "kto", "epochs": 1, "max_length": 128, "batch_size": 4,
+                                              "judge_samples": 0, "gate_samples": 4, **overrides})
+
+
+def run(studio, **overrides) -> dict:
+    run_id, _ = studio.versions.train("cli", user="local")
+    return execute_run(studio.sessions, studio.settings, kto_config(studio, **overrides), run_id)
+
+
+def rate(studio, stars: dict[int, int]) -> None:
+    with studio.sessions.begin() as session:
+        for draft_id, value in stars.items():
+            repository.rate_draft(session, draft_id, value, user="local")
+
+
+def test_the_shares_of_alpha_add_up_to_alpha_and_shrink_test_by_test():
+    shares = [share_of_alpha(0.05, k) for k in range(1, 10_001)]
+    assert shares[:3] == pytest.approx([0.025, 0.05 / 6, 0.05 / 12])
+    assert sum(shares) < 0.05 and sum(shares) == pytest.approx(0.05, rel=1e-3)
+
+
+def test_ratings_only_the_teaching_half_agrees_with_cannot_promote(studio):
+    """The writer's stars follow songs in the drafts that would teach, and a coin elsewhere: a judge fitted
+    there would be sure of itself and teach songs, but the examiner, fitted on the other half, finds
+    nothing to rank the held-out ratings by, and nothing trains."""
+    ids = seed_rated_drafts(studio, 40, text=short_song) + seed_rated_drafts(studio, 40, start=40, text=short_dirge)
+    songs = set(ids[:40])
+    coin = random.Random(11)
+    with studio.sessions() as session:
+        teaching = {e.draft_id for e in all_rated(session) if not examines(e)}
+    rate(studio, {i: (5 if i in songs else 1) if i in teaching else coin.choice([5, 1]) for i in ids})
+    with pytest.raises(NoConsistentPreference, match="Nothing to learn yet"):
+        run(studio)
+    assert [v["name"] for v in studio.versions.list()] == ["base"]
+    # The same ratings everywhere are learned and examined: the examiner is trusted and the run trains.
+    rate(studio, {i: 5 if i in songs else 1 for i in ids})
+    summary = run(studio)
+    assert summary["judge_accuracy"] == 1.0 and summary["judge_p"] <= summary["judge_alpha"], summary
+    assert summary["examining"] > 0 and summary["decision"] in ("promoted", "rejected")
+
+
+def test_every_stopped_or_rejected_run_spends_a_share_and_a_promotion_starts_afresh(studio):
+    with studio.sessions() as session:
+        assert registry.tests_since_promotion(session) == 0
+    liked = seed_rated_drafts(studio, 30, text=short_song)
+    disliked = seed_rated_drafts(studio, 30, start=30, text=short_dirge)
+    rng = random.Random(2)
+    rate(studio, {i: rng.choice([5, 1]) for i in liked + disliked})  # stars that say nothing
+    with pytest.raises(NoConsistentPreference, match=r"p <= 0\.025, the share of 0\.05 left for test 1 since"):
+        run(studio)
+    with pytest.raises(NoConsistentPreference, match=r"p <= 0\.0083, the share of 0\.05 left for test 2 since"):
+        run(studio)
+    with studio.sessions() as session:
+        assert [r.outcome for r in registry.list_runs(session)] == ["no_preference", "no_preference"]
+        assert registry.tests_since_promotion(session) == 2
+    with studio.sessions.begin() as session:  # a run that promoted ends the family: the next test is the first
+        session.add(registry.TrainingRun(status="succeeded", trigger="cli", outcome="promoted"))
+    with studio.sessions() as session:
+        assert registry.tests_since_promotion(session) == 0
+
+
+def test_a_studio_rated_at_random_stays_on_its_base_run_after_run(studio):
+    """Eight rounds of 24 drafts (songs and dirges alike), each rated by a coin, each followed by a run:
+    every run stops before training or is rejected, and the base is served throughout."""
+    rng = random.Random(8)
+    outcomes = []
+    for round_ in range(8):
+        ids = seed_rated_drafts(studio, 12, start=24 * round_, text=short_song) + seed_rated_drafts(
+            studio, 12, start=24 * round_ + 12, text=short_dirge)
+        rate(studio, {i: rng.choice([5, 1]) for i in ids})
+        try:
+            outcomes.append(run(studio)["decision"])
+        except NoConsistentPreference:
+            outcomes.append("no_preference")
+    assert "promoted" not in outcomes, outcomes
+    assert studio.pool.load().version == "base"
+    with studio.sessions() as session:
+        assert registry.tests_since_promotion(session) == sum(o in ("no_preference", "rejected") for o in outcomes) >= 6
