@@ -4,7 +4,7 @@
 Every subcommand works on the same database as the page and prints JSON with --json; the
 command line acts as the writer --user names. Errors print one readable line on stderr and exit
 with status 2. `train` also runs under `accelerate launch`: rank 0 carries out the run, the other
-processes only train (studio/learning/ranks.py).
+processes only train (studio/learning/processes.py).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from studio.errors import USER_ERRORS
 from studio.logs import configure_logging, redact
 from studio.learning.config import FROM_SETTINGS, TrainingConfig
 from studio.learning.exports import EXPORT_FORMATS, write_jsonl
-from studio.learning import ranks
+from studio.learning import processes
 from studio.learning.verdict import gate_words
 from studio.learning.jobs import execute_run
 from studio.serving.sampling import SAMPLER_NAMES, SamplerSettings
@@ -307,9 +307,9 @@ def run(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     if args.func is not cmd_train:
         return _run_in_studio(args, settings)
-    if not ranks.state().is_main_process:  # another process of `accelerate launch`: it trains, no more
-        return ranks.follow(settings)
-    with ranks.leading():
+    if not processes.state().is_main_process:  # another process of `accelerate launch`: it trains, no more
+        return processes.follow(settings)
+    with processes.leading():
         return _run_in_studio(args, settings)
 
 

@@ -13,7 +13,7 @@ import pytest
 from types import SimpleNamespace
 
 from studio.learning.plan import Exam, HeldOut, smallest_p_value
-from studio.learning.ranking import accuracy, paired_share_difference, permutation_p_value
+from studio.learning.significance import accuracy, paired_share_difference, permutation_p_value
 from studio.learning.verdict import GateOptions, Samples, decide
 
 
@@ -35,13 +35,13 @@ def test_three_liked_above_three_disliked_is_exactly_significant_at_five_percent
 
 
 def test_the_exact_null_agrees_with_shuffling_on_several_clusters_with_ties(monkeypatch):
-    import studio.learning.ranking as ranking
+    import studio.learning.significance as significance
 
     rng = random.Random(1)
     reward = {i: round(rng.gauss(0.6 if i % 3 == 0 else 0.0, 1), 1) for i in range(40)}  # rounded: ties
     clusters = clusters_of(list(range(0, 30, 3)), [b for b in range(30) if b % 3]) + clusters_of([30, 33, 36], [31, 37, 39])
     exact = permutation_p_value(reward, clusters)
-    monkeypatch.setattr(ranking, "EXACT_BUDGET", 0)
+    monkeypatch.setattr(significance, "EXACT_BUDGET", 0)
     sampled = permutation_p_value(reward, clusters, permutations=100_000)
     assert 0.001 < exact < 0.9 and sampled == pytest.approx(exact, abs=0.005)
 

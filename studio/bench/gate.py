@@ -37,7 +37,7 @@ from studio.bench.scratch import scratch_settings, write_at_once
 from studio.config import add_arguments, settings_from
 from studio.learning.dataset import Example
 from studio.learning.judge import Judge, features
-from studio.learning.ranking import accuracy, paired_share_difference, permutation_p_value
+from studio.learning.significance import accuracy, paired_share_difference, permutation_p_value
 from studio.logs import quiet_libraries
 from studio.text import WORD
 

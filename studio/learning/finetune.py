@@ -8,7 +8,7 @@
 
 All run under accelerate (CPU or GPU alike) and report progress to the run record. The held-out
 drafts are the gate's alone, so no trainer validates on them: each trains its epochs (or steps).
-Under `accelerate launch` every process trains (ranks.py): each trainer here turns the run's data
+Under `accelerate launch` every process trains (processes.py): each trainer here turns the run's data
 into rows on the main process, and _fit_* trains on them on every process.
 """
 
@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 from studio.learning.config import TrainingConfig
 from studio.learning.dataset import Example, PreferencePair, tokenize_example
-from studio.learning.ranks import state, train_everywhere
+from studio.learning.processes import state, train_everywhere
 
 Report = Callable[[float, str, list], None]  # (progress 0..1, message, loss curve so far)
 Figures = dict[str, float]

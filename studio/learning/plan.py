@@ -29,7 +29,7 @@ from studio.errors import StudioError
 from studio.learning.config import TrainingConfig
 from studio.learning.dataset import Example, PreferencePair
 from studio.learning.judge import Judge
-from studio.learning.ranking import accuracy, permutation_p_value
+from studio.learning.significance import accuracy, permutation_p_value
 from studio.learning.samples import sample_requests
 from studio.learning.splits import (NotEnoughDrafts, PreferenceSplit, build_preference_split, build_rated_split,
                                     draw, held_out_key)

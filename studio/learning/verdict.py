@@ -37,7 +37,7 @@ from typing import Any
 
 from studio.learning.likelihood import perplexity, score
 from studio.learning.plan import Exam, HeldOut
-from studio.learning.ranking import accuracy, paired_share_difference
+from studio.learning.significance import accuracy, paired_share_difference
 from studio.text import distinct_2
 
 __all__ = ["GateOptions", "Samples", "Verdict", "decide", "gate_words", "score"]
