@@ -118,6 +118,30 @@ def test_the_judge_picks_the_serving_versions_songs_to_learn_from_and_its_dirges
     assert {e.context for e in picks} == {request["model_input"]} and len({e.completion for e in picks}) == len(picks)
 
 
+def test_a_pick_cut_at_the_token_limit_is_never_taught_as_a_liked_ending(verse_studio):
+    """TRL ends every completion with end-of-text: a liked pick the token limit cut mid-verse would
+    teach the model to stop there. Picks know whether they ended; cut liked ones do not train."""
+    from studio.learning.finetune import kto_rows
+
+    studio = verse_studio
+    songs_and_dirges(studio, 30)
+    with studio.sessions() as session:
+        judge = Judge.fit(all_rated(session), lambda e: e.stars >= 4)
+    loaded = studio.pool.load()
+    prompt = "Write song number 91 about the sea."
+
+    def picks(tokens: int) -> list:
+        request = {"prompt": prompt, "template_id": "poetry", "model_input": model_input(loaded, prompt),
+                   "sampler": {"seed": 5, "temperature": 0.7, "max_new_tokens": tokens}}
+        return judge_picks(loaded.model, loaded.tokenizer, [request], 32, judge.scores, chat=loaded.is_chat)
+
+    whole, cut = picks(60), picks(7)  # the verse model ends after two verses; 7 tokens is half of one
+    assert whole and all(e.ended for e in whole)
+    assert cut and not any(e.ended for e in cut)
+    rows = kto_rows(loaded.tokenizer, cut, lambda e: e.stars >= 4)
+    assert rows and not any(r["label"] for r in rows)  # only the disliked cut picks train (as undesirable)
+
+
 def test_the_judges_picks_pass_the_content_filter_as_writers_drafts_do(verse_studio):
     """The model's own drafts train too: a flagged one must not (on 5b3b0f3 none was checked)."""
     from studio.trust.moderation import ContentFilter
