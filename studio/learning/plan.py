@@ -20,6 +20,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -31,8 +32,8 @@ from studio.learning.dataset import Example, PreferencePair
 from studio.learning.judge import Judge
 from studio.learning.significance import accuracy, permutation_p_value
 from studio.learning.samples import sample_requests
-from studio.learning.splits import (NotEnoughDrafts, PreferenceSplit, build_preference_split, build_rated_split,
-                                    draw, held_out_key)
+from studio.learning.splits import (NotEnoughDrafts, PreferenceSplit, RatedSplit, build_preference_split,
+                                    build_rated_split, draw, held_out_key)
 
 NOTHING_TO_LEARN = "Nothing to learn yet"
 PICK_PROMPTS = 8  # the newest distinct training prompts the teacher's picks are written of
@@ -161,6 +162,20 @@ def build_held_out(rated: list[Example], pairs: list[PreferencePair], liked, dis
                                 | {i for i, (_, up) in labelled.items() if up}))
 
 
+def _lend_held_out(rated: RatedSplit, liked, config: TrainingConfig) -> RatedSplit:
+    """Liked drafts alone: nothing can examine the run, so a new liked draft drawn to be held out may
+    train instead while training has too few (the side it gets now is kept), as long as the gate's
+    minimum stays held out."""
+    train, held = list(rated.train), list(rated.held_out)
+    movable = sorted((e for e in held if e.draft_id in rated.new and liked(e)), key=lambda e: draw(held_out_key(e)),
+                     reverse=True)
+    while sum(map(liked, train)) < config.min_train and movable and sum(map(liked, held)) > config.gate_min_liked:
+        moved = movable.pop(0)
+        held.remove(moved)
+        train.append(moved)
+    return dataclasses.replace(rated, train=train, held_out=held)
+
+
 def _picks(session, config: TrainingConfig, required: bool) -> tuple[PreferenceSplit | None, str]:
     """The picks split, or None and why when there are too few (an error when the method needs them)."""
     try:
@@ -247,6 +262,8 @@ def plan_run(session, config: TrainingConfig) -> Plan:
     rated = build_rated_split(session, held_out_fraction=config.held_out_fraction, max_per_writer=config.max_per_writer,
                               sides=((liked, config.gate_min_liked), (disliked, config.gate_min_disliked)))
     picks, too_few_picks = _picks(session, config, required=config.method == "dpo")
+    if picks is None and not any(map(disliked, rated.train + rated.held_out)):
+        rated = _lend_held_out(rated, liked, config)
     held = build_held_out(rated.held_out, picks.held_out if picks else [], liked, disliked)
     held_ids = {e.draft_id for e in held.drafts} | {e.draft_id for e in rated.held_out}
     train_side = [e for e in rated.train if e.draft_id not in held_ids]
