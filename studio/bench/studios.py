@@ -90,13 +90,27 @@ def one_studio(settings: Settings, pool: list[dict[str, Any]], index: int, round
     return {"studio": index, "runs": runs, "promoted": any(run["decision"] == "promoted" for run in runs)}
 
 
+def summary(args: argparse.Namespace, settings: Settings, studios: list[dict[str, Any]], started: float,
+            pool_minutes: float) -> dict[str, Any]:
+    promoted = sum(s["promoted"] for s in studios)
+    low, high = clopper_pearson(promoted, len(studios)) if studios else (0.0, 1.0)
+    return {"template": args.template, "model": settings.model, "tokens": args.tokens, "rounds": args.rounds,
+            "drafts": args.drafts, "liked_share": args.liked_share, "studios": studios, "promoted": promoted,
+            "promoted_share": promoted / len(studios) if studios else float("nan"), "interval": [low, high],
+            "trained_runs": sum(run["trained"] for s in studios for run in s["runs"]),
+            "runs": sum(len(s["runs"]) for s in studios), "pool_minutes": pool_minutes,
+            "minutes": (time.perf_counter() - started) / 60}
+
+
 def run(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
+    """Every studio in turn; the figures so far are written to --json after each, so a benchmark
+    stopped early keeps what it measured."""
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="studio-pool-") as folder:
         pool = write_pool(scratch_settings(dataclasses.replace(settings), Path(folder)), args.template,
                           args.rounds * args.drafts, args.tokens)
     pool_minutes = (time.perf_counter() - started) / 60
-    studios = []
+    studios: list[dict[str, Any]] = []
     for index in range(args.studios):
         with tempfile.TemporaryDirectory(prefix="studio-random-") as folder:
             studio = one_studio(scratch_settings(dataclasses.replace(settings), Path(folder)), pool, index,
@@ -104,14 +118,9 @@ def run(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
         studios.append(studio)
         decisions = ", ".join(run["decision"] for run in studio["runs"])
         print(f"studio {index + 1}: {decisions}{' -> PROMOTED' if studio['promoted'] else ''}", flush=True)
-    promoted = sum(s["promoted"] for s in studios)
-    low, high = clopper_pearson(promoted, len(studios))
-    return {"template": args.template, "model": settings.model, "tokens": args.tokens, "rounds": args.rounds,
-            "drafts": args.drafts, "liked_share": args.liked_share, "studios": studios, "promoted": promoted,
-            "promoted_share": promoted / len(studios), "interval": [low, high],
-            "trained_runs": sum(run["trained"] for s in studios for run in s["runs"]),
-            "runs": sum(len(s["runs"]) for s in studios), "pool_minutes": pool_minutes,
-            "minutes": (time.perf_counter() - started) / 60}
+        args.json.write_text(json.dumps(summary(args, settings, studios, started, pool_minutes), indent=2,
+                                        ensure_ascii=False))
+    return summary(args, settings, studios, started, pool_minutes)
 
 
 def main(argv: list[str] | None = None) -> int:
