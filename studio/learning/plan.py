@@ -33,7 +33,7 @@ from studio.learning.judge import Judge
 from studio.learning.significance import accuracy, permutation_p_value
 from studio.learning.samples import sample_requests
 from studio.learning.splits import (NotEnoughDrafts, PreferenceSplit, RatedSplit, build_preference_split,
-                                    build_rated_split, draw, held_out_key)
+                                    build_rated_split, draw, held_out_key, lend_held_out)
 
 NOTHING_TO_LEARN = "Nothing to learn yet"
 PICK_PROMPTS = 8  # the newest distinct training prompts the teacher's picks are written of
@@ -163,16 +163,9 @@ def build_held_out(rated: list[Example], pairs: list[PreferencePair], liked, dis
 
 
 def _lend_held_out(rated: RatedSplit, liked, config: TrainingConfig) -> RatedSplit:
-    """Liked drafts alone: nothing can examine the run, so a new liked draft drawn to be held out may
-    train instead while training has too few (the side it gets now is kept), as long as the gate's
-    minimum stays held out."""
-    train, held = list(rated.train), list(rated.held_out)
-    movable = sorted((e for e in held if e.draft_id in rated.new and liked(e)), key=lambda e: draw(held_out_key(e)),
-                     reverse=True)
-    while sum(map(liked, train)) < config.min_train and movable and sum(map(liked, held)) > config.gate_min_liked:
-        moved = movable.pop(0)
-        held.remove(moved)
-        train.append(moved)
+    """Liked drafts alone: nothing can examine the run, so new held-out liked drafts may train while
+    training has too few (splits.lend_held_out)."""
+    train, held = lend_held_out(rated.train, rated.held_out, rated.new, liked, config.min_train, config.gate_min_liked)
     return dataclasses.replace(rated, train=train, held_out=held)
 
 

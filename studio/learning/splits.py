@@ -164,6 +164,21 @@ def cap_in_proportion(items: list, cap: int, writer: Callable[[Any], str], side:
     return [item for i, item in enumerate(items) if i in chosen]
 
 
+def lend_held_out(train: list[Example], held: list[Example], new: frozenset[int], on_side: Callable[[Example], bool],
+                  min_train: int, min_held: int) -> tuple[list[Example], list[Example]]:
+    """A new draft of the side drawn to be held out may train instead while training has too few of
+    that side: it has no side yet (nothing was judged on it), and the one it gets now is kept; at
+    least min_held of the side stay held out."""
+    train, held = list(train), list(held)
+    movable = sorted((e for e in held if e.draft_id in new and on_side(e)), key=lambda e: draw(held_out_key(e)),
+                     reverse=True)
+    while sum(map(on_side, train)) < min_train and movable and sum(map(on_side, held)) > min_held:
+        moved = movable.pop(0)
+        held.remove(moved)
+        train.append(moved)
+    return train, held
+
+
 def build_split(session: Session, *, min_stars: int = 4, held_out_fraction: float = 0.2, min_held_out: int = 2,
                 min_train: int = 4, near_threshold: float = 0.85, max_per_writer: int = 0) -> DatasetSplit:
     """The liked drafts (rated min_stars or more) on their sides of the one split: what a run on liked
@@ -174,14 +189,8 @@ def build_split(session: Session, *, min_stars: int = 4, held_out_fraction: floa
 
     split = build_rated_split(session, held_out_fraction=held_out_fraction, near_threshold=near_threshold,
                               max_per_writer=max_per_writer, sides=((liked, min_held_out),))
-    train, held = split.train, [e for e in split.held_out if liked(e)]
-    # A new draft drawn to be held out may train instead while training has too few: it has no side
-    # yet (nothing was judged on it), and the one it gets now is kept.
-    movable = sorted((e for e in held if e.draft_id in split.new), key=lambda e: draw(held_out_key(e)), reverse=True)
-    while len(train) < min_train and movable and len(held) > min_held_out:
-        moved = movable.pop(0)
-        held.remove(moved)
-        train.append(moved)
+    train, held = lend_held_out(split.train, [e for e in split.held_out if liked(e)], split.new, liked, min_train,
+                                min_held_out)
     if len(train) < min_train or len(held) < min_held_out:
         have = len(train) + len(held)
         raise NotEnoughDrafts(have, max(min_train + min_held_out, len(held) + min_train), min_stars=min_stars,
