@@ -82,9 +82,14 @@ def test_the_loop_benchmark_runs_rounds_with_a_shuffled_control_and_reports_its_
         assert 0 <= figures["liked_share"] <= 1 and 0 < figures["distinct_2"] <= 1
         assert set(figures["words"]) == {"the", "a", "and"}  # each word of the category, on its own
     assert report["summary"]["controls"] == 1 and report["minutes"] > 0
+    # Where a round's time went, for the target of a round within minutes: writing, then the run's phases.
+    assert 0 < only["write_seconds"] < only["round_seconds"] <= report["summary"]["longest_round_minutes"] * 60
+    if only["run"].get("trained", True) and only["run"]["decision"] != "failed":  # a run that trained: its phases
+        assert {"plan", "load", "train", "examine"} <= set(only["run"]["phase_seconds"])
 
     printed = capsys.readouterr().out
     assert "round 1:" in printed and "shuffled controls promoted" in printed and "distinct-2" in printed
+    assert "round 1 took" in printed and "longest round" in printed
 
 
 def test_the_loop_benchmarks_writers_like_what_a_writer_would():

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import logging
 import tempfile
+import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable
 
@@ -116,12 +118,25 @@ def _examine(config: TrainingConfig, plan: Plan, base, serving, model, base_scor
                      "judge_likes": exam.judge.top_words() if exam.judge is not None else []}
 
 
+class Phases(dict):
+    """Seconds spent in each phase of a run (plan, load, teach, train, examine): where a round's time goes."""
+
+    @contextmanager
+    def timed(self, name: str):
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self[name] = round(self.get(name, 0.0) + time.perf_counter() - started, 1)
+
+
 def run_training(lease: RunLease, settings: Settings, config: TrainingConfig, report: Report,
                  allowed: Callable[[str, str], bool] | None = None) -> dict[str, Any]:
     """One run end to end, on the run this process holds; returns the candidate's figures. Raises on
     failure (the caller records it), RunLost once the run is no longer this process's.
     allowed(text, prompt): whether the content filter lets a draft of the model's own train."""
-    with lease.sessions() as session:  # a read: removing near duplicates and fitting the judges hold no lock
+    phases = Phases()
+    with phases.timed("plan"), lease.sessions() as session:  # a read: near duplicates and judges hold no lock
         plan = plan_run(session, config)
     config = config.resolved(plan.method)
     with lease.write() as session:
@@ -138,19 +153,24 @@ def run_training(lease: RunLease, settings: Settings, config: TrainingConfig, re
         serving_adapter, serving_name, candidate_id, candidate_name = (active.adapter_path, active.name, candidate.id,
                                                                        candidate.name)
     report(0.02, plan.note, [])
-    base = load_model(settings.model, settings.data_path, settings.device)
-    base_scores = score(base.model, base.tokenizer, plan.held.drafts, config.max_length)  # before LoRA is added
-    serving = None if serving_adapter is None else load_model(
-        settings.model, settings.data_path, settings.device, adapter=serving_adapter)
-    picks, picked_liked = _teach(config, plan, serving or base, report, allowed)
-    with tempfile.TemporaryDirectory(prefix="studio-train-") as scratch:
+    with phases.timed("load"):
+        base = load_model(settings.model, settings.data_path, settings.device)
+        base_scores = score(base.model, base.tokenizer, plan.held.drafts, config.max_length)  # before LoRA is added
+        serving = None if serving_adapter is None else load_model(
+            settings.model, settings.data_path, settings.device, adapter=serving_adapter)
+    with phases.timed("teach"):
+        picks, picked_liked = _teach(config, plan, serving or base, report, allowed)
+    with phases.timed("train"), tempfile.TemporaryDirectory(prefix="studio-train-") as scratch:
         model, curve, stats = _train(config, plan, base, picks, Path(scratch), report)
     save_candidate(lease, settings, candidate_id, candidate_name, model, curve)
-    verdict, extra = _examine(config, plan, base, serving, model, base_scores, serving_name, serving_diversity, report)
+    with phases.timed("examine"):
+        verdict, extra = _examine(config, plan, base, serving, model, base_scores, serving_name, serving_diversity,
+                                  report)
     up = sum(map(plan.liked, plan.train)) if plan.method == "kto" else len(plan.train)
     figures = {**verdict.to_dict(), "against": serving_name, "method": plan.method, "train_liked": up,
                "train_disliked": len(plan.train) - up, "train_pairs": len(plan.pairs), "examining": plan.examining,
-               "picked_liked": picked_liked, "picked_disliked": len(picks) - picked_liked, **extra}
+               "picked_liked": picked_liked, "picked_disliked": len(picks) - picked_liked, "phase_seconds": dict(phases),
+               **extra}
     record_verdict(lease, candidate_id, candidate_name, figures, {**config.to_dict(), **stats, "method": plan.method})
     log.info("Run %s: %s %s by %s: %s", lease.run_id, candidate_name, verdict.decision, plan.method, verdict.reason)
     return {"version": candidate_name, **figures, **stats, "train_drafts": len(plan.train_draft_ids),
