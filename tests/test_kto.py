@@ -336,3 +336,27 @@ def test_too_few_held_out_ratings_cannot_decide_and_say_how_many_more(studio):
     assert not version["active"] and version["status"] == "rejected"
     studio.versions.promote(version["id"], user="local")  # an admin may still serve it by hand
     assert studio.pool.load().version == summary["version"]
+
+
+def test_a_runs_drafts_are_written_in_one_batch_each_as_generate_writes_it_alone(verse_studio, monkeypatch):
+    """The gate's samples and the teacher's picks: all prompts' drafts decoded together in the batch
+    engine, each from its own seed (the request's plus its row), as generate() would write it alone;
+    a model the engine cannot batch writes them with generate()."""
+    from studio.learning import samples
+
+    loaded = verse_studio.pool.load()
+    requests = [{"prompt": p, "template_id": "poetry", "model_input": model_input(loaded, p),
+                 "sampler": {"seed": 40 + n, "temperature": 0.8, "max_new_tokens": 60}}
+                for n, p in enumerate(["Write song number 7 about the sea.", "Write a dirge about the hills, number 12."])]
+    together = samples.write_drafts(loaded.model, loaded.tokenizer, requests, 5, chat=True)
+    assert [len(group) for group in together] == [3, 2]
+    alone = [[samples._write_one_prompt(loaded.model, loaded.tokenizer,
+                                        {**r, "sampler": {**r["sampler"], "seed": r["sampler"]["seed"] + row}}, 1,
+                                        chat=True)[0] for row in range(len(group))]
+             for r, group in zip(requests, together)]
+    assert together == alone and all(ended for group in together for _, ended in group)
+    assert len({text for group in together for text, _ in group}) > 1  # rows differ: each its own seed
+
+    monkeypatch.setattr("studio.serving.batching.batching_obstacle", lambda model: "not batchable")
+    fallback = samples.write_drafts(loaded.model, loaded.tokenizer, requests, 5, chat=True)
+    assert [len(group) for group in fallback] == [3, 2] and all(text for group in fallback for text, _ in group)
