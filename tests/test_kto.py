@@ -360,3 +360,22 @@ def test_a_runs_drafts_are_written_in_one_batch_each_as_generate_writes_it_alone
     monkeypatch.setattr("studio.serving.batching.batching_obstacle", lambda model: "not batchable")
     fallback = samples.write_drafts(loaded.model, loaded.tokenizer, requests, 5, chat=True)
     assert [len(group) for group in fallback] == [3, 2] and all(text for group in fallback for text, _ in group)
+
+
+def test_drafts_scored_together_get_the_likelihood_each_gets_alone(verse_studio, monkeypatch):
+    """The gate's perplexities and the candidate's held-out scores come from batched passes (drafts
+    of different lengths right-padded together); padding must not change a draft's figures."""
+    from studio.learning import likelihood
+    from studio.learning.dataset import Example
+
+    loaded = verse_studio.pool.load()
+    context = model_input(loaded, "Write song number 3 about the sea.")
+    drafts = [Example(i, context, "", text, 5, "", "poetry", ended=i % 2 == 0)
+              for i, text in enumerate([song(1), short_song(2), dirge(3) + " " + dirge(4), short_dirge(5), "sea"])]
+    together = likelihood.score(loaded.model, loaded.tokenizer, drafts, 512)
+    monkeypatch.setattr(likelihood, "SCORE_BATCH_TOKENS", 1)  # one draft a pass
+    alone = likelihood.score(loaded.model, loaded.tokenizer, drafts, 512)
+    assert together.keys() == alone.keys() == {0, 1, 2, 3, 4}
+    for i in alone:
+        assert together[i][1] == alone[i][1] > 0
+        assert together[i][0] == pytest.approx(alone[i][0], rel=1e-4, abs=1e-3), i
