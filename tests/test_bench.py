@@ -195,3 +195,17 @@ def test_the_gate_benchmark_builds_a_candidate_of_companions_and_one_with_the_tr
     assert case["trait x2"]["trait"] == min(2 * serving_share, 1.0) or case["trait x2"]["trait"] > 1.5 * serving_share
     assert case["trait x2"]["liked"] > case["trait x2"]["serving_liked"]  # the judge learned the trait
     assert case["trait x2"]["p_value"] <= 0.05 < case["companions"]["p_value"]
+
+
+def test_the_sampling_benchmark_times_a_runs_writing_and_scoring_both_ways(tiny_model_dir, tmp_path, capsys):
+    out = tmp_path / "sampling.json"
+    assert bench.main(["sampling", "--model", str(tiny_model_dir), "--data-dir", str(tmp_path), "--drafts", "6",
+                       "--prompts", "3", "--tokens", "8", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["prompts"] == 3 and set(report["seconds"]) == {
+        "drafts in one batch", "drafts by a generate() call per prompt", "scored in batched passes",
+        "scored one at a time"}
+    assert all(seconds > 0 for seconds in report["seconds"].values())
+    batched, alone = report["perplexity"]["scored in batched passes"], report["perplexity"]["scored one at a time"]
+    assert batched == pytest.approx(alone, rel=1e-4)  # the same figures, however the drafts were grouped
+    assert "writing in one batch: x" in capsys.readouterr().out

@@ -1,8 +1,9 @@
 """The benchmarks: `python -m studio.bench` (speed: streaming, many writers, training beside
 serving), `python -m studio.bench loop --trait REGEX` (does the studio learn what writers rate?),
 `python -m studio.bench gate` (can a candidate pass the gate without writing what writers like?),
-`python -m studio.bench studios` (how often does a studio rated at random ever promote a version?)
-and `python -m studio.bench load` (does the database keep up with a busy studio?).
+`python -m studio.bench studios` (how often does a studio rated at random ever promote a version?),
+`python -m studio.bench sampling` (how fast does a training run write and score drafts?) and
+`python -m studio.bench load` (does the database keep up with a busy studio?).
 Each prints its figures and writes one JSON file."""
 
 from __future__ import annotations
@@ -24,6 +25,10 @@ def main(argv: list[str] | None = None) -> int:
         from studio.bench.studios import main as studios
 
         return studios(argv[1:])
+    if argv[:1] == ["sampling"]:
+        from studio.bench.sampling import main as sampling
+
+        return sampling(argv[1:])
     if argv[:1] == ["load"]:
         from studio.bench.load import main as load
 
