@@ -209,3 +209,6 @@ def test_the_sampling_benchmark_times_a_runs_writing_and_scoring_both_ways(tiny_
     batched, alone = report["perplexity"]["scored in batched passes"], report["perplexity"]["scored one at a time"]
     assert batched == pytest.approx(alone, rel=1e-4)  # the same figures, however the drafts were grouped
     assert "writing in one batch: x" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exit:  # nothing to time: refused, not a figure of nothing
+        bench.main(["sampling", "--drafts", "2", "--prompts", "3", "--json", str(out)])
+    assert exit.value.code == 2 and "--drafts must be at least --prompts (3)" in capsys.readouterr().err

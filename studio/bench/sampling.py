@@ -90,6 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tokens", type=int, default=160, help="New tokens per draft (a run caps its samples at 160).")
     parser.add_argument("--json", default="sampling-results.json", help="Where to write the figures.")
     args = parser.parse_args(argv)
+    if args.drafts < args.prompts or args.tokens < 1:
+        parser.error(f"--drafts must be at least --prompts ({args.prompts}) and --tokens at least 1.")
     report = run(args)
     for name, value in report["seconds"].items():
         figure = f", perplexity {report['perplexity'][name]:.4f}" if name in report["perplexity"] else ""
