@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import random
 
+import pytest
+
 from studio.learning.dataset import Example
-from studio.learning.judge import Judge
+from studio.learning.judge import Judge, features
+from studio.learning.neighbours import WordVectors, kin, load_word_vectors
 from tests.drafts import dirge, song
 
 
@@ -46,3 +49,44 @@ def test_the_judge_hears_a_liked_word_in_its_other_forms():
     liked_texts = [text(form) for form in ("laughed", "laughter", "laugh") for _ in range(2)]
     judge = Judge.fit(examples(liked_texts, 5) + examples([text() for _ in range(40)], 1), liked)
     assert min(judge.scores([text("laughing") for _ in range(10)])) > max(judge.scores([text() for _ in range(10)]))
+
+
+def _animal_drafts(rng: random.Random, animal: str | None = None) -> str:
+    filler = "the a she he walked room door light table window said quiet evening slowly looked".split()
+    words = [rng.choice(filler) for _ in range(30)]
+    words.insert(rng.randrange(30), animal or rng.choice(filler))  # the same length either way
+    return " ".join(words)
+
+
+@pytest.mark.slow
+def test_with_the_models_word_vectors_the_judge_hears_a_liked_kind_in_words_no_rating_used(tmp_path):
+    """Liked drafts name a cat, a dog or a horse; unseen drafts that name a wolf, a rabbit or a fox
+    rank above drafts with none, through the embedded model's sense of which words are alike. A
+    judge of words alone cannot tell them apart: the check fails if the kinds do nothing."""
+    vectors = load_word_vectors("embedded", tmp_path)
+    assert vectors is not None and len(vectors.words) > 10_000
+    rng = random.Random(2)
+    rated = (examples([_animal_drafts(rng, a) for a in ("cat", "dog", "horse") for _ in range(3)], 5)
+             + examples([_animal_drafts(rng) for _ in range(40)], 1))
+    unseen_kind = [_animal_drafts(rng, a) for a in ("wolf", "rabbit", "fox") for _ in range(4)]
+    none = [_animal_drafts(rng) for _ in range(12)]
+
+    hears = Judge.fit(rated, liked, vectors)
+    assert min(hears.scores(unseen_kind)) > max(hears.scores(none))
+    assert any(name.startswith("≈") for name in hears.top_words())
+    words_alone = Judge.fit(rated, liked)
+    assert min(words_alone.scores(unseen_kind)) <= max(words_alone.scores(none))
+
+
+def test_kinds_come_from_the_vectors_nearest_words():
+    """A toy vector space: "≈w" stands for w and the words nearest to it, and nothing else."""
+    import numpy as np
+
+    words = ("cat", "dog", "wolf", "chair", "table", "lamp")
+    unit = np.array([[1, 0.1, 0], [0.95, 0.2, 0], [0.9, 0.3, 0], [0, 1, 0.1], [0, 0.95, 0.2], [0.1, 0, 1]], "float32")
+    vectors = WordVectors(words, unit / np.linalg.norm(unit, axis=1, keepdims=True))
+    assert vectors.nearest({"cat", "unknown"}, 2) == {"cat": {"cat", "dog", "wolf"}}
+    reached = kin(vectors, {"cat", "chair"}, 1)
+    assert reached == {"cat": {"cat"}, "dog": {"cat"}, "chair": {"chair"}, "table": {"chair"}}
+    assert "≈cat" in features("A dog!", reached) and not any(f.startswith("≈") for f in features("A wolf!", reached))
+    assert not any(f.startswith("≈") for f in features("A dog!", kin(None, {"cat"})))

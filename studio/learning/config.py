@@ -12,6 +12,7 @@ from typing import Any
 
 from studio.config import Settings
 from studio.errors import StudioError
+from studio.learning.neighbours import NEAREST
 
 # TrainingConfig field -> the Settings field (app option) that sets it.
 FROM_SETTINGS = {"min_stars": "train_min_stars", "gate_alpha": "gate_alpha",
@@ -67,6 +68,10 @@ class TrainingConfig:
         "help": "The most often a studio whose ratings mean nothing may ever promote a version: the k-th test since "
                 "the last promotion spends alpha / (k (k + 1)) of it; the examiner must also prefer the candidate's "
                 "drafts at this p or less."})
+    judge_nearest: int = field(default=NEAREST, metadata={
+        "help": "The judges also read kinds of words: each word w of the rated drafts stands with this many words "
+                "the model's embeddings put nearest to it (one feature, so a liked kind of thing is heard in words no "
+                "rating used); 0: words alone."})
     min_judge_accuracy: float = field(default=0.6, metadata={
         "help": "The examiner must rank at least this share of held-out pairs as the writers did (beside its p-value: "
                 "with many ratings a barely better judge would pass on p alone)."})
@@ -100,8 +105,8 @@ class TrainingConfig:
             raise StudioError(f"min_stars must be 1 to 5, not {self.min_stars}.")
         if not 0 < self.held_out_fraction < 1:
             raise StudioError(f"held_out_fraction must be between 0 and 1, not {self.held_out_fraction}.")
-        if self.judge_samples < 0 or self.kto_steps < 0 or self.gate_samples < 1:
-            raise StudioError("judge_samples and kto_steps must be at least 0, gate_samples at least 1.")
+        if self.judge_samples < 0 or self.kto_steps < 0 or self.gate_samples < 1 or self.judge_nearest < 0:
+            raise StudioError("judge_samples, judge_nearest and kto_steps must be at least 0, gate_samples at least 1.")
         if (self.epochs is not None and self.epochs < 1) or self.batch_size < 1 or self.lora_r < 1:
             raise StudioError("epochs, batch_size and lora_r must be at least 1.")
         if self.method not in METHODS:

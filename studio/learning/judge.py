@@ -1,8 +1,10 @@
 """A judge learned from the writers' ratings: would they like this draft?
 
 What it reads: which words, punctuation marks and pairs of them a draft uses (characters for
-Chinese and Japanese), the stems of longer words, and what a bag of words cannot see: whether the
-draft ends on a finished sentence, whether it repeats a run of four words, and its length. A
+Chinese and Japanese), the stems of longer words, which kinds of words it uses (each word of the
+rated drafts with the words the model takes to mean alike, neighbours.py: a category spread over
+many rare words), and what a bag of words cannot see: whether the draft ends on a finished
+sentence, whether it repeats a run of four words, and its length. A
 logistic regression with an L1 penalty and balanced class weights (scikit-learn) keeps the few
 features that tell liked from disliked drafts and zeroes the rest: from a few dozen ratings, what
 writers like usually shows in a few of them, and a dense model drowns them in the rest of the
@@ -13,12 +15,14 @@ ratings it never saw as the writers did (plan.py).
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from dataclasses import dataclass
 from typing import Any, Callable
 
 from studio.learning.dataset import Example
+from studio.learning.neighbours import NEAREST, WordVectors, kin
 from studio.text import WORD
 
 
@@ -42,13 +46,20 @@ def structure(units: list[str], text: str) -> list[str]:
     return found
 
 
-def features(text: str) -> list[str]:
+def units(text: str) -> list[str]:
+    """Its words and punctuation marks in order, lower-cased."""
+    return [m.group(0).lower() for m in re.finditer(f"{WORD.pattern}|{_MARK.pattern}", text)]
+
+
+def features(text: str, kinds: dict[str, set[str]] | None = None) -> list[str]:
     """Words and punctuation marks in order (a trait may be a question mark or a quotation), each
     adjacent pair of them, the stems of longer words (a liked trait shows in several forms of a
-    word, each too rare in a few dozen ratings to learn alone), and the draft's structure."""
-    units = [m.group(0).lower() for m in re.finditer(f"{WORD.pattern}|{_MARK.pattern}", text)]
-    stems = [f"{unit[:STEM]}~" for unit in units if len(unit) >= STEM]
-    return units + [f"{a} {b}" for a, b in zip(units, units[1:])] + stems + structure(units, text)
+    word, each too rare in a few dozen ratings to learn alone), the kinds of words it uses
+    ("≈w" for each of its words that kinds maps to w: neighbours.kin), and the draft's structure."""
+    found = units(text)
+    stems = [f"{unit[:STEM]}~" for unit in found if len(unit) >= STEM]
+    kind = [f"≈{w}" for unit in set(found) for w in (kinds or {}).get(unit, ())]
+    return found + [f"{a} {b}" for a, b in zip(found, found[1:])] + stems + kind + structure(found, text)
 
 
 def _regularisation(matrix, labels: list[int]) -> float:
@@ -74,14 +85,17 @@ class Judge:
     pipeline: Any  # sklearn Pipeline: which features a text has, then logistic regression
 
     @classmethod
-    def fit(cls, examples: list[Example], liked: Callable[[Example], bool]) -> "Judge":
-        """Fitted on these drafts' texts, liked (1) or not (0); both sides must be present."""
+    def fit(cls, examples: list[Example], liked: Callable[[Example], bool], vectors: WordVectors | None = None,
+            nearest: int = NEAREST) -> "Judge":
+        """Fitted on these drafts' texts, liked (1) or not (0); both sides must be present. With the
+        model's word vectors it also reads kinds of words: each word of these texts with its nearest."""
         from sklearn.feature_extraction.text import CountVectorizer
         from sklearn.linear_model import LogisticRegression
         from sklearn.pipeline import make_pipeline
 
         texts, labels = [e.completion for e in examples], [int(liked(e)) for e in examples]
-        vectorizer = CountVectorizer(analyzer=features, binary=True)
+        kinds = kin(vectors, {u for text in texts for u in units(text)}, nearest)
+        vectorizer = CountVectorizer(analyzer=functools.partial(features, kinds=kinds), binary=True)
         c = _regularisation(vectorizer.fit_transform(texts), labels)
         pipeline = make_pipeline(vectorizer, LogisticRegression(C=c, l1_ratio=1.0, solver="liblinear",
                                                                 class_weight="balanced", random_state=0))

@@ -23,6 +23,7 @@ from studio.files import atomic_folder
 from studio.learning.config import TrainingConfig
 from studio.learning.finetune import Report, train_adapter, train_kto_adapter, train_preference_adapter
 from studio.learning.lease import RunLease
+from studio.learning.neighbours import load_word_vectors
 from studio.learning.plan import Plan, plan_run
 from studio.learning.samples import fluency, judge_picks, write_samples
 from studio.learning.verdict import GateOptions, Samples, Verdict, decide, score
@@ -136,8 +137,10 @@ def run_training(lease: RunLease, settings: Settings, config: TrainingConfig, re
     failure (the caller records it), RunLost once the run is no longer this process's.
     allowed(text, prompt): whether the content filter lets a draft of the model's own train."""
     phases = Phases()
-    with phases.timed("plan"), lease.sessions() as session:  # a read: near duplicates and judges hold no lock
-        plan = plan_run(session, config)
+    with phases.timed("plan"):
+        vectors = load_word_vectors(settings.model, settings.data_path) if config.judge_nearest else None
+        with lease.sessions() as session:  # a read: near duplicates and judges hold no lock
+            plan = plan_run(session, config, vectors)
     config = config.resolved(plan.method)
     with lease.write() as session:
         registry.ensure_base_version(session, settings.model)

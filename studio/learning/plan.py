@@ -30,6 +30,7 @@ from studio.errors import StudioError
 from studio.learning.config import TrainingConfig
 from studio.learning.dataset import Example, PreferencePair
 from studio.learning.judge import Judge
+from studio.learning.neighbours import WordVectors
 from studio.learning.significance import accuracy, permutation_p_value
 from studio.learning.samples import sample_requests
 from studio.learning.splits import (NotEnoughDrafts, PreferenceSplit, RatedSplit, build_preference_split,
@@ -126,12 +127,12 @@ def _labelled(rated: list[Example], pairs: list[PreferencePair], liked, disliked
     return {i: item for i, item in out.items() if i not in exclude}
 
 
-def _fit(labelled: dict[int, tuple[Example, bool]]) -> Judge | None:
+def _fit(labelled: dict[int, tuple[Example, bool]], vectors: WordVectors | None, nearest: int) -> Judge | None:
     sides = {label for _, label in labelled.values()}
     if sides != {True, False}:
         return None
     label = {i: value for i, (_, value) in labelled.items()}
-    return Judge.fit([e for e, _ in labelled.values()], lambda e: label[e.draft_id])
+    return Judge.fit([e for e, _ in labelled.values()], lambda e: label[e.draft_id], vectors, nearest)
 
 
 def _template_clusters(labelled: dict[int, tuple[Example, bool]]) -> list[list[tuple[int, int]]]:
@@ -242,9 +243,9 @@ def _exam(examiner: Judge | None, held: HeldOut, config: TrainingConfig, alpha: 
     return Exam(examiner, scores, accuracy(scores, held.pairs), permutation_p_value(scores, held.clusters, config.seed))
 
 
-def plan_run(session, config: TrainingConfig) -> Plan:
+def plan_run(session, config: TrainingConfig, vectors: WordVectors | None = None) -> Plan:
     """Everything a run needs before it trains, read in one transaction (see the module's docstring).
-    Raises NotEnoughRatings / NotEnoughDrafts / a StudioError when there is too little to train on,
+    vectors: the base model's word vectors, for judges that hear kinds of words (neighbours.py). Raises NotEnoughRatings / NotEnoughDrafts / a StudioError when there is too little to train on,
     NoConsistentPreference when the examiner finds no consistent preference (nothing trains)."""
     def liked(e: Example) -> bool:
         return e.stars >= config.min_stars
@@ -277,7 +278,7 @@ def plan_run(session, config: TrainingConfig) -> Plan:
     examining = _labelled(*examine_side, liked, disliked, exclude=trains | held_ids)
     test = registry.tests_since_promotion(session) + 1
     alpha = share_of_alpha(config.gate_alpha, test)
-    exam = _exam(_fit(examining), held, config, alpha, test)
+    exam = _exam(_fit(examining, vectors, config.judge_nearest), held, config, alpha, test)
     if not exam.undecided and (exam.p_value > alpha or exam.accuracy < config.min_judge_accuracy):
         raise NoConsistentPreference(
             f"{NOTHING_TO_LEARN}: a judge learned from {len(examining)} ratings the candidate would not train on ranks "
@@ -288,7 +289,7 @@ def plan_run(session, config: TrainingConfig) -> Plan:
 
     teacher = None
     if method == "kto" and config.judge_samples and not exam.undecided:
-        teacher = _fit(_labelled(*teach, liked, disliked, exclude=held_ids))
+        teacher = _fit(_labelled(*teach, liked, disliked, exclude=held_ids), vectors, config.judge_nearest)
         clusters = _template_clusters(examining)
         scores = dict(zip(examining, teacher.scores([e.completion for e, _ in examining.values()]))) if teacher else {}
         if not clusters or not scores or permutation_p_value(scores, clusters, config.seed) > config.gate_alpha:
