@@ -27,6 +27,12 @@ def _workers() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name != "MainThread" and "_generate" in repr(t)]
 
 
+def test_a_loaded_model_never_reaches_for_kernels_on_the_hub(loaded):
+    """transformers turns hub kernels on by default and fetches its rotary kernel from the hub the first time a
+    model trains on a GPU: on an offline GPU machine every training run failed. The studio's models use none."""
+    assert loaded.model.use_kernels is False
+
+
 def test_chunks_stream_in_and_the_result_counts_every_token(loaded):
     stream = _stream(loaded, max_new_tokens=24)
     chunks = list(stream)

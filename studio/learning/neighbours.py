@@ -110,7 +110,7 @@ def _cached(model_name: str, data_dir: str) -> WordVectors:
         return WordVectors.read(folder)
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    model = AutoModelForCausalLM.from_pretrained(source)  # on the CPU: only its embeddings are read
+    model = AutoModelForCausalLM.from_pretrained(source, use_kernels=False)  # on the CPU: its embeddings alone are read
     vectors = WordVectors.from_model(model, AutoTokenizer.from_pretrained(source))
     with atomic_folder(folder) as staging:
         vectors.save(staging)

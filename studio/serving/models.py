@@ -157,7 +157,9 @@ def load_model(
     try:
         tokenizer = AutoTokenizer.from_pretrained(source)
         config = AutoConfig.from_pretrained(source)
-        model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype) if weights else None
+        # No hub kernels: transformers would fetch its rotary kernel from the hub the first time a model
+        # trains on a GPU, and a studio runs offline (every run failed on an offline GPU machine).
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, use_kernels=False) if weights else None
     except (OSError, ValueError) as exc:
         raise ModelError(
             f"Could not load the model '{name}': {first_line(exc)} "

@@ -77,7 +77,8 @@ class Classifier:
         progress(f"Loading the moderation model {name} on {device}…")
         try:
             tokenizer = AutoTokenizer.from_pretrained(name)
-            model = AutoModelForSequenceClassification.from_pretrained(name, dtype=dtype)
+            # No hub kernels: they are fetched from the hub on a GPU, and a studio runs offline (models.py).
+            model = AutoModelForSequenceClassification.from_pretrained(name, dtype=dtype, use_kernels=False)
         except Exception as exc:  # a broken folder fails in many ways: SafetensorError, shape mismatches, …
             raise ModelError(f"Could not load the moderation model '{name}': {first_line(exc)} Save the "
                              "model again with save_pretrained, or fetch it again.") from exc
