@@ -62,10 +62,16 @@ def features(text: str, kinds: dict[str, set[str]] | None = None) -> list[str]:
     return found + [f"{a} {b}" for a, b in zip(found, found[1:])] + stems + kind + structure(found, text)
 
 
+def _model(c: float):
+    """L1-penalised logistic regression, both sides weighted alike."""
+    from sklearn.linear_model import LogisticRegression
+
+    return LogisticRegression(C=c, l1_ratio=1.0, solver="liblinear", class_weight="balanced", random_state=0)
+
+
 def _regularisation(matrix, labels: list[int]) -> float:
     """C by stratified cross-validation (ranking, as the gate uses the judge), or DEFAULT_C when a
     side has too few ratings to fold."""
-    from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold, cross_val_score
 
     folds = min(5, labels.count(0), labels.count(1))
@@ -74,8 +80,7 @@ def _regularisation(matrix, labels: list[int]) -> float:
     split = StratifiedKFold(folds, shuffle=True, random_state=0)
 
     def quality(c: float) -> float:
-        model = LogisticRegression(C=c, l1_ratio=1.0, solver="liblinear", class_weight="balanced", random_state=0)
-        return float(cross_val_score(model, matrix, labels, cv=split, scoring="roc_auc").mean())
+        return float(cross_val_score(_model(c), matrix, labels, cv=split, scoring="roc_auc").mean())
 
     return max(C_GRID, key=quality)  # the first of equals: the stronger penalty
 
@@ -90,17 +95,14 @@ class Judge:
         """Fitted on these drafts' texts, liked (1) or not (0); both sides must be present. With the
         model's word vectors it also reads kinds of words: each word of these texts with its nearest."""
         from sklearn.feature_extraction.text import CountVectorizer
-        from sklearn.linear_model import LogisticRegression
         from sklearn.pipeline import make_pipeline
 
         texts, labels = [e.completion for e in examples], [int(liked(e)) for e in examples]
         kinds = kin(vectors, {u for text in texts for u in units(text)}, nearest)
         vectorizer = CountVectorizer(analyzer=functools.partial(features, kinds=kinds), binary=True)
-        c = _regularisation(vectorizer.fit_transform(texts), labels)
-        pipeline = make_pipeline(vectorizer, LogisticRegression(C=c, l1_ratio=1.0, solver="liblinear",
-                                                                class_weight="balanced", random_state=0))
-        pipeline.fit(texts, labels)  # the same ratings, the same judge
-        return cls(pipeline)
+        matrix = vectorizer.fit_transform(texts)  # each text read once: cross-validation and the fit share it
+        model = _model(_regularisation(matrix, labels)).fit(matrix, labels)
+        return cls(make_pipeline(vectorizer, model))
 
     def scores(self, texts: list[str]) -> list[float]:
         """How much the writers would like each text (log-odds; higher is better)."""
