@@ -203,12 +203,13 @@ def test_the_sampling_benchmark_times_a_runs_writing_and_scoring_both_ways(tiny_
                        "--prompts", "3", "--tokens", "8", "--json", str(out)]) == 0
     report = json.loads(out.read_text())
     assert report["prompts"] == 3 and set(report["seconds"]) == {
-        "drafts in one batch", "drafts by a generate() call per prompt", "scored in batched passes",
-        "scored one at a time"}
+        "drafts in one batch, each prompt run once", "drafts in one batch, each draft's prompt run",
+        "scored, each prompt read once", "scored, each draft read whole"}
     assert all(seconds > 0 for seconds in report["seconds"].values())
-    batched, alone = report["perplexity"]["scored in batched passes"], report["perplexity"]["scored one at a time"]
-    assert batched == pytest.approx(alone, rel=1e-4)  # the same figures, however the drafts were grouped
-    assert "writing in one batch: x" in capsys.readouterr().out
+    shared, whole = report["perplexity"]["scored, each prompt read once"], report["perplexity"]["scored, each draft read whole"]
+    assert shared == pytest.approx(whole, rel=1e-4)  # the same figures, however the prompts were read
+    assert report["same_drafts"] == 1.0  # and the same drafts, however the prompts were run
+    assert "each prompt run once: writing x" in capsys.readouterr().out
     with pytest.raises(SystemExit) as exit:  # nothing to time: refused, not a figure of nothing
         bench.main(["sampling", "--drafts", "2", "--prompts", "3", "--json", str(out)])
     assert exit.value.code == 2 and "--drafts must be at least --prompts (3)" in capsys.readouterr().err

@@ -364,7 +364,8 @@ def test_a_runs_drafts_are_written_in_one_batch_each_as_generate_writes_it_alone
 
 def test_drafts_scored_together_get_the_likelihood_each_gets_alone(verse_studio, monkeypatch):
     """The gate's perplexities and the candidate's held-out scores come from batched passes (drafts
-    of different lengths right-padded together); padding must not change a draft's figures."""
+    of different lengths right-padded together, drafts of one prompt continuing from its cache);
+    neither padding nor the shared prompt may change a draft's figures."""
     from studio.learning import likelihood
     from studio.learning.dataset import Example
 
@@ -372,10 +373,14 @@ def test_drafts_scored_together_get_the_likelihood_each_gets_alone(verse_studio,
     context = model_input(loaded, "Write song number 3 about the sea.")
     drafts = [Example(i, context, "", text, 5, "", "poetry", ended=i % 2 == 0)
               for i, text in enumerate([song(1), short_song(2), dirge(3) + " " + dirge(4), short_dirge(5), "sea"])]
+    drafts += [Example(5, model_input(loaded, "A dirge, please."), "", dirge(6), 1, "", "poetry", ended=True),
+               Example(6, context, "", "", 1, "", "poetry", ended=False)]  # nothing to score
     together = likelihood.score(loaded.model, loaded.tokenizer, drafts, 512)
-    monkeypatch.setattr(likelihood, "SCORE_BATCH_TOKENS", 1)  # one draft a pass
-    alone = likelihood.score(loaded.model, loaded.tokenizer, drafts, 512)
-    assert together.keys() == alone.keys() == {0, 1, 2, 3, 4}
+    monkeypatch.setattr(likelihood, "SCORE_BATCH_TOKENS", 1)  # one draft a pass, each read whole
+    alone = likelihood.score(loaded.model, loaded.tokenizer, drafts, 512, share_contexts=False)
+    assert together.keys() == alone.keys() == set(range(7))
+    assert together[6] == alone[6] == (0.0, 0)
+    del together[6], alone[6]
     for i in alone:
         assert together[i][1] == alone[i][1] > 0
         assert together[i][0] == pytest.approx(alone[i][0], rel=1e-4, abs=1e-3), i

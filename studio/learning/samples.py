@@ -54,14 +54,15 @@ def write_samples(model, tokenizer, requests: list[dict[str, Any]], count: int, 
 
 
 def write_drafts(model, tokenizer, requests: list[dict[str, Any]], count: int, *,
-                 chat: bool) -> list[list[tuple[str, bool]]]:
+                 chat: bool, share_prompts: bool = True) -> list[list[tuple[str, bool]]]:
     """As write_samples, each text with whether it ended by itself (end-of-text) rather than at the
     token limit.
 
     All prompts' drafts are decoded together in the serving path's batch engine: one batch of count
     rows, each with its own sampler settings and seed (the request's seed plus its row), and a draft
     that ends leaves the batch: fewer, larger passes than a generate() call per prompt, which is what
-    a CPU runs fastest. A model the engine cannot batch writes each prompt's drafts with generate(),
+    a CPU runs fastest. Each prompt is run once for all its drafts (share_prompts=False: once per draft,
+    as before; the sampling benchmark compares). A model the engine cannot batch writes each prompt's drafts with generate(),
     from the request's seed."""
     from studio.serving.batching import batching_obstacle
 
@@ -69,7 +70,7 @@ def write_drafts(model, tokenizer, requests: list[dict[str, Any]], count: int, *
     model.eval()  # a candidate fresh from training still has its LoRA dropout on
     network = model.get_base_model() if hasattr(model, "get_base_model") else model  # a PeftModel: its LoRA stays on
     if batching_obstacle(network) is None:
-        return _write_batched(network, tokenizer, requests, counts, chat=chat)
+        return _write_batched(network, tokenizer, requests, counts, chat=chat, share_prompts=share_prompts)
     return [_write_one_prompt(model, tokenizer, request, n, chat=chat) for request, n in zip(requests, counts)]
 
 
@@ -90,11 +91,11 @@ class _Collected:
 
 
 def _write_batched(model, tokenizer, requests: list[dict[str, Any]], counts: list[int], *,
-                   chat: bool) -> list[list[tuple[str, bool]]]:
+                   chat: bool, share_prompts: bool) -> list[list[tuple[str, bool]]]:
     from studio.serving.batching import BatchEngine, Request
 
     device = next(model.parameters()).device
-    engine = BatchEngine(model, max_batch=max(sum(counts), 1))
+    engine = BatchEngine(model, max_batch=max(sum(counts), 1), share_prompts=share_prompts)
     ends = engine.eos | ({tokenizer.eos_token_id} - {None})  # as generate() stops: the config's and the tokenizer's
     rows: list[list[tuple[Request, _Collected]]] = []
     try:
@@ -108,9 +109,7 @@ def _write_batched(model, tokenizer, requests: list[dict[str, Any]], counts: lis
                 group.append((Request(ids.to(device), settings.updated({"seed": seed}), collected, collected, ends),
                               collected))
             rows.append(group)
-        for group in rows:
-            for request, _ in group:
-                engine.submit(request)
+        engine.submit(*(request for group in rows for request, _ in group))  # one prefill, each prompt once
         for group in rows:
             for request, _ in group:
                 request.join()

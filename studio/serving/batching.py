@@ -29,8 +29,8 @@ import threading
 import weakref
 from typing import Any, Callable
 
-from studio.serving.batch_sampling import RowSampler, choose
-from studio.serving.sampling import SamplerSettings
+from studio.serving.batch_rows import Batch, Request, distinct_prompts, pad_left, prefill_groups, prompt_key
+from studio.serving.batch_sampling import choose
 
 log = logging.getLogger(__name__)
 
@@ -78,78 +78,45 @@ def batching_obstacle(model: Any) -> str | None:
     return None
 
 
-class Request:
-    """One draft in the engine: its prompt, sampler, text streamer and progress (shared with DraftStream)."""
-
-    def __init__(self, input_ids, settings: SamplerSettings, streamer, progress, eos_token_ids: set[int]):
-        self.ids = input_ids  # [1, n]: the prompt, then every token chosen (the repetition penalty reads it)
-        self.settings = settings
-        self.sampler = RowSampler(settings, input_ids.device)
-        self.streamer = streamer
-        self.progress = progress  # the stream's stop event and token count: .event, .count(), .tokens
-        self.eos = eos_token_ids
-        self.done = threading.Event()
-        self.error: BaseException | None = None
-
-    @property
-    def stopped(self) -> bool:
-        return self.progress.event.is_set()
-
-    def accept(self, token: int) -> bool:
-        """Record and stream a chosen token; True when the draft is complete."""
-        import torch
-
-        self.ids = torch.cat([self.ids, self.ids.new_tensor([[token]])], dim=1)
-        self.progress.count()
-        self.streamer.put(torch.tensor([token]))
-        return token in self.eos or self.progress.tokens >= self.settings.max_new_tokens
-
-    def finish(self, error: BaseException | None = None) -> None:
-        self.error = error
-        self.streamer.end()
-        self.done.set()
-
-    # Like a worker thread, so a stream waits on either the same way.
-    def is_alive(self) -> bool:
-        return not self.done.is_set()
-
-    def join(self) -> None:
-        self.done.wait()
+def cache_argument(model: Any) -> str:
+    """The name forward() takes a key/value cache by: transformers 5.2x renamed past_key_values to cache."""
+    network = model.get_base_model() if hasattr(model, "get_base_model") else model  # a PeftModel passes it on
+    return "cache" if "cache" in inspect.signature(network.forward).parameters else "past_key_values"
 
 
 class BatchEngine:
     """The batch of running drafts on one model, and the thread that steps it."""
 
     def __init__(self, model: Any, max_batch: int = 16, prefill_tokens: int = 2048,
-                 on_step: Callable[[int], None] | None = None):
+                 on_step: Callable[[int], None] | None = None, share_prompts: bool = True):
         if max_batch < 1:
             raise ValueError(f"max_batch must be at least 1, not {max_batch}.")
         self.model = model
         self.max_batch = max_batch
         self.prefill_tokens = prefill_tokens  # most (padded) prompt tokens prefilled in one pass
         self.on_step = on_step  # told how many drafts each decoding step carried (the metrics)
+        self.share_prompts = share_prompts  # False: every draft's prompt is run, as before (the sampling benchmark)
         eos = model.generation_config.eos_token_id
         self.eos: set[int] = set() if eos is None else {eos} if isinstance(eos, int) else set(eos)
-        # transformers 5.2x renamed forward's past_key_values to cache; take whichever this one has.
-        params = inspect.signature(model.forward).parameters
-        self._cache_kwarg = "cache" if "cache" in params else "past_key_values"
+        self._cache_kwarg = cache_argument(model)
         self._lock = threading.Lock()
         self._pending: list[Request] = []
         self._thread: threading.Thread | None = None
         self._closed = False
-        self._batch = _Batch()  # touched only by the loop thread
+        self._batch = Batch()  # touched only by the loop thread
         # Intra-op threads for the loop; None = torch's default (Studio sets 1 while training runs).
         self.threads: int | None = None
         self._default_threads = _torch_threads()
         _ENGINES.add(self)
 
-    def submit(self, request: Request) -> None:
+    def submit(self, *requests: Request) -> None:
+        """Queue drafts; those submitted in one call join the batch at the same step (one prefill)."""
         from studio.errors import GenerationError
 
         with self._lock:
             if self._closed:
                 raise GenerationError("The model was unloaded; start the draft again.")
-            self._pending.append(request)
+            self._pending.extend(requests)
             if self._thread is None:
                 self._thread = threading.Thread(target=self._loop, name="batch-engine", daemon=True)
                 self._thread.start()
@@ -198,7 +165,8 @@ class BatchEngine:
                         return
                 # Everyone waiting joins before the next step: running drafts pause once for the
                 # newcomers' prefill, rather than once per newcomer.
-                for group in _prefill_groups([r for r in joining if not r.stopped], self.prefill_tokens):
+                for group in prefill_groups([r for r in joining if not r.stopped], self.prefill_tokens,
+                                             self.share_prompts):
                     try:
                         self._batch.extend(self._prefill(group))
                     except BaseException as exc:  # a prompt that fails fails its own drafts only
@@ -215,28 +183,39 @@ class BatchEngine:
                         self._batch = self._batch.without_finished()
                 except BaseException as exc:  # a failed step fails the batch, never the process
                     _fail(self._batch.rows, exc)
-                    self._batch = _Batch()
+                    self._batch = Batch()
 
     def _forward(self, ids, mask, positions, cache, **kwargs):
         return self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
                           **{self._cache_kwarg: cache}, **kwargs)
 
-    def _prefill(self, group: list[Request]) -> "_Batch":
+    def _prefill(self, group: list[Request]) -> "Batch":
         """Run newcomers' prompts (left-padded to one length) and choose their first tokens.
 
-        A lone newcomer has no padding: its prefill is exactly generate()'s.
+        A prompt several newcomers share (a writer's candidates, a run's drafts of one prompt) is run
+        once and its cache copied to each of them. A lone newcomer has no padding: its prefill is
+        exactly generate()'s.
         """
         import torch
         from transformers import DynamicCache
 
-        length = max(r.ids.shape[1] for r in group)
-        ids = torch.cat([_pad_left(r.ids, length) for r in group])
-        mask = torch.cat([_pad_left(torch.ones_like(r.ids), length) for r in group])
+        prompts = distinct_prompts(group, self.share_prompts)
+        unique = list(prompts.values())
+        length = max(r.ids.shape[1] for r in unique)
+        ids = torch.cat([pad_left(r.ids, length) for r in unique])
+        mask = torch.cat([pad_left(torch.ones_like(r.ids), length) for r in unique])
         positions = (mask.cumsum(dim=1) - 1).clamp(min=0)
         cache = DynamicCache(config=self.model.config)
         out = self._forward(ids, mask, positions, cache, logits_to_keep=1)
-        tokens = _choose(group, out.logits[:, -1].to(dtype=torch.float32, copy=True))
-        return _Batch(list(group), cache, mask, torch.tensor(tokens, device=ids.device).unsqueeze(1)).accept(tokens)
+        logits = out.logits[:, -1].to(dtype=torch.float32)
+        if len(unique) < len(group):  # each newcomer gets its prompt's row of the cache, mask and logits
+            keys = list(prompts)
+            index = torch.tensor([keys.index(prompt_key(r, self.share_prompts)) for r in group], device=ids.device)
+            for layer in cache.layers:
+                layer.keys, layer.values = layer.keys[index], layer.values[index]
+            mask, logits = mask[index], logits[index]
+        tokens = _choose(group, logits.clone())
+        return Batch(list(group), cache, mask, torch.tensor(tokens, device=ids.device).unsqueeze(1)).accept(tokens)
 
     def _step(self) -> None:
         """One token for every row: a single forward pass for the whole batch."""
@@ -251,75 +230,11 @@ class BatchEngine:
         batch.accept(tokens)
 
 
-class _Batch:
-    """Rows decoded together: their requests, key/value cache, attention mask and next input tokens."""
-
-    def __init__(self, rows: list[Request] | None = None, cache=None, mask=None, next_tokens=None):
-        self.rows = rows or []
-        self.cache = cache  # a DynamicCache, one row per request
-        self.mask = mask  # [rows, length]: 1 for real tokens, 0 for left padding
-        self.next = next_tokens  # [rows, 1]: each row's latest token, fed at the next step
-
-    def accept(self, tokens: list[int]) -> "_Batch":
-        """Hand each row its chosen token; rows that are complete finish."""
-        for row, token in zip(self.rows, tokens):
-            if row.accept(token):
-                row.finish()
-        return self
-
-    def extend(self, other: "_Batch") -> None:
-        """Append other's rows, left-padding both to one length."""
-        import torch
-
-        if not self.rows:
-            self.rows, self.cache, self.mask, self.next = other.rows, other.cache, other.mask, other.next
-            return
-        length = max(self.mask.shape[1], other.mask.shape[1])
-        for mine, theirs in zip(self.cache.layers, other.cache.layers):
-            mine.keys = torch.cat([_pad_left(mine.keys, length), _pad_left(theirs.keys, length)])
-            mine.values = torch.cat([_pad_left(mine.values, length), _pad_left(theirs.values, length)])
-        self.mask = torch.cat([_pad_left(self.mask, length), _pad_left(other.mask, length)])
-        self.next = torch.cat([self.next, other.next])
-        self.rows = self.rows + other.rows
-
-    def without_finished(self) -> "_Batch":
-        """Stopped rows finish; finished rows leave, with the padding columns no remaining row needs."""
-        import torch
-
-        for row in self.rows:
-            if row.stopped and not row.done.is_set():
-                row.finish()
-        keep = [i for i, row in enumerate(self.rows) if not row.done.is_set()]
-        if len(keep) == len(self.rows):
-            return self
-        if not keep:
-            return _Batch()
-        index = torch.tensor(keep, device=self.mask.device)
-        mask = self.mask[index]
-        start = int(mask.any(dim=0).int().argmax())  # the first column some remaining row uses
-        for layer in self.cache.layers:
-            layer.keys = layer.keys[index, :, start:]
-            layer.values = layer.values[index, :, start:]
-        return _Batch([self.rows[i] for i in keep], self.cache, mask[:, start:], self.next[index])
-
-
 def _fail(requests: list[Request], exc: BaseException) -> None:
     log.error("Batched generation failed for %d draft(s)", len(requests), exc_info=exc)
     for request in requests:
         if not request.done.is_set():
             request.finish(exc)
-
-
-def _prefill_groups(requests: list[Request], budget: int) -> list[list[Request]]:
-    """Newcomers in arrival order, cut into groups whose padded size stays within budget tokens."""
-    groups: list[list[Request]] = []
-    for request in requests:
-        group = groups[-1] if groups else None
-        if group and (len(group) + 1) * max(request.ids.shape[1], *(r.ids.shape[1] for r in group)) <= budget:
-            group.append(request)
-        else:
-            groups.append([request])
-    return groups
 
 
 def _choose(rows: list[Request], logits) -> list[int]:
@@ -330,16 +245,3 @@ def _torch_threads() -> int:
     import torch
 
     return torch.get_num_threads()
-
-
-def _pad_left(tensor, length: int):
-    """Zeros on the left of the sequence axis (-2 for keys/values [b, h, s, d], -1 for a mask [b, s])."""
-    import torch
-
-    axis = -1 if tensor.dim() == 2 else -2
-    missing = length - tensor.shape[axis]
-    if missing == 0:
-        return tensor
-    shape = list(tensor.shape)
-    shape[axis] = missing
-    return torch.cat([tensor.new_zeros(shape), tensor], dim=axis)
