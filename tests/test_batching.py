@@ -10,6 +10,7 @@ import pytest
 
 from storage import registry
 from studio.errors import GenerationError
+from studio.serving.batch_rows import Collected, Request
 from studio.serving.batching import BatchEngine, batching_obstacle
 from studio.serving.generation import DraftStream, model_input
 from studio.serving.models import load_model
@@ -84,8 +85,6 @@ def test_drafts_decoded_together_match_each_draft_written_alone(loaded, engine, 
 def test_drafts_of_one_prompt_share_its_prefill_and_match_each_draft_written_alone(loaded, engine):
     # A writer's candidates and a training run's samples are many drafts of one prompt: the prompt
     # is run once for all of them, and each still writes what it would alone with its seed.
-    from studio.serving.batching import Request
-
     prompts = [PROMPTS[1]] * 4 + [PROMPTS[0]]
     settings = [SamplerSettings(**{**SAMPLED, "seed": seed, "max_new_tokens": 12}) for seed in range(len(prompts))]
     alone = ["".join(DraftStream(loaded, model_input(loaded, p), s, engine)) for p, s in zip(prompts, settings)]
@@ -93,26 +92,12 @@ def test_drafts_of_one_prompt_share_its_prefill_and_match_each_draft_written_alo
     hook = loaded.model.register_forward_pre_hook(
         lambda module, args, kwargs: prefilled.append(kwargs["input_ids"].shape[0])
         if kwargs["input_ids"].shape[1] > 1 else None, with_kwargs=True)
-    texts: list[list[int]] = [[] for _ in prompts]
-
-    class Collected:  # a request's streamer and progress at once
-        def __init__(self, i):
-            self.i, self.event, self.tokens = i, threading.Event(), 0
-
-        def count(self):
-            self.tokens += 1
-
-        def put(self, token):
-            texts[self.i] += token.tolist()
-
-        def end(self):
-            pass
-
     requests = []
-    for i, (prompt, s) in enumerate(zip(prompts, settings)):
+    for prompt, s in zip(prompts, settings):
         ids = loaded.tokenizer(model_input(loaded, prompt), return_tensors="pt",
                                add_special_tokens=not loaded.is_chat)["input_ids"]
-        requests.append(Request(ids, s, Collected(i), Collected(i), engine.eos))
+        collected = Collected()
+        requests.append(Request(ids, s, collected, collected, engine.eos))
     try:
         engine.submit(*requests)
         for request in requests:
@@ -120,7 +105,7 @@ def test_drafts_of_one_prompt_share_its_prefill_and_match_each_draft_written_alo
     finally:
         hook.remove()
     assert prefilled == [2]  # one pass, each distinct prompt once
-    assert [loaded.tokenizer.decode(t, skip_special_tokens=True) for t in texts] == alone
+    assert [loaded.tokenizer.decode(r.streamer.ids, skip_special_tokens=True) for r in requests] == alone
 
 
 def test_seeds_replay_in_a_batch_and_different_seeds_differ(loaded, engine):

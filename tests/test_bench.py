@@ -99,6 +99,13 @@ def test_the_loop_benchmarks_writers_like_what_a_writer_would():
     assert ends(Written("The dragon slept at last.", True)) and ends(Written('"Go home," she said."', True))
     assert not ends(Written("The dragon slept at last.", False))  # cut at the token limit: not its own ending
     assert not ends(Written("The dragon slept and then the", True))
+    complete = named_rater("complete").likes  # ends, and says something first: stopping early is not enough
+    assert complete(Written("New boots! Dry feet all winter. Order yours today.", True))
+    assert complete(Written("他来了。她走了。门关上了。", True))
+    assert not complete(Written("New boots! Dry feet all winter.", True))  # two sentences
+    assert not complete(Written("New boots! Dry feet all winter. Order yours today at", True))
+    assert not complete(Written("New boots! Dry feet all winter. Order yours today.", False))
+    assert complete(Written('Dr. Smith waited. "Who?" he asked. Nobody knew...', True))
     assert repeats("the old man and the sea, the old man and the boat") and not repeats("one two three four five")
     assert named_rater("no-repeats").likes(Written("A tale told once, in full.", True))
     birds = category_rater(["owl", "heron", "wren"])

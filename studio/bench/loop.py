@@ -225,7 +225,8 @@ def main(argv: list[str] | None = None) -> int:
                                           "too) gets 5 stars.")
     taste.add_argument("--rater", choices=RATERS, help="ends: likes drafts that end by themselves on a finished "
                                                        "sentence (give --tokens room for the ending the template asks "
-                                                       "for); no-repeats: dislikes drafts with a repeated 4-gram; "
+                                                       "for); complete: the same, after at least three sentences "
+                                                       "(stopping early is not enough); no-repeats: dislikes drafts with a repeated 4-gram; "
                                                        "random: likes --liked-share of drafts at random (no signal).")
     parser.add_argument("--rater-seed", type=int, default=0, help="The random rater's seed.")
     parser.add_argument("--liked-share", type=float, default=0.3, help="The random rater's share of liked drafts.")

@@ -2,7 +2,8 @@
 
 Real writers rate whole drafts, not words: besides a word or phrase (`--trait REGEX`), a rater
 may like a category spread over many words (`--category`), drafts that end by themselves on a
-finished sentence (`--rater ends`), drafts that do not repeat themselves (`--rater no-repeats`),
+finished sentence (`--rater ends`), or that do so after saying something (`--rater complete`: at
+least three sentences, so ending early is not enough), drafts that do not repeat themselves (`--rater no-repeats`),
 or nothing in particular (`--rater random`: its ratings carry no signal, so an honest studio
 promotes nothing). Each reads what a writer reads: the text, and whether the draft ended by itself.
 """
@@ -17,7 +18,9 @@ from studio.learning.splits import draw
 from studio.text import WORD
 
 SENTENCE_END = re.compile(r"[.!?。！？…][\"'”’）)\]]*\s*$")
-RATERS = ("ends", "no-repeats", "random")
+SENTENCE = re.compile(r"\w[^.!?。！？…]*[.!?。！？…]+")  # words, then the mark that ends them
+COMPLETE_SENTENCES = 3  # an ad's headline, its pitch and its call to action; a scene's start, turn and close
+RATERS = ("ends", "complete", "no-repeats", "random")
 
 
 @dataclass(frozen=True)
@@ -73,6 +76,15 @@ def ends_well(draft: Written) -> bool:
     return draft.ended and bool(SENTENCE_END.search(draft.text.strip()))
 
 
+def sentences(text: str) -> int:
+    """Finished sentences in the text (a run of words closed by . ! ? or their CJK forms)."""
+    return len(SENTENCE.findall(text))
+
+
+def complete(draft: Written) -> bool:
+    return ends_well(draft) and sentences(draft.text) >= COMPLETE_SENTENCES
+
+
 def random_likes(share: float, seed: int) -> Callable[[Written], bool]:
     """A fixed coin per draft and seed: the same draft gets the same stars, whatever its content says."""
     def likes(draft: Written) -> bool:
@@ -81,10 +93,13 @@ def random_likes(share: float, seed: int) -> Callable[[Written], bool]:
 
 
 def named_rater(name: str, seed: int = 0, share: float = 0.3) -> Rater:
-    """One of RATERS: ends (likes drafts that end by themselves on a finished sentence), no-repeats
+    """One of RATERS: ends (likes drafts that end by themselves on a finished sentence), complete (those
+    that do so after at least COMPLETE_SENTENCES sentences), no-repeats
     (dislikes drafts with a repeated 4-gram), random (likes `share` of drafts at random)."""
     if name == "ends":
         return Rater("ends by itself on a finished sentence", ends_well)
+    if name == "complete":
+        return Rater(f"ends by itself after at least {COMPLETE_SENTENCES} finished sentences", complete)
     if name == "no-repeats":
         return Rater("no repeated 4-gram", lambda d: not repeats(d.text))
     if name == "random":

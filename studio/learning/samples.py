@@ -15,7 +15,6 @@ gate: the judge must first rank held-out ratings as the writers did.
 
 from __future__ import annotations
 
-import threading
 from typing import Any, Callable
 
 from storage.models import Draft
@@ -74,37 +73,22 @@ def write_drafts(model, tokenizer, requests: list[dict[str, Any]], count: int, *
     return [_write_one_prompt(model, tokenizer, request, n, chat=chat) for request, n in zip(requests, counts)]
 
 
-class _Collected:
-    """A draft's tokens as the batch engine hands them out: its streamer and its progress at once."""
-
-    def __init__(self) -> None:
-        self.event, self.tokens, self.ids = threading.Event(), 0, []
-
-    def count(self) -> None:
-        self.tokens += 1
-
-    def put(self, token) -> None:
-        self.ids += token.tolist()
-
-    def end(self) -> None:
-        pass
-
-
 def _write_batched(model, tokenizer, requests: list[dict[str, Any]], counts: list[int], *,
                    chat: bool, share_prompts: bool) -> list[list[tuple[str, bool]]]:
-    from studio.serving.batching import BatchEngine, Request
+    from studio.serving.batch_rows import Collected, Request
+    from studio.serving.batching import BatchEngine
 
     device = next(model.parameters()).device
     engine = BatchEngine(model, max_batch=max(sum(counts), 1), share_prompts=share_prompts)
     ends = engine.eos | ({tokenizer.eos_token_id} - {None})  # as generate() stops: the config's and the tokenizer's
-    rows: list[list[tuple[Request, _Collected]]] = []
+    rows: list[list[tuple[Request, Collected]]] = []
     try:
         for request, n in zip(requests, counts):
             settings = SamplerSettings(**request["sampler"])
             ids = tokenizer(request["model_input"], return_tensors="pt", add_special_tokens=not chat)["input_ids"]
             group = []
             for row in range(n):
-                collected = _Collected()
+                collected = Collected()
                 seed = (settings.seed + row) % (MAX_SEED + 1)
                 group.append((Request(ids.to(device), settings.updated({"seed": seed}), collected, collected, ends),
                               collected))

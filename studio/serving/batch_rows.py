@@ -54,6 +54,23 @@ class Request:
         self.done.wait()
 
 
+class Collected:
+    """A draft's tokens gathered as the engine hands them out, for a caller that wants whole texts
+    rather than a stream: a request's streamer and its progress at once."""
+
+    def __init__(self) -> None:
+        self.event, self.tokens, self.ids = threading.Event(), 0, []
+
+    def count(self) -> None:
+        self.tokens += 1
+
+    def put(self, token) -> None:
+        self.ids += token.tolist()
+
+    def end(self) -> None:
+        pass
+
+
 class Batch:
     """Rows decoded together: their requests, key/value cache, attention mask and next input tokens."""
 
