@@ -20,6 +20,7 @@ class Request:
 
     def __init__(self, input_ids, settings: SamplerSettings, streamer, progress, eos_token_ids: set[int]):
         self.ids = input_ids  # [1, n]: the prompt, then every token chosen (the repetition penalty reads it)
+        self.prompt = tuple(input_ids[0].tolist())  # read once: the engine groups newcomers by it
         self.settings = settings
         self.sampler = RowSampler(settings, input_ids.device)
         self.streamer = streamer
@@ -139,7 +140,7 @@ def prefill_groups(requests: list[Request], budget: int, share: bool = True) -> 
 
 
 def prompt_key(request: Request, share: bool) -> tuple[int, ...]:
-    return tuple(request.ids[0].tolist()) if share else (id(request),)
+    return request.prompt if share else (id(request),)
 
 
 def distinct_prompts(requests: list[Request], share: bool) -> dict[tuple[int, ...], Request]:

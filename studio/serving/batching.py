@@ -209,8 +209,8 @@ class BatchEngine:
         out = self._forward(ids, mask, positions, cache, logits_to_keep=1)
         logits = out.logits[:, -1].to(dtype=torch.float32)
         if len(unique) < len(group):  # each newcomer gets its prompt's row of the cache, mask and logits
-            keys = list(prompts)
-            index = torch.tensor([keys.index(prompt_key(r, self.share_prompts)) for r in group], device=ids.device)
+            rows = {key: row for row, key in enumerate(prompts)}
+            index = torch.tensor([rows[prompt_key(r, self.share_prompts)] for r in group], device=ids.device)
             for layer in cache.layers:
                 layer.keys, layer.values = layer.keys[index], layer.values[index]
             mask, logits = mask[index], logits[index]
