@@ -54,6 +54,23 @@ def test_a_stopped_draft_is_kept_and_marked_stopped(studio):
     assert len(studio.drafts.active) == 0 and not studio.drafts.stop("tab-1")
 
 
+def test_a_closed_tab_s_draft_is_listed_by_the_time_its_stream_is_no_longer_active(studio, monkeypatch):
+    # A closed tab drops its iterator; whoever then sees no active stream must find the draft saved.
+    drafting = studio.drafts.write("mystery", {}, {"max_new_tokens": 1500}, key="tab-2", user="local")
+    chunks = iter(drafting)
+    next(chunks)
+    listed_when_inactive = []
+    remove = studio.drafts.active.remove
+
+    def remove_and_look(key, stream):
+        remove(key, stream)
+        listed_when_inactive.append(len(studio.drafts.list(user="local")))
+
+    monkeypatch.setattr(studio.drafts.active, "remove", remove_and_look)
+    chunks.close()
+    assert listed_when_inactive == [1] and len(studio.drafts.active) == 0
+
+
 def test_a_draft_is_saved_as_it_streams_and_finished_in_the_same_row(studio, monkeypatch):
     from storage import revisions
     from studio.serving import drafting as drafting_module

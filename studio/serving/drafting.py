@@ -68,13 +68,14 @@ class Drafting:
             raise
         finally:
             chunks.close()  # ends the worker and fills stream.result before saving
-            self._active.remove(self._key, self.stream)
             release()
             result = self.stream.result
             try:
                 if result.text:
                     self.draft_id = self._save(result)
             finally:
+                # Active until saved: whoever waits for the writer's streams to end then finds the draft.
+                self._active.remove(self._key, self.stream)
                 outcome = outcome or ("stopped" if result.stopped else "finished")
                 metrics.drafts_ended.labels(*self._labels, outcome).inc()
                 metrics.tokens.labels(self._labels[1]).inc(result.new_tokens or 0)
