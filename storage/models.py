@@ -125,6 +125,9 @@ class Draft(Base):
     generation_seconds: Mapped[float | None] = mapped_column(Double)
     # True when the writer pressed Stop or the stream was cancelled.
     stopped: Mapped[bool] = mapped_column(default=False)
+    # True when the model ended it (end-of-text): not stopped, nor cut at the token limit. Only such
+    # a draft teaches where to end; one being written or interrupted has not ended.
+    ended: Mapped[bool] = mapped_column(default=False, server_default=false())
     # How many times Continue extended this draft.
     continuations: Mapped[int] = mapped_column(default=0)
     # Marked by the content filter: shown with a warning, never used as training data.

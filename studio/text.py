@@ -17,8 +17,31 @@ def unspaced(text: str) -> bool:
     return _UNSPACED_CHAR.search(text) is not None
 
 
+# A sentence ends in one of these marks, perhaps inside closing quotes or brackets.
+_CLOSE = r"[.!?。！？…]+['\"’”」』)）\]]*"
+_CLOSING = re.compile(_CLOSE)
+_FINISHED = re.compile(rf"{_CLOSE}\s*$")
+_SENTENCE = re.compile(rf"\w[^.!?。！？…]*{_CLOSE}")
+
+
 def word_count(text: str) -> int:
     return len(WORD.findall(text))
+
+
+def finished(text: str) -> bool:
+    """Whether the text ends on a finished sentence."""
+    return _FINISHED.search(text) is not None
+
+
+def sentences(text: str) -> int:
+    """How many finished sentences it has: runs of words, each closed by a sentence's mark."""
+    return len(_SENTENCE.findall(text))
+
+
+def through_last_sentence(text: str) -> str:
+    """The text up to the end of its last finished sentence ("" when it has none)."""
+    ends = [m.end() for m in _CLOSING.finditer(text)]
+    return text[:ends[-1]] if ends else ""
 
 
 

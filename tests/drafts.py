@@ -38,6 +38,7 @@ def seed_rated_drafts(studio, n: int, stars: int = 5, user: str = "local", start
                 session, template_id="poetry", template_name="Poem", fields={}, prompt=prompt,
                 model_input=model_input(loaded, prompt), settings={}, seed=i, model_name=studio.settings.model,
                 model_version="base", text=(text or song)(i), user=user, created_at=SEEDED_AT + timedelta(minutes=i),
+                ended=True,  # whole verses, as the model ended them
             )
             repository.rate_draft(session, draft.id, stars, user=user)
             ids.append(draft.id)
@@ -82,6 +83,7 @@ def seed_picks(studio, prompts: int, user: str = "local", start: int = 0) -> lis
                     session, template_id="poetry", template_name="Poem", fields={}, prompt=prompt,
                     model_input=model_input(loaded, prompt), settings={}, seed=n, model_name=studio.settings.model,
                     model_version="base", text=text, user=user, created_at=SEEDED_AT + timedelta(hours=1, minutes=3 * i + n),
+                    ended=True,
                 )
                 ids.append(draft.id)
             record_preference(session, user, ids[0], ids[1:])

@@ -46,7 +46,7 @@ def add_rated(studio, text: str, stars: int | None = None, *, user: str = "local
         draft = add_draft(
             s, user=user, template_id=template_id, template_name=template_id, fields={}, prompt=prompt,
             model_input=f"<|im_start|>user\n{prompt}<|im_end|>\n<|im_start|>assistant\n",
-            settings={}, seed=1, model_name="tiny", model_version="test", text=text,
+            settings={}, seed=1, model_name="tiny", model_version="test", text=text, ended=True,
         )
         if stars is not None:
             rate_draft(s, draft.id, stars, user=user)
@@ -248,17 +248,18 @@ def test_loss_falls_on_the_completion_and_eos_only(tokenizer):
 def test_a_draft_cut_short_teaches_its_words_but_not_to_end_there(studio, tokenizer):
     """A draft its writer stopped (or whose stream died) did not end where its text stops: no trainer
     may put an end-of-text token after it (on 5b3b0f3 every one did). SFT trains its words without
-    one; TRL's trainers end every draft, so a liked one or a chosen one cut short is left out."""
+    one; TRL's trainers end every draft, so a liked one or a chosen one cut short trains up to its last
+    finished sentence, and not at all with none."""
     from studio.learning.dataset import PreferencePair, all_rated
     from studio.learning.finetune import kto_rows, preference_rows
 
     loaded = studio.pool.load()
     with studio.sessions.begin() as session:
-        for n, stopped in enumerate((False, True)):
+        for n, ended in enumerate((True, False)):  # the second was cut (by Stop, or at the token limit)
             draft = add_draft(session, template_id="poetry", template_name="Poem", fields={}, prompt="A poem.",
                               model_input="<|im_start|>user\nA poem.<|im_end|>\n<|im_start|>assistant\n",
                               settings={}, seed=n, model_name=loaded.name, model_version="base", text=f"The rain on the river {n}",
-                              stopped=stopped)
+                              ended=ended)
             rate_draft(session, draft.id, 5)
     with studio.sessions() as session:
         whole, cut = all_rated(session)
@@ -268,10 +269,13 @@ def test_a_draft_cut_short_teaches_its_words_but_not_to_end_there(studio, tokeni
     assert tokenizer.eos_token_id not in cut_labels and tokenizer.decode(cut_labels[-3:]).strip().endswith("1")
 
     disliked_cut = Example(**{**cut.__dict__, "stars": 1})
-    rows = kto_rows(tokenizer, [whole, cut, disliked_cut], lambda e: e.stars >= 4)
-    assert [(r["completion"], r["label"]) for r in rows] == [(whole.completion, True), (cut.completion, False)]
-    assert [r["chosen"] for r in preference_rows(tokenizer, [PreferencePair(whole, cut), PreferencePair(cut, whole)])] \
-        == [whole.completion]
+    # Cut after two sentences: the writer liked them, and they end where a draft may end.
+    sentences_then_cut = Example(**{**cut.__dict__, "completion": "The rain fell. The river rose! And the"})
+    rows = kto_rows(tokenizer, [whole, cut, disliked_cut, sentences_then_cut], lambda e: e.stars >= 4)
+    assert [(r["completion"], r["label"]) for r in rows] == [
+        (whole.completion, True), (cut.completion, False), ("The rain fell. The river rose!", True)]
+    pairs = [PreferencePair(whole, cut), PreferencePair(cut, whole), PreferencePair(sentences_then_cut, whole)]
+    assert [r["chosen"] for r in preference_rows(tokenizer, pairs)] == [whole.completion, "The rain fell. The river rose!"]
 
 
 def test_long_examples_are_cut_to_max_length(tokenizer):

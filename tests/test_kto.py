@@ -16,6 +16,7 @@ from studio.learning.judge import Judge
 from studio.learning.samples import fluency, judge_picks, write_samples
 from studio.ui.training import before_after
 from studio.serving.generation import model_input
+from studio.text import finished
 from tests.drafts import DIRGE_WORDS, WORDS, dirge, seed_rated_drafts, short_dirge, short_song, song
 
 
@@ -118,9 +119,33 @@ def test_the_judge_picks_the_serving_versions_songs_to_learn_from_and_its_dirges
     assert {e.context for e in picks} == {request["model_input"]} and len({e.completion for e in picks}) == len(picks)
 
 
+@pytest.mark.parametrize("batching", ["on", "off"])
+def test_a_draft_cut_at_the_token_limit_is_saved_as_not_ended_and_trains_no_ending(tmp_path, verse_model_dir, batching):
+    """The verse model ends its drafts after two verses: a draft given room ends by itself; one cut
+    at the token limit has not ended, though nobody stopped it, and never teaches an end there."""
+    from studio.config import Settings
+    from studio.core.studio import Studio
+    from studio.learning.dataset import tokenize_example
+
+    studio = Studio(Settings(model=str(verse_model_dir), data_dir=str(tmp_path / "data"), batching=batching))
+    fields = {"subject": "Write song number 91 about the sea."}
+    for tokens in (60, 7):
+        drafting = studio.drafts.write("poetry", fields, {"max_new_tokens": tokens, "seed": 5}, user="local")
+        list(drafting)
+        studio.drafts.rate(drafting.draft_id, 5, user="local")
+    with studio.sessions() as session:
+        room, cut = sorted(all_rated(session), key=lambda e: len(e.completion), reverse=True)
+    assert room.ended and not cut.ended
+    assert studio.drafts.get(cut.draft_id, user="local")["stopped"] is False
+    tokenizer = studio.pool.load().tokenizer
+    assert tokenize_example(tokenizer, room)["labels"][-1] == tokenizer.eos_token_id
+    assert tokenizer.eos_token_id not in tokenize_example(tokenizer, cut)["labels"]
+
+
 def test_a_pick_cut_at_the_token_limit_is_never_taught_as_a_liked_ending(verse_studio):
     """TRL ends every completion with end-of-text: a liked pick the token limit cut mid-verse would
-    teach the model to stop there. Picks know whether they ended; cut liked ones do not train."""
+    teach the model to stop there. Picks know whether they ended; a cut liked one trains only up to its
+    last finished sentence, and not at all without one."""
     from studio.learning.finetune import kto_rows
 
     studio = verse_studio
@@ -139,7 +164,7 @@ def test_a_pick_cut_at_the_token_limit_is_never_taught_as_a_liked_ending(verse_s
     assert whole and all(e.ended for e in whole)
     assert cut and not any(e.ended for e in cut)
     rows = kto_rows(loaded.tokenizer, cut, lambda e: e.stars >= 4)
-    assert rows and not any(r["label"] for r in rows)  # only the disliked cut picks train (as undesirable)
+    assert rows and all(finished(r["completion"]) for r in rows if r["label"])  # the disliked train whole
 
 
 def test_the_judges_picks_pass_the_content_filter_as_writers_drafts_do(verse_studio):

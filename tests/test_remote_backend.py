@@ -54,7 +54,7 @@ def test_a_draft_streams_from_the_server_and_is_saved(remote_studio, tiny_model_
     assert len(chunks) > 1
     record = remote_studio.drafts.get(drafting.draft_id, user="local")
     assert record["text"] == "".join(chunks) and record["stopped"] is False
-    assert record["new_tokens"] == 24
+    assert record["new_tokens"] == 24 and drafting.stream.result.ended is False  # the server said: cut at the limit
     assert record["model_version"] == str(tiny_model_dir)
     assert remote_studio.pool.load().model is None  # only the tokenizer is loaded here: the server generates
 

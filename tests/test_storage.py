@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 import threading
 from datetime import datetime, timedelta, timezone
@@ -87,7 +88,7 @@ def rating_rows(session_factory, draft_id=None) -> list[Rating]:
 
 # --- schema and migrations ------------------------------------------------
 
-HEAD = "0012"
+HEAD = "0013"
 
 
 def test_migrate_creates_tables_and_is_idempotent(url):
@@ -652,6 +653,34 @@ def test_upgrading_a_database_with_data_keeps_every_draft_and_rating(url):
         assert conn.exec_driver_sql("SELECT stars, comment FROM ratings").fetchall() == [(5, "keep")]
         assert conn.exec_driver_sql("SELECT text, flagged FROM drafts").fetchall() == [("a poem", 0)]
         assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1  # back on afterwards
+    engine.dispose()
+
+
+def test_upgrading_marks_which_earlier_drafts_the_model_ended(url):
+    """0013 fills in ended from what each draft recorded: done, not stopped, and short of its token
+    limit (a draft that reached it was cut); a continued draft counts as ended unless stopped."""
+    from alembic import command
+
+    from storage.db import _alembic_config
+
+    drafts = [  # (status, stopped, new tokens, limit, continuations) -> ended
+        ("done", 0, 40, 96, 0, True), ("done", 0, 96, 96, 0, False), ("done", 1, 10, 96, 0, False),
+        ("writing", 0, 0, 96, 0, False), ("done", 0, 200, 96, 1, True), ("done", 0, 5, None, 0, False)]
+    engine = make_engine(url)
+    with engine.begin() as conn:
+        command.upgrade(_alembic_config(conn), "0012")
+        for n, (status, stopped, tokens, limit, continued, _) in enumerate(drafts, 1):
+            conn.execute(text(
+                "INSERT INTO drafts (id, created_at, updated_at, user, template_id, template_name, fields, prompt,"
+                " model_input, settings, seed, model_name, model_version, text, new_tokens, stopped, continuations,"
+                " status) VALUES (:id, '2026-01-01', '2026-01-01', 'local', 'poetry', 'Poem', '{}', 'p', 'p', :settings,"
+                " 1, 'm', 'base', 'a poem', :tokens, :stopped, :continued, :status)"),
+                dict(id=n, settings=json.dumps({"max_new_tokens": limit} if limit else {}), tokens=tokens,
+                     stopped=stopped, continued=continued, status=status))
+    migrate(engine)
+    with engine.connect() as conn:
+        ended = [bool(e) for (e,) in conn.exec_driver_sql("SELECT ended FROM drafts ORDER BY id")]
+    assert ended == [row[-1] for row in drafts]
     engine.dispose()
 
 

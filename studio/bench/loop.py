@@ -69,7 +69,7 @@ class Loop:
     def written(self, drafting) -> Written:
         """A draft as the writer reads it: its text, and whether it ended by itself."""
         result = drafting.stream.result
-        return Written(drafting.text, ended=not result.stopped and result.new_tokens < self.tokens)
+        return Written(drafting.text, ended=result.ended)
 
     def fresh(self, count: int, last: dict[str, Any] | None = None) -> dict[str, Any]:
         """The serving version's fresh drafts: the share the writer likes and their diversity. When the

@@ -49,7 +49,7 @@ def write_pool(settings: Settings, template: str, count: int, tokens: int) -> li
                 draft = repository.get_draft(session, drafting.draft_id)
                 pool.append({column: getattr(draft, column) for column in (
                     "template_id", "template_name", "fields", "prompt", "model_input", "settings", "seed",
-                    "model_name", "text", "stopped")})
+                    "model_name", "text", "stopped", "ended")})
     studio.close()
     return pool
 

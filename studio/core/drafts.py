@@ -117,7 +117,7 @@ class Drafts:
                     session, previous.id, text=text,
                     new_tokens=current.new_tokens + result.new_tokens,
                     generation_seconds=(current.generation_seconds or 0.0) + result.generation_seconds,
-                    stopped=result.stopped, continuations=current.continuations + 1,
+                    stopped=result.stopped, ended=result.ended, continuations=current.continuations + 1,
                     **flags, model_version=writer.model_version)
                 revisions.add_revision(session, previous.id, text, "continued", writer.model_version)
             return previous.id
@@ -233,7 +233,7 @@ class _NewDraft:
         figures = dict(**self.drafts.content_filter.flags(result.text, self.row["prompt"]), text=result.text,
                        new_tokens=result.new_tokens, first_token_seconds=result.first_token_seconds,
                        generation_seconds=result.generation_seconds, stopped=result.stopped,
-                       status=DraftStatus.DONE)
+                       ended=result.ended, status=DraftStatus.DONE)
         with self.drafts.sessions.begin() as session:
             if self.draft_id is None:
                 self.draft_id = repository.add_draft(session, **self.row, **figures).id

@@ -33,7 +33,7 @@ class Example:
     user: str
     template_id: str
     created: str = ""  # when the draft was saved (ISO): with the id, the key of its held-out draw
-    ended: bool = True  # it ended on its own: not stopped by its writer, nor interrupted (its text was cut)
+    ended: bool = True  # the model ended it (end-of-text): not stopped, interrupted, nor cut at the token limit
 
 
 @dataclass(frozen=True)
@@ -50,7 +50,7 @@ class PreferencePair:
 def _example(draft: Draft, stars: int = 0) -> Example:
     return Example(draft_id=draft.id, context=draft.model_input, prompt=draft.prompt, completion=draft.text,
                    stars=stars, user=draft.user, template_id=draft.template_id,
-                   created=draft.created_at.isoformat() if draft.created_at else "", ended=not draft.stopped)
+                   created=draft.created_at.isoformat() if draft.created_at else "", ended=draft.ended)
 
 
 def _usable(draft: Draft) -> bool:

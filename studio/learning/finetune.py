@@ -22,6 +22,7 @@ from typing import Any, Callable
 from studio.learning.config import TrainingConfig
 from studio.learning.dataset import Example, PreferencePair, tokenize_example
 from studio.learning.processes import state, train_everywhere
+from studio.text import through_last_sentence
 
 Report = Callable[[float, str, list], None]  # (progress 0..1, message, loss curve so far)
 Figures = dict[str, float]
@@ -148,11 +149,18 @@ def _prompt(tokenizer, example: Example) -> str:
     return example.context
 
 
+def taught_ending(example: Example) -> str:
+    """The completion a trainer that ends every draft with end-of-text (TRL's) may teach as liked:
+    a draft that ended, whole; one cut short (at the token limit, by Stop, or a crash) up to its last
+    finished sentence, so that no liked draft teaches ending mid-sentence ("" when it has none)."""
+    return example.completion if example.ended else through_last_sentence(example.completion)
+
+
 def preference_rows(tokenizer, pairs: list[PreferencePair]) -> list[dict[str, str]]:
-    """TRL ends every draft with end-of-text: a chosen draft its writer cut short (stopped, or
-    interrupted) would teach ending mid-sentence, so such picks are left out."""
-    return [{"prompt": _prompt(tokenizer, p.chosen), "chosen": p.chosen.completion, "rejected": p.rejected.completion}
-            for p in pairs if p.chosen.ended]
+    """Each pick as TRL takes it; a chosen draft cut short, as taught_ending has it (left out with no
+    finished sentence)."""
+    return [{"prompt": _prompt(tokenizer, p.chosen), "chosen": taught_ending(p.chosen), "rejected": p.rejected.completion}
+            for p in pairs if taught_ending(p.chosen).strip()]
 
 
 def train_kto_adapter(model, tokenizer, examples: list[Example], liked: Callable[[Example], bool],
@@ -161,16 +169,17 @@ def train_kto_adapter(model, tokenizer, examples: list[Example], liked: Callable
 
     Unpaired, so every rating counts, whatever prompt it answers. The rarer side is weighted up so
     both sides pull equally (TRL's advice: desirable x count within 1 to 4/3 of undesirable x count).
-    TRL ends every draft with end-of-text, so a liked draft its writer cut short (stopped, or
-    interrupted) is left out: it would teach ending mid-sentence. Disliked ones all count.
+    TRL ends every draft with end-of-text, so a liked draft cut short trains as taught_ending has
+    it: up to its last finished sentence. Disliked ones all count, whole.
     """
     return train_everywhere(_fit_kto, model, tokenizer, kto_rows(tokenizer, examples, liked), config.resolved("kto"),
                             output, report)
 
 
 def kto_rows(tokenizer, examples: list[Example], liked: Callable[[Example], bool]) -> list[dict[str, Any]]:
-    return [{"prompt": _prompt(tokenizer, e), "completion": e.completion, "label": liked(e)} for e in examples
-            if e.ended or not liked(e)]
+    rows = [{"prompt": _prompt(tokenizer, e), "completion": taught_ending(e) if liked(e) else e.completion,
+             "label": liked(e)} for e in examples]
+    return [row for row in rows if row["completion"].strip()]
 
 
 def _fit_kto(model, tokenizer, rows: list[dict[str, Any]], config: TrainingConfig, output: Path,

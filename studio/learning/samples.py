@@ -102,7 +102,7 @@ def _write_batched(model, tokenizer, requests: list[dict[str, Any]], counts: lis
     finally:
         engine.close()
     return [[(tokenizer.decode(collected.ids, skip_special_tokens=True).strip(),
-              bool(collected.ids) and collected.ids[-1] in ends) for _, collected in group] for group in rows]
+              collected.ended) for _, collected in group] for group in rows]
 
 
 def _write_one_prompt(model, tokenizer, request: dict[str, Any], n: int, *, chat: bool) -> list[tuple[str, bool]]:

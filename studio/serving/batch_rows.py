@@ -15,6 +15,12 @@ from studio.serving.batch_sampling import RowSampler
 from studio.serving.sampling import SamplerSettings
 
 
+def end_of_text_ids(model) -> set[int]:
+    """The tokens that end a draft, as generate() stops on them: the generation config's."""
+    eos = model.generation_config.eos_token_id
+    return set() if eos is None else {eos} if isinstance(eos, int) else set(eos)
+
+
 class Request:
     """One draft in the engine: its prompt, sampler, text streamer and progress (shared with DraftStream)."""
 
@@ -24,7 +30,7 @@ class Request:
         self.settings = settings
         self.sampler = RowSampler(settings, input_ids.device)
         self.streamer = streamer
-        self.progress = progress  # the stream's stop event and token count: .event, .count(), .tokens
+        self.progress = progress  # the stream's stop event and token count: .event, .count(ended), .tokens
         self.eos = eos_token_ids
         self.done = threading.Event()
         self.error: BaseException | None = None
@@ -38,7 +44,7 @@ class Request:
         import torch
 
         self.ids = torch.cat([self.ids, self.ids.new_tensor([[token]])], dim=1)
-        self.progress.count()
+        self.progress.count(ended=token in self.eos)
         self.streamer.put(torch.tensor([token]))
         return token in self.eos or self.progress.tokens >= self.settings.max_new_tokens
 
@@ -60,10 +66,11 @@ class Collected:
     rather than a stream: a request's streamer and its progress at once."""
 
     def __init__(self) -> None:
-        self.event, self.tokens, self.ids = threading.Event(), 0, []
+        self.event, self.tokens, self.ids, self.ended = threading.Event(), 0, [], False
 
-    def count(self) -> None:
+    def count(self, ended: bool = False) -> None:
         self.tokens += 1
+        self.ended = ended
 
     def put(self, token) -> None:
         self.ids += token.tolist()

@@ -29,7 +29,8 @@ import threading
 import weakref
 from typing import Any, Callable
 
-from studio.serving.batch_rows import Batch, Request, distinct_prompts, pad_left, prefill_groups, prompt_key
+from studio.serving.batch_rows import (Batch, Request, distinct_prompts, end_of_text_ids, pad_left, prefill_groups,
+                                       prompt_key)
 from studio.serving.batch_sampling import choose
 
 log = logging.getLogger(__name__)
@@ -96,8 +97,7 @@ class BatchEngine:
         self.prefill_tokens = prefill_tokens  # most (padded) prompt tokens prefilled in one pass
         self.on_step = on_step  # told how many drafts each decoding step carried (the metrics)
         self.share_prompts = share_prompts  # False: every draft's prompt is run, as before (the sampling benchmark)
-        eos = model.generation_config.eos_token_id
-        self.eos: set[int] = set() if eos is None else {eos} if isinstance(eos, int) else set(eos)
+        self.eos = end_of_text_ids(model)
         self._cache_kwarg = cache_argument(model)
         self._lock = threading.Lock()
         self._pending: list[Request] = []

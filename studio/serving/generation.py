@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Iterator
 
 from studio.errors import GenerationError
+from studio.serving.batch_rows import end_of_text_ids
 from studio.serving.batching import BatchEngine, Request
 from studio.serving.models import LoadedModel
 from studio.serving.sampling import SamplerSettings
@@ -54,27 +55,31 @@ class StreamResult:
     first_token_seconds: float | None = None
     generation_seconds: float = 0.0
     stopped: bool = False
+    ended: bool = False  # it ended by itself (end-of-text): not stopped, nor cut at the token limit
 
 
 class _StopFlag:
     """The stop event and token count of one stream; also a stopping criterion for generate()."""
 
-    def __init__(self) -> None:
+    def __init__(self, end_ids: set[int]) -> None:
         self.event = threading.Event()
         self.tokens = 0
+        self.ended = False  # the last token was end-of-text
+        self.end_ids = end_ids
         self.started = time.perf_counter()
         self.first_token_at: float | None = None
 
-    def count(self) -> None:
-        """Called once per generated token, after it is chosen."""
+    def count(self, ended: bool = False) -> None:
+        """Called once per generated token, after it is chosen; ended: it is end-of-text."""
         self.tokens += 1
+        self.ended = ended
         if self.first_token_at is None:
             self.first_token_at = time.perf_counter()
 
     def __call__(self, input_ids, scores, **kwargs):
         import torch
 
-        self.count()
+        self.count(ended=int(input_ids[0, -1]) in self.end_ids)
         return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
 
 
@@ -102,7 +107,7 @@ class DraftStream:
                 f"{self.prompt_tokens} of the model's {loaded.context_length} tokens of context: "
                 f"ask for at most {max(room, 0)}."
             )
-        self._flag = _StopFlag()
+        self._flag = _StopFlag(engine.eos if engine is not None else end_of_text_ids(loaded.model))
         self.result = StreamResult()
         self._error: BaseException | None = None
         self._worker: threading.Thread | Request | None = None
@@ -199,6 +204,7 @@ class DraftStream:
             first_token_seconds=None if flag.first_token_at is None else flag.first_token_at - flag.started,
             generation_seconds=time.perf_counter() - flag.started,
             stopped=stopped,
+            ended=flag.ended and not stopped,
         )
 
 

@@ -86,14 +86,14 @@ class RemoteDraftStream:
         started = time.perf_counter()
         first: float | None = None
         chunks: list[str] = []
-        events, usage_tokens, finished = 0, None, False
+        events, usage_tokens, finished, reason = 0, None, False, None
         response = self._request()
         try:
             for event in response:
                 if event.usage is not None:
                     usage_tokens = event.usage.completion_tokens
                 if event.choices and event.choices[0].finish_reason is not None:
-                    finished = True
+                    finished, reason = True, event.choices[0].finish_reason
                 delta = event.choices[0].delta.content if event.choices else None
                 if delta:
                     events += 1
@@ -113,4 +113,5 @@ class RemoteDraftStream:
                 first_token_seconds=None if first is None else first - started,
                 generation_seconds=time.perf_counter() - started,
                 stopped=self._stop.is_set() or not finished,
+                ended=finished and reason == "stop" and not self._stop.is_set(),  # "length": cut at the limit
             )
