@@ -90,3 +90,37 @@ def test_kinds_come_from_the_vectors_nearest_words():
     assert reached == {"cat": {"cat"}, "dog": {"cat"}, "chair": {"chair"}, "table": {"chair"}}
     assert "≈cat" in features("A dog!", reached) and not any(f.startswith("≈") for f in features("A wolf!", reached))
     assert not any(f.startswith("≈") for f in features("A dog!", kin(None, {"cat"})))
+
+
+def piece(rng: random.Random, sentences: int, words: int, ended: bool, cut: bool = False) -> Example:
+    """A draft of so many sentences and about so many words, all drawn from one vocabulary: only its
+    form tells it apart. cut: the token limit stopped it mid-sentence."""
+    vocabulary = "moon harbour lantern road ember field sailor stone river dawn hill boat".split()
+    lengths = [words // sentences + rng.randint(-2, 2) for _ in range(sentences)]
+    text = " ".join(" ".join(rng.choice(vocabulary) for _ in range(max(n, 2))).capitalize() + "." for n in lengths)
+    if cut:
+        text += " " + " ".join(rng.choice(vocabulary) for _ in range(rng.randint(2, 6))).capitalize()
+    return Example(rng.randrange(10**9), "", "", text, 0, "local", "poetry", ended=ended)
+
+
+def test_the_judge_learns_a_taste_for_whole_pieces_of_several_sentences_that_words_cannot_show():
+    """Writers like drafts the model ended after at least three sentences. They dislike drafts the
+    token limit cut (half of them cut just after a sentence, so the text alone looks finished) and
+    drafts that end after one or two long sentences: the same words and lengths on every side."""
+    rng = random.Random(0)
+
+    def drafts(n: int) -> tuple[list[Example], list[Example]]:
+        liked_ = [piece(rng, rng.randint(3, 5), 40, ended=True) for _ in range(n)]
+        disliked = [piece(rng, rng.randint(3, 5), 40, ended=False, cut=i % 2 == 0) for i in range(n)]
+        disliked += [piece(rng, rng.randint(1, 2), 40, ended=True) for _ in range(n)]
+        return liked_, disliked
+
+    up, down = drafts(24)
+    judge = Judge.fit([Example(**{**e.__dict__, "stars": 5}) for e in up] + [Example(**{**e.__dict__, "stars": 1})
+                                                                            for e in down], liked)
+    unseen_up, unseen_down = drafts(40)
+    up_scores = judge.scores([(e.completion, e.ended) for e in unseen_up])
+    down_scores = judge.scores([(e.completion, e.ended) for e in unseen_down])
+    ranked = sum(u > d for u in up_scores for d in down_scores) / (len(up_scores) * len(down_scores))
+    assert ranked > 0.9, ranked
+    assert sum(s > 0 for s in up_scores) > 0.8 * len(up_scores) and sum(s < 0 for s in down_scores) > 0.8 * len(down_scores)

@@ -13,7 +13,7 @@ from studio.learning.splits import held_out, held_out_key
 from studio.learning.jobs import execute_run
 from studio.learning.plan import NoConsistentPreference
 from studio.learning.judge import Judge
-from studio.learning.samples import fluency, judge_picks, write_samples
+from studio.learning.samples import fluency, judge_picks, write_drafts
 from studio.ui.training import before_after
 from studio.serving.generation import model_input
 from studio.text import finished
@@ -87,8 +87,8 @@ def song_share(studio, prompts: int = 4, each: int = 8) -> float:
     requests = [{"prompt": f"Write song number {n} about the sea.", "template_id": "poetry",
                  "model_input": model_input(loaded, f"Write song number {n} about the sea."),
                  "sampler": {"seed": n, "temperature": 0.8, "max_new_tokens": 40}} for n in range(200, 200 + prompts)]
-    drafts = [t for group in write_samples(loaded.model, loaded.tokenizer, requests, prompts * each, chat=True)
-              for t in group]
+    drafts = [t for group in write_drafts(loaded.model, loaded.tokenizer, requests, prompts * each, chat=True)
+              for t, _ in group]
     return sum(song_words(t) > 0 for t in drafts) / len(drafts)
 
 

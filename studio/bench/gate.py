@@ -79,8 +79,9 @@ def judge_case(rated: list[str], fresh: list[str], words: list[str], rng: random
     weights = judge.weights()
     stems = {w[:5] for w in words}
     companions = {f: w for f, w in weights.items() if not any(s in f for s in stems)}  # liked or disliked
-    score = judge.scores(fresh)
-    companion_score = [sum(companions.get(f, 0.0) for f in set(features(t))) for t in fresh]
+    read = [(t, True) for t in fresh]  # as the rated texts are read (Example.ended's default)
+    score = judge.scores(read)
+    companion_score = [sum(companions.get(f, 0.0) for f in set(features(d))) for d in read]
     with_trait = [i for i, up in enumerate(fresh_liked) if up]
     without = [i for i, up in enumerate(fresh_liked) if not up]
     serving = rng.sample(range(len(fresh)), min(CANDIDATE_DRAFTS, len(fresh) // 2))  # a half: room to double

@@ -3,8 +3,9 @@
 What it reads: which words, punctuation marks and pairs of them a draft uses (characters for
 Chinese and Japanese), the stems of longer words, which kinds of words it uses (each word of the
 rated drafts with the words the model takes to mean alike, neighbours.py: a category spread over
-many rare words), and what a bag of words cannot see: whether the draft ends on a finished
-sentence, whether it repeats a run of four words, and its length. A
+many rare words), and what a bag of words cannot see (structure()): whether the model ended the
+draft or the token limit cut it, whether it ends on a finished sentence, how many sentences and
+words it has, and whether it repeats a run of four words. A
 logistic regression with an L1 penalty and balanced class weights (scikit-learn) keeps the few
 features that tell liked from disliked drafts and zeroes the rest: from a few dozen ratings, what
 writers like usually shows in a few of them, and a dense model drowns them in the rest of the
@@ -23,24 +24,38 @@ from typing import Any, Callable
 
 from studio.learning.dataset import Example
 from studio.learning.neighbours import NEAREST, WordVectors, kin
-from studio.text import WORD
+from studio.text import WORD, finished, sentences
 
 
 _MARK = re.compile(r"[^\w\s]")
-# A finished sentence ends in one of these, perhaps inside closing quotes or brackets.
-_FINISHED = re.compile(r"[.!?。！？…]['\"’”」』)）]*\s*$")
 
 STEM = 5  # letters of a word's stem: laugh, laughed and laughter share one
 REPEAT = 4  # a run of this many words said twice is a repetition
+AT_LEAST_SENTENCES = (1, 2, 3, 4, 6, 8)  # "at least k sentences": one weight says "long enough"
+AT_LEAST_UNITS = (8, 16, 32, 64, 128, 256)  # and "at least n words and marks"
+
+# A draft as the judge reads it: its text, or its text and whether the model ended it (the token
+# limit, Stop or a crash did not cut it).
+Readable = str | tuple[str, bool]
 C_GRID = (0.3, 1.0, 3.0, 10.0, 30.0)  # inverse regularisation strengths cross-validation chooses from
 DEFAULT_C = 10.0  # when the ratings are too few to cross-validate
 
 
-def structure(units: list[str], text: str) -> list[str]:
-    """Features of form rather than words, named so no word can collide with them."""
+def structure(units: list[str], text: str, ended: bool | None = None) -> list[str]:
+    """Features of form rather than words, named so no word can collide with them: its length (a
+    band, and each "at least" it reaches), whether it ends on a finished sentence, how many sentences
+    it has, whether it repeats itself, and, when known, whether the model ended it. Whether it is
+    complete (ended, or when that is not known ends on a finished sentence) also comes with each
+    "at least k sentences": a linear judge cannot otherwise say "a whole piece, and long enough"."""
     grams = [tuple(units[i:i + REPEAT]) for i in range(len(units) - REPEAT + 1)]
-    found = [f"§length:{int(math.log2(len(units) + 1))}",
-             "§finished" if _FINISHED.search(text) else "§unfinished"]
+    count = sentences(text)
+    complete = finished(text) if ended is None else ended
+    found = [f"§length:{int(math.log2(len(units) + 1))}", "§finished" if finished(text) else "§unfinished"]
+    found += [f"§units≥{n}" for n in AT_LEAST_UNITS if len(units) >= n]
+    found += [f"§sentences≥{k}" for k in AT_LEAST_SENTENCES if count >= k]
+    found += [f"§complete+sentences≥{k}" for k in AT_LEAST_SENTENCES if complete and count >= k]
+    if ended is not None:
+        found.append("§ended" if ended else "§cut")
     if len(set(grams)) < len(grams):
         found.append("§repeats")
     return found
@@ -51,15 +66,21 @@ def units(text: str) -> list[str]:
     return [m.group(0).lower() for m in re.finditer(f"{WORD.pattern}|{_MARK.pattern}", text)]
 
 
-def features(text: str, kinds: dict[str, set[str]] | None = None) -> list[str]:
+def features(draft: Readable, kinds: dict[str, set[str]] | None = None) -> list[str]:
     """Words and punctuation marks in order (a trait may be a question mark or a quotation), each
     adjacent pair of them, the stems of longer words (a liked trait shows in several forms of a
     word, each too rare in a few dozen ratings to learn alone), the kinds of words it uses
     ("≈w" for each of its words that kinds maps to w: neighbours.kin), and the draft's structure."""
+    text, ended = (draft, None) if isinstance(draft, str) else draft
     found = units(text)
     stems = [f"{unit[:STEM]}~" for unit in found if len(unit) >= STEM]
     kind = [f"≈{w}" for unit in set(found) for w in (kinds or {}).get(unit, ())]
-    return found + [f"{a} {b}" for a, b in zip(found, found[1:])] + stems + kind + structure(found, text)
+    return found + [f"{a} {b}" for a, b in zip(found, found[1:])] + stems + kind + structure(found, text, ended)
+
+
+def read(example: Example) -> tuple[str, bool]:
+    """A rated draft as the judge reads it."""
+    return example.completion, example.ended
 
 
 def _model(c: float):
@@ -97,16 +118,17 @@ class Judge:
         from sklearn.feature_extraction.text import CountVectorizer
         from sklearn.pipeline import make_pipeline
 
-        texts, labels = [e.completion for e in examples], [int(liked(e)) for e in examples]
-        kinds = kin(vectors, {u for text in texts for u in units(text)}, nearest)
+        drafts, labels = [read(e) for e in examples], [int(liked(e)) for e in examples]
+        kinds = kin(vectors, {u for e in examples for u in units(e.completion)}, nearest)
         vectorizer = CountVectorizer(analyzer=functools.partial(features, kinds=kinds), binary=True)
-        matrix = vectorizer.fit_transform(texts)  # each text read once: cross-validation and the fit share it
+        matrix = vectorizer.fit_transform(drafts)  # each draft read once: cross-validation and the fit share it
         model = _model(_regularisation(matrix, labels)).fit(matrix, labels)
         return cls(make_pipeline(vectorizer, model))
 
-    def scores(self, texts: list[str]) -> list[float]:
-        """How much the writers would like each text (log-odds; higher is better)."""
-        return [float(s) for s in self.pipeline.decision_function(texts)] if texts else []
+    def scores(self, drafts: list[Readable]) -> list[float]:
+        """How much the writers would like each draft (log-odds; higher is better): a text, or a text
+        and whether the model ended it (read() for a rated draft), as it was fitted on."""
+        return [float(s) for s in self.pipeline.decision_function(drafts)] if drafts else []
 
     def weights(self) -> dict[str, float]:
         """Each feature it weights (not zero), and its weight."""

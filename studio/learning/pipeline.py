@@ -25,7 +25,7 @@ from studio.learning.finetune import Report, train_adapter, train_kto_adapter, t
 from studio.learning.lease import RunLease
 from studio.learning.neighbours import load_word_vectors
 from studio.learning.plan import Plan, plan_run
-from studio.learning.samples import fluency, judge_picks, write_samples
+from studio.learning.samples import fluency, judge_picks, write_drafts
 from studio.learning.verdict import GateOptions, Samples, Verdict, decide, score
 from studio.serving.models import load_model
 
@@ -83,6 +83,11 @@ def _train(config: TrainingConfig, plan: Plan, base, picks: list, scratch: Path,
     return train_kto_adapter(base.model, base.tokenizer, plan.train + picks, plan.liked, config, scratch, report)
 
 
+def _split(drafts: list[list[tuple[str, bool]]]) -> tuple[list[list[str]], list[list[bool]]]:
+    """Each prompt's drafts as texts, and whether each ended (samples.write_drafts)."""
+    return [[t for t, _ in group] for group in drafts], [[e for _, e in group] for group in drafts]
+
+
 def _examine(config: TrainingConfig, plan: Plan, base, serving, model, base_scores, serving_name: str,
              serving_diversity: float, report: Report) -> tuple[Verdict, dict[str, Any]]:
     """The gate's verdict on the trained candidate (a PeftModel over the base), and the before/after.
@@ -94,21 +99,24 @@ def _examine(config: TrainingConfig, plan: Plan, base, serving, model, base_scor
     if plan.requests:
         report(0.9, f"The candidate and {serving_name} write {count} draft{'s' * (count > 1)} each of held-out "
                     "prompts…", [])
-    candidate_texts = write_samples(model, base.tokenizer, plan.requests, count, chat=base.is_chat)
+    candidate_texts, candidate_ended = _split(write_drafts(model, base.tokenizer, plan.requests, count, chat=base.is_chat))
     if serving is None:
         serving_scores = base_scores
         with model.disable_adapter():  # the LoRA switched off: the base itself
-            serving_texts = write_samples(model, base.tokenizer, plan.requests, count, chat=base.is_chat)
+            serving_texts, serving_ended = _split(write_drafts(model, base.tokenizer, plan.requests, count,
+                                                               chat=base.is_chat))
     else:
         serving_scores = score(serving.model, serving.tokenizer, held.drafts, config.max_length)
-        serving_texts = write_samples(serving.model, serving.tokenizer, plan.requests, count, chat=serving.is_chat)
+        serving_texts, serving_ended = _split(write_drafts(serving.model, serving.tokenizer, plan.requests, count,
+                                                           chat=serving.is_chat))
     samples = None
     if not exam.undecided and plan.requests:
         report(0.97, "The base model reads both versions' drafts (how naturally they read)…", [])
         with model.disable_adapter():
             samples = Samples(candidate_texts, serving_texts,
                               fluency(model, base.tokenizer, plan.requests, candidate_texts, config.max_length),
-                              fluency(model, base.tokenizer, plan.requests, serving_texts, config.max_length))
+                              fluency(model, base.tokenizer, plan.requests, serving_texts, config.max_length),
+                              candidate_ended, serving_ended)
     verdict = decide(held, exam, base_scores, serving_scores, candidate_scores, samples, _options(config, plan),
                      serving_diversity=serving_diversity)
     before_after = {}

@@ -29,7 +29,7 @@ from storage import registry
 from studio.errors import StudioError
 from studio.learning.config import TrainingConfig
 from studio.learning.dataset import Example, PreferencePair
-from studio.learning.judge import Judge
+from studio.learning.judge import Judge, read
 from studio.learning.neighbours import WordVectors
 from studio.learning.significance import accuracy, permutation_p_value
 from studio.learning.samples import sample_requests
@@ -228,7 +228,7 @@ def _exam(examiner: Judge | None, held: HeldOut, config: TrainingConfig, alpha: 
             "ratings are left to learn both what writers like and what they do not (disliked drafts or picks), and "
             "how likely a version finds liked drafts alone once promoted a fine-tune on shuffled ratings. Rate more "
             "drafts, the ones you do not like too, or serve this version by hand."))
-    scores = dict(zip([e.draft_id for e in held.drafts], examiner.scores([e.completion for e in held.drafts])))
+    scores = dict(zip([e.draft_id for e in held.drafts], examiner.scores([read(e) for e in held.drafts])))
     liked, disliked = {a for a, _ in held.pairs}, {b for _, b in held.pairs}
     if len(liked) < config.gate_min_liked or len(disliked) < config.gate_min_disliked or \
             smallest_p_value(held) > alpha:
@@ -291,7 +291,7 @@ def plan_run(session, config: TrainingConfig, vectors: WordVectors | None = None
     if method == "kto" and config.judge_samples and not exam.undecided:
         teacher = _fit(_labelled(*teach, liked, disliked, exclude=held_ids), vectors, config.judge_nearest)
         clusters = _template_clusters(examining)
-        scores = dict(zip(examining, teacher.scores([e.completion for e, _ in examining.values()]))) if teacher else {}
+        scores = dict(zip(examining, teacher.scores([read(e) for e, _ in examining.values()]))) if teacher else {}
         if not clusters or not scores or permutation_p_value(scores, clusters, config.seed) > config.gate_alpha:
             teacher = None  # it could not rank ratings it never saw: its picks would teach its noise
     learned = (f"{sum(map(liked, train))} liked and {len(train) - sum(map(liked, train))} disliked drafts"

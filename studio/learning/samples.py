@@ -46,16 +46,11 @@ def sample_requests(session, draft_ids: list[int], limit: int = MAX_PROMPTS) -> 
     return requests
 
 
-def write_samples(model, tokenizer, requests: list[dict[str, Any]], count: int, *, chat: bool) -> list[list[str]]:
-    """count drafts in all, spread over the requests, each prompt's batch from its draft's seed:
-    one list of texts per request. A chat template's text already holds its special tokens."""
-    return [[text for text, _ in group] for group in write_drafts(model, tokenizer, requests, count, chat=chat)]
-
-
 def write_drafts(model, tokenizer, requests: list[dict[str, Any]], count: int, *,
                  chat: bool, share_prompts: bool = True) -> list[list[tuple[str, bool]]]:
-    """As write_samples, each text with whether it ended by itself (end-of-text) rather than at the
-    token limit.
+    """count drafts in all, spread over the requests, each prompt's batch from its draft's seed: one
+    list per request of each text with whether it ended by itself (end-of-text) rather than at the
+    token limit. A chat template's text already holds its special tokens.
 
     All prompts' drafts are decoded together in the serving path's batch engine: one batch of count
     rows, each with its own sampler settings and seed (the request's seed plus its row), and a draft
@@ -147,7 +142,7 @@ def judge_picks(model, tokenizer, requests: list[dict[str, Any]], count: int, ju
     for request, drafts in zip(shifted, write_drafts(model, tokenizer, shifted, count, chat=chat)):
         ended = dict(drafts)  # a repeated draft would count twice
         texts = [t for t in ended if t and (allowed is None or allowed(t, request["prompt"]))]
-        ranked = sorted(zip(judge_score(texts), texts), key=lambda pair: pair[0], reverse=True)
+        ranked = sorted(zip(judge_score([(t, ended[t]) for t in texts]), texts), key=lambda pair: pair[0], reverse=True)
         liked = [text for value, text in ranked if value > 0]
         disliked = [text for value, text in reversed(ranked) if value < 0][:len(liked)]
         for stars, group in ((5, liked[:len(disliked)]), (1, disliked)):

@@ -94,21 +94,31 @@ class GateOptions:
 @dataclass
 class Samples:
     """Drafts each version wrote for the gate, by prompt (one list per prompt, same order in both),
-    and the base model's perplexity of each side's drafts."""
+    the base model's perplexity of each side's drafts, and whether the model ended each draft (the
+    judge reads it, as it read the rated drafts), when known."""
 
     candidate: list[list[str]]
     serving: list[list[str]]
     candidate_fluency: float
     serving_fluency: float
+    candidate_ended: list[list[bool]] | None = None
+    serving_ended: list[list[bool]] | None = None
 
     def flat(self) -> tuple[list[str], list[str]]:
         return [t for group in self.candidate for t in group], [t for group in self.serving for t in group]
+
+    def readable(self) -> tuple[list, list]:
+        """Each side's drafts as the judge reads them: with whether they ended, when known."""
+        def side(texts: list[list[str]], ended: list[list[bool]] | None) -> list:
+            flat = [t for group in texts for t in group]
+            return flat if ended is None else list(zip(flat, [e for group in ended for e in group]))
+        return side(self.candidate, self.candidate_ended), side(self.serving, self.serving_ended)
 
 
 def _liked_shares(judge_score, samples: Samples, seed: int) -> tuple[float, float, float, float, float]:
     """Which of each version's samples the judge expects writers to like, compared in pairs (the
     same prompt and seed): both shares, the difference's interval, and the sign test's p."""
-    candidate, serving = samples.flat()
+    candidate, serving = samples.readable()
     liked = [score > 0 for score in judge_score(candidate + serving)]
     return paired_share_difference(liked[:len(candidate)], liked[len(candidate):], seed)
 
