@@ -48,9 +48,9 @@ def structure(units: list[str], text: str, ended: bool | None = None) -> list[st
     complete (ended, or when that is not known ends on a finished sentence) also comes with each
     "at least k sentences": a linear judge cannot otherwise say "a whole piece, and long enough"."""
     grams = [tuple(units[i:i + REPEAT]) for i in range(len(units) - REPEAT + 1)]
-    count = sentences(text)
-    complete = finished(text) if ended is None else ended
-    found = [f"§length:{int(math.log2(len(units) + 1))}", "§finished" if finished(text) else "§unfinished"]
+    count, stops_on_mark = sentences(text), finished(text)
+    complete = stops_on_mark if ended is None else ended
+    found = [f"§length:{int(math.log2(len(units) + 1))}", "§finished" if stops_on_mark else "§unfinished"]
     found += [f"§units≥{n}" for n in AT_LEAST_UNITS if len(units) >= n]
     found += [f"§sentences≥{k}" for k in AT_LEAST_SENTENCES if count >= k]
     found += [f"§complete+sentences≥{k}" for k in AT_LEAST_SENTENCES if complete and count >= k]

@@ -107,7 +107,7 @@ class DraftStream:
                 f"{self.prompt_tokens} of the model's {loaded.context_length} tokens of context: "
                 f"ask for at most {max(room, 0)}."
             )
-        self._flag = _StopFlag(engine.eos if engine is not None else end_of_text_ids(loaded.model))
+        self._flag = _StopFlag(end_of_text_ids(loaded.model))  # as the engine and generate() stop
         self.result = StreamResult()
         self._error: BaseException | None = None
         self._worker: threading.Thread | Request | None = None
