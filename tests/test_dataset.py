@@ -275,7 +275,8 @@ def test_a_draft_cut_short_teaches_its_words_but_not_to_end_there(studio, tokeni
     assert [(r["completion"], r["label"]) for r in rows] == [
         (whole.completion, True), (cut.completion, False), ("The rain fell. The river rose!", True)]
     pairs = [PreferencePair(whole, cut), PreferencePair(cut, whole), PreferencePair(sentences_then_cut, whole)]
-    assert [r["chosen"] for r in preference_rows(tokenizer, pairs)] == [whole.completion, "The rain fell. The river rose!"]
+    assert [r["chosen"] for r in preference_rows(tokenizer, pairs)] == [
+        whole.completion, cut.completion, "The rain fell. The river rose!"]
 
 
 def test_long_examples_are_cut_to_max_length(tokenizer):

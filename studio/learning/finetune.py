@@ -157,10 +157,11 @@ def taught_ending(example: Example) -> str:
 
 
 def preference_rows(tokenizer, pairs: list[PreferencePair]) -> list[dict[str, str]]:
-    """Each pick as TRL takes it; a chosen draft cut short, as taught_ending has it (left out with no
-    finished sentence)."""
-    return [{"prompt": _prompt(tokenizer, p.chosen), "chosen": taught_ending(p.chosen), "rejected": p.rejected.completion}
-            for p in pairs if taught_ending(p.chosen).strip()]
+    """Each pick as TRL takes it; a chosen draft cut short, as taught_ending has it. One with no
+    finished sentence stays whole, as before drafts recorded their ending: a writer's few picks are
+    all a DPO run has, and leaving them out could leave it nothing to train on."""
+    return [{"prompt": _prompt(tokenizer, p.chosen), "chosen": taught_ending(p.chosen).strip() and taught_ending(p.chosen)
+             or p.chosen.completion, "rejected": p.rejected.completion} for p in pairs]
 
 
 def train_kto_adapter(model, tokenizer, examples: list[Example], liked: Callable[[Example], bool],
