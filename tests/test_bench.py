@@ -140,6 +140,21 @@ def test_the_studios_benchmark_rates_each_studio_at_random_and_reports_how_many_
     assert "of 2 studios rated at random promoted a version in 3 rounds" in capsys.readouterr().out
 
 
+def test_the_training_benchmark_trains_the_same_drafts_in_float32_and_bf16_and_prints_the_ratio(verse_model_dir,
+                                                                                                 tmp_path, capsys):
+    """Both precisions train the same LoRA on the same drafts; bf16 starts from the same loss (the adapter
+    starts at zero, so the first step's loss is the objective at the base), and the ratio is printed."""
+    out = tmp_path / "training.json"
+    assert bench.main(["training", "--model", str(verse_model_dir), "--drafts", "8", "--prompts", "2", "--tokens", "24",
+                       "--steps", "2", "--repeats", "1", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["drafts"] == 8 and 0 < report["liked"] < 8
+    assert [len(report["fits"][p]) for p in ("fp32", "bf16")] == [1, 1]
+    fp32, bf16 = report["loss"]["fp32"], report["loss"]["bf16"]
+    assert len(fp32) == len(bf16) == 2 and abs(fp32[0] - bf16[0]) < 0.05
+    assert report["speedup"] > 0 and "bf16 mixed precision: x" in capsys.readouterr().out
+
+
 @pytest.mark.e2e  # it starts processes of its own, as the benchmark does
 def test_the_load_benchmark_keeps_every_rating_with_no_locked_database(tiny_model_dir, tmp_path, capsys):
     """Writers writing and rating, Training tabs reading and a training run writing progress, at once."""

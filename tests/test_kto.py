@@ -13,7 +13,7 @@ from studio.learning.splits import held_out, held_out_key
 from studio.learning.jobs import execute_run
 from studio.learning.plan import NoConsistentPreference
 from studio.learning.judge import Judge
-from studio.learning.samples import fluency, judge_picks, write_drafts
+from studio.learning.samples import fluency, judge_picks, sample_requests, write_drafts
 from studio.ui.training import before_after
 from studio.serving.generation import model_input
 from studio.text import finished
@@ -199,6 +199,21 @@ def test_the_next_run_builds_on_and_must_beat_the_version_being_served(verse_stu
     assert second["against"] == first["version"]  # the serving fine-tune, not the base
     versions = {v["name"]: v for v in studio.versions.list()}
     assert versions[second["version"]]["parent_id"] == versions[first["version"]]["id"]
+
+
+def test_the_gate_writes_each_prompt_again_with_the_writers_own_token_limit(studio):
+    """A prompt whose draft was given 400 tokens is sampled with 400: cut shorter, both versions'
+    samples would read as cut, and a judge that learned that writers like drafts that end would favour
+    whichever version ends sooner."""
+    from storage.models import Draft
+
+    liked, _ = songs_and_dirges(studio, 4)
+    with studio.sessions.begin() as session:
+        for draft_id, limit in zip(liked, (400, 60)):
+            session.get(Draft, draft_id).settings = {"max_new_tokens": limit}
+    with studio.sessions() as session:
+        requests = sample_requests(session, liked[:2])
+    assert sorted(r["sampler"]["max_new_tokens"] for r in requests) == [60, 400]
 
 
 def test_the_base_model_finds_word_salad_harder_to_read_than_verses(verse_model_dir):

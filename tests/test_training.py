@@ -326,3 +326,13 @@ def test_enough_new_picks_queue_a_run_automatically_unless_training_ignores_pick
     assert studio.versions.runs() == []  # one pick so far
     studio.drafts.prefer(a, [c], user="local")
     assert [r["trigger"] for r in studio.versions.runs()] == queued
+
+
+def test_a_run_trains_in_the_precision_asked_for_and_refuses_one_it_does_not_know():
+    from studio.learning.config import TrainingConfig
+    from studio.learning.finetune import trains_in_bf16
+
+    assert trains_in_bf16("bf16") and not trains_in_bf16("fp32")
+    assert TrainingConfig(precision="fp32").precision == "fp32"
+    with pytest.raises(StudioError, match="precision must be one of auto, bf16, fp32, not 'fp16'"):
+        TrainingConfig(precision="fp16")

@@ -2,7 +2,8 @@
 serving), `python -m studio.bench loop --trait REGEX` (does the studio learn what writers rate?),
 `python -m studio.bench gate` (can a candidate pass the gate without writing what writers like?),
 `python -m studio.bench studios` (how often does a studio rated at random ever promote a version?),
-`python -m studio.bench sampling` (how fast does a training run write and score drafts?) and
+`python -m studio.bench sampling` (how fast does a training run write and score drafts?),
+`python -m studio.bench training` (how fast does it train, in float32 and in bf16?) and
 `python -m studio.bench load` (does the database keep up with a busy studio?).
 Each prints its figures and writes one JSON file."""
 
@@ -29,6 +30,10 @@ def main(argv: list[str] | None = None) -> int:
         from studio.bench.sampling import main as sampling
 
         return sampling(argv[1:])
+    if argv[:1] == ["training"]:
+        from studio.bench.training import main as training
+
+        return training(argv[1:])
     if argv[:1] == ["load"]:
         from studio.bench.load import main as load
 

@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--drafts", type=int, default=48, help="Drafts written, as a run's gate writes per version.")
     parser.add_argument("--prompts", type=int, default=4, choices=range(1, len(TEMPLATES) + 1), metavar="1-8",
                         help="Prompts (a template each), as a run's gate has.")
-    parser.add_argument("--tokens", type=int, default=160, help="New tokens per draft (a run caps its samples at 160).")
+    parser.add_argument("--tokens", type=int, default=160, help="New tokens per draft (a run's samples take their prompt's own limit).")
     parser.add_argument("--json", default="sampling-results.json", help="Where to write the figures.")
     args = parser.parse_args(argv)
     if args.drafts < args.prompts or args.tokens < 1:

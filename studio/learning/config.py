@@ -20,6 +20,7 @@ FROM_SETTINGS = {"min_stars": "train_min_stars", "gate_alpha": "gate_alpha",
 
 
 METHODS = ("auto", "sft", "dpo", "kto")
+PRECISIONS = ("auto", "bf16", "fp32")
 KTO_LOSSES = ("apo_zero_unpaired", "kto")
 # Per method, when not given: sft and dpo train three epochs; KTO trains a fixed
 # number of steps (kto_steps), so a run costs the same however many ratings there are.
@@ -48,6 +49,10 @@ class TrainingConfig:
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"],
         metadata={"help": "Which linear layers get LoRA adapters."},
     )
+    precision: str = field(default="auto", metadata={
+        "help": "auto: bf16 mixed precision where the hardware computes bf16 natively (CUDA, a CPU with AVX512-BF16 or "
+                "AMX), float32 elsewhere (emulated bf16 is slower than float32); bf16 or fp32 to choose. The adapter's "
+                "weights and the optimiser stay float32 either way."})
     max_per_writer: int = field(default=Settings.train_max_per_writer, metadata={"help": "Most drafts one writer contributes to a run (0 = no cap)."})
     seed: int = field(default=0, metadata={"help": "Seed for LoRA initialisation and data order (the split is a fixed draw per draft)."})
     method: str = field(default=Settings.train_method, metadata={
@@ -117,6 +122,8 @@ class TrainingConfig:
             raise StudioError(f"gate_samples must be at least 2, not {self.gate_samples}.")
         if not 0 < self.gate_alpha < 1:
             raise StudioError(f"gate_alpha must be between 0 and 1, not {self.gate_alpha}.")
+        if self.precision not in PRECISIONS:
+            raise StudioError(f"precision must be one of {', '.join(PRECISIONS)}, not {self.precision!r}.")
         if self.kto_loss not in KTO_LOSSES:
             raise StudioError(f"kto_loss must be one of {', '.join(KTO_LOSSES)}, not {self.kto_loss!r}.")
         if self.min_pairs < 2:

@@ -22,14 +22,15 @@ from studio.learning.dataset import Example
 from studio.learning.likelihood import perplexity, score
 from studio.serving.sampling import MAX_SEED, SamplerSettings
 
-MAX_SAMPLE_TOKENS = 160  # enough to judge a draft by, a few seconds per batch on a CPU
 MAX_PROMPTS = 4
 PICK_SEED_OFFSET = 7_919  # the judge's picks use other seeds than the rated drafts they share prompts with
 
 
 def sample_requests(session, draft_ids: list[int], limit: int = MAX_PROMPTS) -> list[dict[str, Any]]:
     """The newest of these drafts with distinct prompts, as what to write again: prompt, exact model
-    input, sampler settings (new tokens capped) and seed."""
+    input, sampler settings and seed. Samples get the writer's own token limit: cut shorter, every
+    sample of a prompt whose drafts end at 300 tokens would read as cut, and the judge, which learned
+    from the writers' drafts whether an ending is liked, would favour a version that ends sooner."""
     requests, seen = [], set()
     for draft_id in sorted(draft_ids, reverse=True):
         draft = session.get(Draft, draft_id)
@@ -38,7 +39,6 @@ def sample_requests(session, draft_ids: list[int], limit: int = MAX_PROMPTS) -> 
         seen.add(draft.model_input)
         known = {k: v for k, v in (draft.settings or {}).items() if k in SamplerSettings.__dataclass_fields__}
         settings = SamplerSettings().updated({**known, "seed": draft.seed})
-        settings = settings.updated({"max_new_tokens": min(settings.max_new_tokens, MAX_SAMPLE_TOKENS)})
         requests.append({"draft_id": draft.id, "template_id": draft.template_id, "prompt": draft.prompt,
                          "model_input": draft.model_input, "sampler": settings.to_dict()})
         if len(requests) == limit:
