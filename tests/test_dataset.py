@@ -248,8 +248,8 @@ def test_loss_falls_on_the_completion_and_eos_only(tokenizer):
 def test_a_draft_cut_short_teaches_its_words_but_not_to_end_there(studio, tokenizer):
     """A draft its writer stopped (or whose stream died) did not end where its text stops: no trainer
     may put an end-of-text token after it (on 5b3b0f3 every one did). SFT trains its words without
-    one; TRL's trainers end every draft, so a liked one or a chosen one cut short trains up to its last
-    finished sentence, and not at all with none."""
+    one; TRL's trainers end every draft: KTO takes the end off a cut one again (test_kto), and DPO
+    trains a chosen one cut short up to its last finished sentence (whole with none)."""
     from studio.learning.dataset import PreferencePair, all_rated
     from studio.learning.finetune import kto_rows, preference_rows
 
@@ -272,8 +272,9 @@ def test_a_draft_cut_short_teaches_its_words_but_not_to_end_there(studio, tokeni
     # Cut after two sentences: the writer liked them, and they end where a draft may end.
     sentences_then_cut = Example(**{**cut.__dict__, "completion": "The rain fell. The river rose! And the"})
     rows = kto_rows(tokenizer, [whole, cut, disliked_cut, sentences_then_cut], lambda e: e.stars >= 4)
-    assert [(r["completion"], r["label"]) for r in rows] == [
-        (whole.completion, True), (cut.completion, False), ("The rain fell. The river rose!", True)]
+    assert [(r["completion"], r["label"], r["ended"]) for r in rows] == [  # whole: KTO takes off the end of a cut one
+        (whole.completion, True, True), (cut.completion, True, False), (cut.completion, False, False),
+        (sentences_then_cut.completion, True, False)]
     pairs = [PreferencePair(whole, cut), PreferencePair(cut, whole), PreferencePair(sentences_then_cut, whole)]
     assert [r["chosen"] for r in preference_rows(tokenizer, pairs)] == [
         whole.completion, cut.completion, "The rain fell. The river rose!"]

@@ -142,11 +142,13 @@ def test_a_draft_cut_at_the_token_limit_is_saved_as_not_ended_and_trains_no_endi
     assert tokenizer.eos_token_id not in tokenize_example(tokenizer, cut)["labels"]
 
 
-def test_a_pick_cut_at_the_token_limit_is_never_taught_as_a_liked_ending(verse_studio):
+def test_a_pick_cut_at_the_token_limit_trains_whole_and_is_never_taught_as_an_ending(verse_studio, tmp_path):
     """TRL ends every completion with end-of-text: a liked pick the token limit cut mid-verse would
-    teach the model to stop there. Picks know whether they ended; a cut liked one trains only up to its
-    last finished sentence, and not at all without one."""
-    from studio.learning.finetune import kto_rows
+    teach the model to stop there. Picks know whether they ended; one that was cut trains whole (what
+    the writer liked may be in its last words) and without the end-of-text, as TRL's trainer reads it."""
+    import copy
+
+    from studio.learning.finetune import kto_rows, kto_trainer
 
     studio = verse_studio
     songs_and_dirges(studio, 30)
@@ -162,9 +164,14 @@ def test_a_pick_cut_at_the_token_limit_is_never_taught_as_a_liked_ending(verse_s
 
     whole, cut = picks(60), picks(7)  # the verse model ends after two verses; 7 tokens is half of one
     assert whole and all(e.ended for e in whole)
-    assert cut and not any(e.ended for e in cut)
-    rows = kto_rows(loaded.tokenizer, cut, lambda e: e.stars >= 4)
-    assert rows and all(finished(r["completion"]) for r in rows if r["label"])  # the disliked train whole
+    assert cut and not any(e.ended for e in cut) and any(e.stars >= 4 for e in cut)
+    rows = kto_rows(loaded.tokenizer, whole + cut, lambda e: e.stars >= 4)
+    trainer = kto_trainer(copy.deepcopy(loaded.model), loaded.tokenizer, rows, kto_config(studio).resolved("kto"),
+                          tmp_path, lambda *_: None, [])
+    eos, trained = loaded.tokenizer.eos_token_id, list(trainer.train_dataset)
+    assert [row["completion_ids"][-1] == eos for row in trained] == [e.ended for e in whole + cut]
+    for e, row in zip(cut, trained[len(whole):]):
+        assert loaded.tokenizer.decode(row["completion_ids"]).strip() == e.completion.strip()
 
 
 def test_the_judges_picks_pass_the_content_filter_as_writers_drafts_do(verse_studio):
