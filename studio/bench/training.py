@@ -3,7 +3,7 @@
 A run's KTO training (the reference model's pass over every row, then the optimisation steps) is
 half of a run's time on a CPU, and it is bound by matrix products. This trains the same LoRA on the
 same drafts, side by side in one process, in float32 and in bf16 mixed precision (autocast: the
-adapter's weights and the optimiser stay float32), each twice, interleaved, so a busy machine slows
+adapter's weights and the optimiser stay float32), each --repeats times, interleaved, so a busy machine slows
 both alike; it prints each one's time, tokens a second, the ratio, and both loss curves (which
 should stay close). The drafts are ones the model writes of the templates' default prompts, liked
 when the model ended them, so their lengths are a run's. Which precision a run uses by default is

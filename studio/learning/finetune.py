@@ -94,8 +94,8 @@ def _common_arguments(config: TrainingConfig, output: Path) -> dict[str, Any]:
 
 def trains_in_bf16(precision: str) -> bool:
     """Whether a run trains in bf16 mixed precision (autocast): asked for, or on hardware that computes bf16
-    natively. On such a CPU a training step takes about two thirds of its float32 time (benchmarks:
-    training); where bf16 is emulated it is slower than float32."""
+    natively, where a step takes less time than in float32 (`python -m studio.bench training` measures
+    it); where bf16 is emulated it takes more."""
     import torch
 
     if precision != "auto":
@@ -203,9 +203,10 @@ def _kto_trainer_class():
     """TRL's KTOTrainer, but a row that did not end keeps no end-of-text token.
 
     TRL appends end-of-text to every completion before it tokenizes, and cannot be told not to. Cutting
-    a draft back to its last finished sentence instead (as DPO's picks are) lost what the writer liked
-    in it: of 16 liked flash-fiction drafts cut at 96 tokens, the liked word was in the cut-off part of 6.
-    So the token is taken off again once TRL has tokenized, before the reference model scores the rows.
+    a draft back to its last finished sentence instead (as DPO's picks are) loses what the writer liked
+    whenever it came after that sentence, which in drafts cut at the token limit is often (README, the
+    loop benchmark). So the token is taken off again once TRL has tokenized, before the reference model
+    scores the rows.
     """
     from trl import KTOTrainer
 
