@@ -176,8 +176,12 @@ def preference_rows(tokenizer, pairs: list[PreferencePair]) -> list[dict[str, st
     """Each pick as TRL takes it; a chosen draft cut short, as taught_ending has it. One with no
     finished sentence stays whole, as before drafts recorded their ending: a writer's few picks are
     all a DPO run has, and leaving them out could leave it nothing to train on."""
-    return [{"prompt": _prompt(tokenizer, p.chosen), "chosen": taught_ending(p.chosen).strip() and taught_ending(p.chosen)
-             or p.chosen.completion, "rejected": p.rejected.completion} for p in pairs]
+    rows = []
+    for p in pairs:
+        chosen = taught_ending(p.chosen)
+        rows.append({"prompt": _prompt(tokenizer, p.chosen), "chosen": chosen if chosen.strip() else p.chosen.completion,
+                     "rejected": p.rejected.completion})
+    return rows
 
 
 def train_kto_adapter(model, tokenizer, examples: list[Example], liked: Callable[[Example], bool],
