@@ -68,6 +68,11 @@ class TrainingConfig:
     kto_loss: str = field(default="apo_zero_unpaired", metadata={
         "help": "kto: TRL's loss_type. apo_zero_unpaired (default) raises liked and lowers disliked drafts against the "
                 "base and skips KTO's KL estimate, which costs a third more model passes; kto is the paper's loss."})
+    # 2, not all: 39 disliked drafts against 6 liked drew the model away from its own fluent drafts (the base
+    # found its drafts twice as perplexing); 12 against the same 6 did not (README, the loop benchmark).
+    kto_disliked_per_liked: float = field(default=2.0, metadata={
+        "help": "kto: at most this many disliked drafts train per liked one (a fixed draw picks which; the rest "
+                "wait for more liked drafts); 0: every disliked draft."})
     max_disliked_stars: int = field(default=2, metadata={"help": "kto: drafts rated at most this are what writers dislike."})
     gate_alpha: float = field(default=Settings.gate_alpha, metadata={
         "help": "The most often a studio whose ratings mean nothing may ever promote a version: the k-th test since "
@@ -124,6 +129,8 @@ class TrainingConfig:
             raise StudioError(f"gate_alpha must be between 0 and 1, not {self.gate_alpha}.")
         if self.precision not in PRECISIONS:
             raise StudioError(f"precision must be one of {', '.join(PRECISIONS)}, not {self.precision!r}.")
+        if self.kto_disliked_per_liked < 0:
+            raise StudioError(f"kto_disliked_per_liked must be at least 0, not {self.kto_disliked_per_liked}.")
         if self.kto_loss not in KTO_LOSSES:
             raise StudioError(f"kto_loss must be one of {', '.join(KTO_LOSSES)}, not {self.kto_loss!r}.")
         if self.min_pairs < 2:

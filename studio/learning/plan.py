@@ -5,7 +5,8 @@
    (rated drafts for kto, liked ones for sft, picks for dpo) and fits the teacher, the judge whose
    picks a kto run also learns from. The *examining* half trains nothing: it fits the examiner, the
    judge whose verdict promotes. So the judge that decides learned from ratings the candidate never
-   saw, and a teacher trusted by chance cannot pass its noise through the exam.
+   saw, and a teacher trusted by chance cannot pass its noise through the exam. A kto run trains
+   at most kto_disliked_per_liked disliked drafts per liked one (in_proportion); the rest wait.
 3. Before anything trains, the examiner must rank the held-out ratings as the writers did: a
    one-sided permutation p at most the share of gate_alpha left for this test, and an accuracy of
    at least min_judge_accuracy (with thousands of ratings a barely better judge would pass on p
@@ -218,7 +219,18 @@ def _training_data(method: str, config: TrainingConfig, teach: list[Example], te
             f"{len(train) - up} rated {config.max_disliked_stars} or less are there to train on (held-out drafts "
             f"and those kept to examine the result aside), and a run needs at least one of each and "
             f"{config.min_train} in all. Rate more drafts, the ones you like and the ones you do not.")
-    return train, []
+    return in_proportion(train, liked, config.kto_disliked_per_liked), []
+
+
+def in_proportion(train: list[Example], liked, disliked_per_liked: float) -> list[Example]:
+    """Every liked draft and at most disliked_per_liked disliked ones for each (0: all of them), the
+    same ones run after run (a fixed draw per draft). Many disliked drafts against a few liked ones
+    push the model away from the drafts it writes rather than toward what writers like."""
+    if not disliked_per_liked:
+        return train
+    down = sorted((e for e in train if not liked(e)), key=lambda e: draw(f"kto-disliked:{held_out_key(e)}"))
+    kept = {e.draft_id for e in down[:max(1, int(disliked_per_liked * sum(map(liked, train))))]}
+    return [e for e in train if liked(e) or e.draft_id in kept]
 
 
 def _exam(examiner: Judge | None, held: HeldOut, config: TrainingConfig, alpha: float, test: int) -> Exam:
@@ -241,6 +253,17 @@ def _exam(examiner: Judge | None, held: HeldOut, config: TrainingConfig, alpha: 
             f"(p <= {alpha:.2g}, this being test {test} since the last promotion). Rate about {more} more drafts "
             f"({config.held_out_fraction:.0%} are held out), or serve this version by hand."))
     return Exam(examiner, scores, accuracy(scores, held.pairs), permutation_p_value(scores, held.clusters, config.seed))
+
+
+def _learned(method: str, train: list[Example], pairs: list[PreferencePair], liked, waiting: int) -> str:
+    """What the run trains on, in words."""
+    if method == "dpo":
+        return f"{len(pairs)} picks"
+    up = sum(map(liked, train))
+    if method == "sft":
+        return f"{up} liked drafts"
+    return f"{up} liked and {len(train) - up} disliked drafts" + (
+        f" ({waiting} more disliked wait for more liked ones)" if waiting else "")
 
 
 def plan_run(session, config: TrainingConfig, vectors: WordVectors | None = None) -> Plan:
@@ -294,10 +317,9 @@ def plan_run(session, config: TrainingConfig, vectors: WordVectors | None = None
         scores = dict(zip(examining, teacher.scores([read(e) for e, _ in examining.values()]))) if teacher else {}
         if not clusters or not scores or permutation_p_value(scores, clusters, config.seed) > config.gate_alpha:
             teacher = None  # it could not rank ratings it never saw: its picks would teach its noise
-    learned = (f"{sum(map(liked, train))} liked and {len(train) - sum(map(liked, train))} disliked drafts"
-               if method == "kto" else f"{len(train)} liked drafts" if method == "sft" else f"{len(train_pairs)} picks")
-    note = (f"{why} Learning by {method} from {learned}; {len(examining)} ratings kept to examine the result, "
-            f"{len(held.drafts)} held out.").strip()
+    waiting = sum(disliked(e) and e.draft_id not in trains | set(examining) for e in train_side)
+    note = (f"{why} Learning by {method} from {_learned(method, train, train_pairs, liked, waiting)}; "
+            f"{len(examining)} ratings kept to examine the result, {len(held.drafts)} held out.").strip()
     return Plan(method, note, train, train_pairs, liked, held, exam, test, alpha, teacher,
                 sample_requests(session, [e.draft_id for e in held.drafts]),
                 sample_requests(session, sorted(trains), limit=PICK_PROMPTS), len(examining))
