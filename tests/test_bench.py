@@ -155,6 +155,30 @@ def test_the_training_benchmark_trains_the_same_drafts_in_float32_and_bf16_and_p
     assert report["speedup"] > 0 and "bf16 mixed precision: x" in capsys.readouterr().out
 
 
+def test_the_learning_benchmark_trains_the_same_rated_drafts_in_each_proportion_and_prints_each_arm(
+        verse_model_dir, tmp_path, capsys):
+    """A writer who likes songs (any of their adjectives): each arm trains on the same liked drafts, with
+    every disliked one (0) or one per liked draft (1), and each model's fresh drafts are measured."""
+    from tests.drafts import WORDS
+
+    out = tmp_path / "learning.json"
+    assert bench.main(["learning", "--model", str(verse_model_dir), "--category", ",".join(WORDS["adj"]),
+                       "--pool", "24", "--liked", "3", "--disliked", "9", "--disliked-per-liked", "0,1",
+                       "--seeds", "1", "--steps", "2", "--fresh", "8", "--tokens", "24", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert 0 < report["pool_liked"] < 1 and report["base"]["fluency"] > 1
+    assert [(a["disliked_per_liked"], a["trained_liked"], a["trained_disliked"]) for a in report["arms"]] == [
+        (0, 3, 9), (1, 3, 3)]
+    assert all(0 <= a["liked"] <= 1 and a["fluency"] > 1 for a in report["arms"])
+    printed = capsys.readouterr().out
+    assert "1 disliked per liked (trained 3 liked, 3 disliked), seed 0:" in printed and "mean at 0 disliked" in printed
+
+    with pytest.raises(SystemExit):  # more liked drafts asked for than the pool has
+        bench.main(["learning", "--model", str(verse_model_dir), "--category", "moon", "--pool", "8", "--liked", "6",
+                    "--disliked", "2", "--fresh", "2", "--tokens", "8", "--json", str(out)])
+    assert "Give a larger --pool" in capsys.readouterr().err
+
+
 @pytest.mark.e2e  # it starts processes of its own, as the benchmark does
 def test_the_load_benchmark_keeps_every_rating_with_no_locked_database(tiny_model_dir, tmp_path, capsys):
     """Writers writing and rating, Training tabs reading and a training run writing progress, at once."""

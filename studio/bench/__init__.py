@@ -3,7 +3,8 @@ serving), `python -m studio.bench loop --trait REGEX` (does the studio learn wha
 `python -m studio.bench gate` (can a candidate pass the gate without writing what writers like?),
 `python -m studio.bench studios` (how often does a studio rated at random ever promote a version?),
 `python -m studio.bench sampling` (how fast does a training run write and score drafts?),
-`python -m studio.bench training` (how fast does it train, in float32 and in bf16?) and
+`python -m studio.bench training` (how fast does it train, in float32 and in bf16?),
+`python -m studio.bench learning --trait REGEX` (does a run's trainer alone teach what a writer rated?) and
 `python -m studio.bench load` (does the database keep up with a busy studio?).
 Each prints its figures and writes one JSON file."""
 
@@ -34,6 +35,10 @@ def main(argv: list[str] | None = None) -> int:
         from studio.bench.training import main as training
 
         return training(argv[1:])
+    if argv[:1] == ["learning"]:
+        from studio.bench.learning import main as learning
+
+        return learning(argv[1:])
     if argv[:1] == ["load"]:
         from studio.bench.load import main as load
 

@@ -34,7 +34,7 @@ from typing import Any
 from storage import registry, repository
 from storage.backup import backup_sqlite
 from studio.__main__ import parse_fields
-from studio.bench.raters import RATERS, Rater, Written, category_rater, named_rater, trait_rater
+from studio.bench.raters import Rater, Written, add_taste_arguments, rater_from
 from studio.bench.scratch import scratch_settings, write_at_once
 from studio.config import Settings, add_arguments, child_environment, settings_from
 from studio.learning.verdict import gate_words
@@ -91,19 +91,6 @@ class Loop:
             liked += stars == LIKED
             self.studio.drafts.rate(drafting.draft_id, stars, user=self.studio.settings.user)
         return {"rated": sum(d.draft_id is not None for d in draftings), "liked": liked}
-
-
-def rater_from(args: argparse.Namespace) -> Rater:
-    if args.trait is not None:
-        return trait_rater(args.trait)
-    if args.category is not None:
-        words = [w.strip() for w in args.category.split(",") if w.strip()]
-        if not words:
-            raise ValueError("--category needs at least one word.")
-        return category_rater(words)
-    if not 0 < args.liked_share < 1:
-        raise ValueError(f"--liked-share must be between 0 and 1, not {args.liked_share}.")
-    return named_rater(args.rater, seed=args.rater_seed, share=args.liked_share)
 
 
 def train(studio) -> dict[str, Any]:
@@ -218,18 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     quiet_libraries()
     parser = argparse.ArgumentParser(prog="python -m studio.bench loop", description=__doc__.splitlines()[0])
     add_arguments(parser, only=("model", "device", "max_batch", "train_method"))
-    taste = parser.add_mutually_exclusive_group(required=True)
-    taste.add_argument("--trait", help="A regular expression: drafts it matches get 5 stars, others 1 star. Prefix "
-                                       "(?i) to ignore case.")
-    taste.add_argument("--category", help="Comma-separated words: a draft with any of them (whole words, plurals "
-                                          "too) gets 5 stars.")
-    taste.add_argument("--rater", choices=RATERS, help="ends: likes drafts that end by themselves on a finished "
-                                                       "sentence (give --tokens room for the ending the template asks "
-                                                       "for); complete: the same, after at least three sentences "
-                                                       "(stopping early is not enough); no-repeats: dislikes drafts with a repeated 4-gram; "
-                                                       "random: likes --liked-share of drafts at random (no signal).")
-    parser.add_argument("--rater-seed", type=int, default=0, help="The random rater's seed.")
-    parser.add_argument("--liked-share", type=float, default=0.3, help="The random rater's share of liked drafts.")
+    add_taste_arguments(parser)
     parser.add_argument("--template", default="fantasy", help="The template the synthetic writer uses.")
     parser.add_argument("--field", action="append", default=[], metavar="NAME=VALUE", help="A field value; repeat.")
     parser.add_argument("--rounds", type=int, default=3, help="Rounds of writing, rating and training.")

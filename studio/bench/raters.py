@@ -10,6 +10,7 @@ promotes nothing). Each reads what a writer reads: the text, and whether the dra
 
 from __future__ import annotations
 
+import argparse
 import re
 from dataclasses import dataclass, field
 from typing import Callable
@@ -105,3 +106,34 @@ def named_rater(name: str, seed: int = 0, share: float = 0.3) -> Rater:
     if name == "random":
         return Rater(f"random ({share:.0%} liked, seed {seed})", random_likes(share, seed))
     raise ValueError(f"--rater must be one of {', '.join(RATERS)}, not {name!r}.")
+
+
+def add_taste_arguments(parser: argparse.ArgumentParser) -> None:
+    """--trait, --category or --rater (one of them), and the random rater's seed and share."""
+    taste = parser.add_mutually_exclusive_group(required=True)
+    taste.add_argument("--trait", help="A regular expression: drafts it matches get 5 stars, others 1 star. Prefix "
+                                       "(?i) to ignore case.")
+    taste.add_argument("--category", help="Comma-separated words: a draft with any of them (whole words, plurals "
+                                          "too) gets 5 stars.")
+    taste.add_argument("--rater", choices=RATERS, help="ends: likes drafts that end by themselves on a finished "
+                                                       "sentence (give --tokens room for the ending the template asks "
+                                                       "for); complete: the same, after at least three sentences "
+                                                       "(stopping early is not enough); no-repeats: dislikes drafts "
+                                                       "with a repeated 4-gram; random: likes --liked-share of drafts "
+                                                       "at random (no signal).")
+    parser.add_argument("--rater-seed", type=int, default=0, help="The random rater's seed.")
+    parser.add_argument("--liked-share", type=float, default=0.3, help="The random rater's share of liked drafts.")
+
+
+def rater_from(args: argparse.Namespace) -> Rater:
+    """The rater the taste arguments ask for; ValueError or re.error when they make no sense."""
+    if args.trait is not None:
+        return trait_rater(args.trait)
+    if args.category is not None:
+        words = [w.strip() for w in args.category.split(",") if w.strip()]
+        if not words:
+            raise ValueError("--category needs at least one word.")
+        return category_rater(words)
+    if not 0 < args.liked_share < 1:
+        raise ValueError(f"--liked-share must be between 0 and 1, not {args.liked_share}.")
+    return named_rater(args.rater, seed=args.rater_seed, share=args.liked_share)
