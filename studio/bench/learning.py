@@ -1,5 +1,6 @@
 """The trainer benchmark: `python -m studio.bench learning (--trait REGEX | --category W1,... | --rater NAME)
-[--template flash_fiction] [--pool 192] [--liked 14] [--disliked 47] [--disliked-per-liked 0,2] [--seeds 2]`
+[--template flash_fiction] [--pool 192] [--liked 14] [--disliked 47] [--disliked-per-liked 0,2]
+[--seeds 2] [--kto-beta B]`
 
 Does a run's trainer, alone, teach the model what a writer rated? No judge, no gate, no database:
 the model writes --pool drafts of one template, the synthetic writer (raters.py) rates them, and
@@ -79,7 +80,7 @@ def training_drafts(request: dict[str, Any], pool: list[Written], rater: Rater, 
                     ended=d.ended) for n, (d, stars) in enumerate(chosen)]
 
 
-def fit(loaded, examples: list, ratio: float, seed: int, steps: int) -> tuple[Any, int, float]:
+def fit(loaded, examples: list, ratio: float, seed: int, steps: int, beta: float) -> tuple[Any, int, float]:
     """A run's KTO LoRA on these drafts, kept in proportion as a run keeps them: the trained model,
     how many disliked drafts it trained on, and the seconds it took."""
     from studio.learning import finetune
@@ -89,7 +90,7 @@ def fit(loaded, examples: list, ratio: float, seed: int, steps: int) -> tuple[An
     def liked(e) -> bool:
         return e.stars >= 4
 
-    config = TrainingConfig(seed=seed, kto_steps=steps, kto_disliked_per_liked=ratio)
+    config = TrainingConfig(seed=seed, kto_steps=steps, kto_disliked_per_liked=ratio, kto_beta=beta)
     kept = in_proportion(examples, liked, ratio)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="studio-learning-bench-") as scratch:
@@ -110,14 +111,15 @@ def run(args: argparse.Namespace, rater: Rater) -> dict[str, Any]:
     arms = []
     for ratio in args.disliked_per_liked:
         for seed in range(args.seeds):
-            model, disliked, seconds = fit(loaded, examples, ratio, seed, args.steps)
+            model, disliked, seconds = fit(loaded, examples, ratio, seed, args.steps, args.kto_beta)
             figures = measure(model, loaded, fresh_request, write(model, loaded, fresh_request, args.fresh), rater)
             arms.append({"disliked_per_liked": ratio, "seed": seed, "trained_liked": args.liked,
                          "trained_disliked": disliked, "train_seconds": seconds, **figures,
                          "x_liked": figures["liked"] / base["liked"] if base["liked"] else None,
-                         "diversity_vs_base": figures["distinct_2"] / base["distinct_2"] if base["distinct_2"] else None})
+                         "diversity_vs_base": figures["distinct_2"] / (base["distinct_2"] or 1.0)})
     return {"rater": rater.name, "template": args.template, "model": args.model, "pool": len(pool),
-            "pool_liked": rater.share(pool), "fresh": args.fresh, "steps": args.steps, "base": base, "arms": arms,
+            "pool_liked": rater.share(pool), "fresh": args.fresh, "steps": args.steps, "kto_beta": args.kto_beta,
+            "base": base, "arms": arms,
             "by_ratio": {str(r): {key: statistics.fmean(a[key] for a in arms if a["disliked_per_liked"] == r)
                                   for key in ("liked", "fluency", "distinct_2")} for r in args.disliked_per_liked}}
 
@@ -131,9 +133,9 @@ def ratios(text: str) -> list[float]:
 
 def print_report(report: dict[str, Any]) -> None:
     base = report["base"]
-    print(f"{report['rater']}, {report['template']}: {report['pool_liked']:.0%} of {report['pool']} base drafts liked; "
-          f"of {report['fresh']} fresh drafts the base writes {base['liked']:.0%} liked, fluency {base['fluency']:.1f}, "
-          f"distinct-2 {base['distinct_2']:.3f}")
+    print(f"{report['rater']}, {report['template']}: {report['pool_liked']:.0%} of {report['pool']} base drafts "
+          f"liked; of {report['fresh']} fresh drafts the base writes {base['liked']:.0%} liked, fluency "
+          f"{base['fluency']:.1f}, distinct-2 {base['distinct_2']:.3f}")
     for arm in report["arms"]:
         times = f"x{arm['x_liked']:.2f}" if arm["x_liked"] is not None else "base wrote none"
         print(f"  {arm['disliked_per_liked']:g} disliked per liked (trained {arm['trained_liked']} liked, "
@@ -141,12 +143,13 @@ def print_report(report: dict[str, Any]) -> None:
               f"fluency {arm['fluency']:.1f}, distinct-2 {arm['diversity_vs_base']:.2f} of the base's, "
               f"{arm['train_seconds']:.0f} s")
     for ratio, mean in report["by_ratio"].items():
-        print(f"  mean at {float(ratio):g} disliked per liked: {mean['liked']:.0%} liked, fluency {mean['fluency']:.1f}, "
-              f"distinct-2 {mean['distinct_2']:.3f}")
+        print(f"  mean at {float(ratio):g} disliked per liked: {mean['liked']:.0%} liked, "
+              f"fluency {mean['fluency']:.1f}, distinct-2 {mean['distinct_2']:.3f}")
 
 
 def main(argv: list[str] | None = None) -> int:
     from studio.__main__ import parse_fields
+    from studio.learning.config import TrainingConfig
 
     parser = argparse.ArgumentParser(prog="python -m studio.bench learning", description=__doc__.splitlines()[0])
     settings = settings_from()
@@ -164,6 +167,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="Comma-separated: the run's kto_disliked_per_liked of each arm (0: every disliked draft).")
     parser.add_argument("--seeds", type=int, default=2, help="LoRA seeds per arm.")
     parser.add_argument("--steps", type=int, default=32, help="KTO steps per fit (a run's default).")
+    parser.add_argument("--kto-beta", type=float, default=TrainingConfig.kto_beta, help="A run's kto_beta.")
     parser.add_argument("--fresh", type=int, default=96, help="Fresh drafts each model writes to be measured.")
     parser.add_argument("--json", type=Path, default=Path("learning-results.json"), help="Where to write the figures.")
     args = parser.parse_args(argv)
@@ -174,6 +178,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--trait is not a regular expression: {exc}")
     except ValueError as exc:
         parser.error(str(exc))
+    if args.kto_beta <= 0:
+        parser.error("--kto-beta must be above 0.")
     if min(args.tokens, args.liked, args.disliked, args.seeds, args.steps, args.fresh) < 1 or \
             args.pool < args.liked + args.disliked:
         parser.error("--tokens, --liked, --disliked, --seeds, --steps and --fresh must be at least 1, and --pool at "
