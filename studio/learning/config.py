@@ -69,7 +69,7 @@ class TrainingConfig:
         "help": "kto: TRL's loss_type. apo_zero_unpaired (default) raises liked and lowers disliked drafts against the "
                 "base and skips KTO's KL estimate, which costs a third more model passes; kto is the paper's loss."})
     # 2, not all: 39 disliked drafts against 6 liked drew the model away from its own fluent drafts (the base
-    # found its drafts twice as perplexing); 12 against the same 6 did not (README, the loop benchmark).
+    # found its drafts twice as perplexing); 12 against the same 6 did not (README, the learning benchmark).
     kto_disliked_per_liked: float = field(default=2.0, metadata={
         "help": "kto: at most this many disliked drafts train per liked one (a fixed draw picks which; the rest "
                 "wait for more liked drafts); 0: every disliked draft."})
