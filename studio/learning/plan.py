@@ -317,7 +317,8 @@ def plan_run(session, config: TrainingConfig, vectors: WordVectors | None = None
         scores = dict(zip(examining, teacher.scores([read(e) for e, _ in examining.values()]))) if teacher else {}
         if not clusters or not scores or permutation_p_value(scores, clusters, config.seed) > config.gate_alpha:
             teacher = None  # it could not rank ratings it never saw: its picks would teach its noise
-    waiting = sum(disliked(e) and e.draft_id not in trains | set(examining) for e in train_side)
+    busy = trains | set(examining)  # once, not per draft
+    waiting = sum(disliked(e) and e.draft_id not in busy for e in train_side)
     note = (f"{why} Learning by {method} from {_learned(method, train, train_pairs, liked, waiting)}; "
             f"{len(examining)} ratings kept to examine the result, {len(held.drafts)} held out.").strip()
     return Plan(method, note, train, train_pairs, liked, held, exam, test, alpha, teacher,
