@@ -8,9 +8,10 @@ import random
 import pytest
 
 from storage import registry, repository
-from studio.learning.dataset import all_rated
+from storage.models import Draft
+from studio.learning.dataset import Example, all_rated
 from studio.learning.jobs import execute_run
-from studio.learning.plan import NoConsistentPreference, examines, plan_run, share_of_alpha
+from studio.learning.plan import NoConsistentPreference, halves, plan_run, share_of_alpha
 from tests.drafts import seed_rated_drafts, short_dirge, short_song
 
 
@@ -36,21 +37,42 @@ def test_the_shares_of_alpha_add_up_to_alpha_and_shrink_test_by_test():
     assert sum(shares) < 0.05 and sum(shares) == pytest.approx(0.05, rel=1e-3)
 
 
+def test_half_of_the_liked_and_half_of_the_disliked_drafts_examine_and_each_keeps_its_half():
+    """A coin per draft could leave 2 of 11 liked drafts to teach; side by side, 5 examine and 6 teach.
+    Drafts rated later join the split without moving anyone already in it (but an odd one out, which
+    may now have a partner)."""
+    def drafts(first: int, last: int, stars: int) -> dict[int, tuple[Example, bool]]:
+        return {i: (Example(i, "", "", "", stars, "local", "t", created=f"2026-01-01T00:{i % 60:02d}"), stars > 3)
+                for i in range(first, last)}
+
+    rated = drafts(0, 11, 5) | drafts(11, 51, 1)
+    examining = halves(rated)
+    assert len(examining & set(range(11))) == 5 and len(examining - set(range(11))) == 20
+    later = halves(rated | drafts(51, 60, 5) | drafts(60, 90, 1))
+    assert examining <= later and len((later - examining) & set(rated)) <= 1 and len(later) == 20 // 2 + 70 // 2
+
+
 def test_ratings_only_the_teaching_half_agrees_with_cannot_promote(studio):
-    """The writer's stars follow songs in the drafts that would teach, and a coin elsewhere: a judge fitted
-    there would be sure of itself and teach songs, but the examiner, fitted on the other half, finds
-    nothing to rank the held-out ratings by, and nothing trains."""
+    """The writer likes songs and dislikes dirges among the drafts that would teach, but among those kept
+    to examine, a draft's words have nothing to do with its stars: a judge fitted on the teaching half
+    would be sure of itself and teach songs, but the examiner, fitted on the other half, finds nothing
+    to rank the held-out ratings by, and nothing trains."""
     ids = seed_rated_drafts(studio, 40, text=short_song) + seed_rated_drafts(studio, 40, start=40, text=short_dirge)
     songs = set(ids[:40])
-    coin = random.Random(11)
+    rate(studio, {i: 5 if i in songs else 1 for i in ids})
     with studio.sessions() as session:
-        teaching = {e.draft_id for e in all_rated(session) if not examines(e)}
-    rate(studio, {i: (5 if i in songs else 1) if i in teaching else coin.choice([5, 1]) for i in ids})
+        examining = plan_run(session, kto_config(studio)).examining
+    coin = random.Random(11)
+    with studio.sessions.begin() as session:  # same stars, same halves; the examining drafts' words by a coin
+        for draft_id in examining:
+            session.get(Draft, draft_id).text = coin.choice([short_song, short_dirge])(1000 + draft_id)
     with pytest.raises(NoConsistentPreference, match="Nothing to learn yet"):
         run(studio)
     assert [v["name"] for v in studio.versions.list()] == ["base"]
     # The same ratings everywhere are learned and examined: the examiner is trusted and the run trains.
-    rate(studio, {i: 5 if i in songs else 1 for i in ids})
+    with studio.sessions.begin() as session:
+        for draft_id in examining:
+            session.get(Draft, draft_id).text = (short_song if draft_id in songs else short_dirge)(1000 + draft_id)
     summary = run(studio)
     # Not quite 1: the tiny model's random word vectors give the judge a few kinds of words that mean nothing.
     assert summary["judge_accuracy"] >= 0.9 and summary["judge_p"] <= summary["judge_alpha"], summary

@@ -179,7 +179,7 @@ def run_training(lease: RunLease, settings: Settings, config: TrainingConfig, re
                                   report)
     up = sum(map(plan.liked, plan.train)) if plan.method == "kto" else len(plan.train)
     figures = {**verdict.to_dict(), "against": serving_name, "method": plan.method, "train_liked": up,
-               "train_disliked": len(plan.train) - up, "train_pairs": len(plan.pairs), "examining": plan.examining,
+               "train_disliked": len(plan.train) - up, "train_pairs": len(plan.pairs), "examining": len(plan.examining),
                "picked_liked": picked_liked, "picked_disliked": len(picks) - picked_liked, "phase_seconds": dict(phases),
                **extra}
     record_verdict(lease, candidate_id, candidate_name, figures, {**config.to_dict(), **stats, "method": plan.method})

@@ -1,7 +1,9 @@
 """What a run learns from and what judges it: decided once, in one read, the same way for every method.
 
 1. The one held-out split (splits.py): held-out rated drafts and picks judge versions and never train.
-2. The rest falls in two halves by a fixed draw per draft. The *teaching* half trains the candidate
+2. The rest falls in two halves, side by side (halves): each gets half of the liked drafts and half of
+   the disliked ones, give or take one, so a few liked drafts are never left almost all to one half
+   by chance. The *teaching* half trains the candidate
    (rated drafts for kto, liked ones for sft, picks for dpo) and fits the teacher, the judge whose
    picks a kto run also learns from. The *examining* half trains nothing: it fits the examiner, the
    judge whose verdict promotes. So the judge that decides learned from ratings the candidate never
@@ -77,9 +79,19 @@ def smallest_p_value(held: HeldOut) -> float:
     return p
 
 
-def examines(example: Example) -> bool:
-    """Whether a draft on the training side belongs to the examining half: a fixed draw, kept for good."""
-    return draw(f"examine:{held_out_key(example)}") < 0.5
+def halves(labelled: dict[int, tuple[Example, bool]]) -> set[int]:
+    """The examining half of these drafts (ids), split side by side: in the order they were written,
+    one of each two liked drafts examines and the other teaches, which one by a fixed draw, and the
+    same for disliked ones; an odd one out teaches. A coin per draft left 2 of 11 liked drafts to
+    teach in one benchmark round, fewer than a fine-tune learns a word from. Held-out drafts are paired
+    too (and then left out), and new drafts come last, so a draft keeps its half when more are held
+    out or rated, unless a rating moves a draft between sides."""
+    examining = set()
+    for side in (True, False):
+        ordered = sorted(i for i, (_, up) in labelled.items() if up == side)
+        for first, second in zip(ordered[::2], ordered[1::2]):
+            examining.add(first if draw(f"examine:{held_out_key(labelled[first][0])}") < 0.5 else second)
+    return examining
 
 
 @dataclass
@@ -107,7 +119,7 @@ class Plan:
     teacher: Judge | None  # picks drafts to learn from (kto), when it ranks the examining half as the writers did
     requests: list[dict[str, Any]]  # held-out prompts the gate's samples are written of
     pick_requests: list[dict[str, Any]]  # training prompts the teacher's picks are written of
-    examining: int  # ratings the examiner learned from
+    examining: list[int]  # the drafts whose ratings the examiner learned from
 
     @property
     def train_draft_ids(self) -> list[int]:
@@ -285,8 +297,10 @@ def plan_run(session, config: TrainingConfig, vectors: WordVectors | None = None
     held_ids = {e.draft_id for e in held.drafts} | {e.draft_id for e in rated.held_out}
     train_side = [e for e in rated.train if e.draft_id not in held_ids]
     pairs = [p for p in (picks.train if picks else []) if not {p.chosen.draft_id, p.rejected.draft_id} & held_ids]
-    examine_side = [e for e in train_side if examines(e)], [p for p in pairs if examines(p.chosen)]
-    teach = [e for e in train_side if not examines(e)], [p for p in pairs if not examines(p.chosen)]
+    every_pick = (picks.train + picks.held_out) if picks else []
+    examines = halves(_labelled(rated.train + rated.held_out, every_pick, liked, disliked, set())).__contains__
+    examine_side = [e for e in train_side if examines(e.draft_id)], [p for p in pairs if examines(p.chosen.draft_id)]
+    teach = [e for e in train_side if not examines(e.draft_id)], [p for p in pairs if not examines(p.chosen.draft_id)]
     usable = sum(map(liked, rated.train + rated.held_out))
     method, why = _method(config, picks, too_few_picks, train_side, liked, disliked)
     try:
@@ -323,4 +337,4 @@ def plan_run(session, config: TrainingConfig, vectors: WordVectors | None = None
             f"{len(examining)} ratings kept to examine the result, {len(held.drafts)} held out.").strip()
     return Plan(method, note, train, train_pairs, liked, held, exam, test, alpha, teacher,
                 sample_requests(session, [e.draft_id for e in held.drafts]),
-                sample_requests(session, sorted(trains), limit=PICK_PROMPTS), len(examining))
+                sample_requests(session, sorted(trains), limit=PICK_PROMPTS), sorted(examining))
