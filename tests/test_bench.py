@@ -68,7 +68,7 @@ def test_the_loop_benchmark_runs_rounds_with_a_shuffled_control_and_reports_its_
                                                                                         capsys):
     out = tmp_path / "loop.json"
     assert bench.main(["loop", "--model", str(tiny_model_dir), "--category", "the,a,and", "--rounds", "1",
-                       "--drafts", "12", "--fresh", "4", "--tokens", "8", "--json", str(out)]) == 0
+                       "--drafts", "12", "--fresh", "4", "--tokens", "8", "--candidates", "--json", str(out)]) == 0
 
     report = json.loads(out.read_text())
     assert report["before"]["version"] == "base" and report["before"]["drafts"] == 4
@@ -88,6 +88,9 @@ def test_the_loop_benchmark_runs_rounds_with_a_shuffled_control_and_reports_its_
         assert {"plan", "load", "train", "examine"} <= set(only["run"]["phase_seconds"])
 
     printed = capsys.readouterr().out
+    if only["run"].get("version") and only["run"]["decision"] != "promoted":  # the candidate, served in a copy
+        assert only["candidate"]["version"] == only["run"]["version"] and only["candidate"]["drafts"] == 4
+        assert f"candidate {only['run']['version']} ({only['run']['decision']}, not served)" in printed
     assert "round 1:" in printed and "shuffled controls promoted" in printed and "distinct-2" in printed
     assert "round 1 took" in printed and "longest round" in printed
 

@@ -2,7 +2,7 @@
 
 `python -m studio.bench loop (--trait REGEX | --category W1,W2,... | --rater ends|no-repeats|random)
 [--template fantasy] [--field NAME=VALUE] [--rounds 3] [--drafts 48] [--fresh 48] [--tokens 96]
-[--json loop-results.json]`
+[--candidates] [--json loop-results.json]`
 
 A synthetic writer (raters.py) gives 5 stars to the drafts it likes and 1 star to the rest: those
 whose text matches --trait, those with a word of --category, those that end by themselves on a
@@ -14,7 +14,8 @@ share of them the writer likes, against the base model's on the same seeds befor
 is what a writer would notice (for a category, each word's share too). Beside each round runs a shuffled control: a copy of the database with the
 same ratings shuffled among the drafts (no signal left), run against the base. An honest gate
 promotes no such candidate (it usually stops before training: its judge finds no consistent
-preference in the ratings).
+preference in the ratings). With --candidates, a candidate the gate did not promote writes the fresh
+drafts too, in a copy of the database that serves it: whether the trainer or the gate fell short.
 """
 
 from __future__ import annotations
@@ -110,14 +111,29 @@ def train(studio) -> dict[str, Any]:
     return {**summary, "seconds": seconds}
 
 
+def _copy(studio, folder: str):
+    """A studio on a copy of this one's database (the same models and adapters)."""
+    from studio.core.studio import Studio
+
+    settings = scratch_settings(dataclasses.replace(studio.settings), Path(folder))
+    backup_sqlite(studio.settings.database_url, settings.data_path / "studio.db")
+    return Studio(settings)
+
+
+def candidate_fresh(loop: Loop, version: str, count: int) -> dict[str, Any]:
+    """A candidate the gate did not promote, measured as the serving version is, in a copy of the
+    database that serves it: what the trainer learned, beside what the gate could show."""
+    with tempfile.TemporaryDirectory(prefix="studio-candidate-") as folder:
+        copy = _copy(loop.studio, folder)
+        with copy.sessions.begin() as session:
+            registry.activate(session, next(v.id for v in registry.list_versions(session) if v.name == version))
+        return dataclasses.replace(loop, studio=copy).fresh(count)
+
+
 def shuffled_control(studio, seed: int) -> dict[str, Any]:
     """The same ratings shuffled among the same drafts, trained against the base in a copy of the database."""
     with tempfile.TemporaryDirectory(prefix="studio-control-") as folder:
-        settings = scratch_settings(dataclasses.replace(studio.settings), Path(folder))
-        backup_sqlite(studio.settings.database_url, settings.data_path / "studio.db")
-        from studio.core.studio import Studio
-
-        control = Studio(settings)
+        control = _copy(studio, folder)
         with control.sessions.begin() as session:
             ratings = [rating for _, rating in repository.list_rated_drafts(session)]
             stars = [rating.stars for rating in ratings]
@@ -145,6 +161,8 @@ def run(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
         figures["round_seconds"] = time.perf_counter() - round_started  # what a writer waits: drafts, a run
         figures["control"] = shuffled_control(loop.studio, seed=r) if args.control else None
         figures["after"] = loop.fresh(args.fresh, last=report["rounds"][-1]["after"] if r else report["before"])
+        if args.candidates and figures["run"].get("version") and figures["run"]["decision"] != "promoted":
+            figures["candidate"] = candidate_fresh(loop, figures["run"]["version"], args.fresh)
         report["rounds"].append(figures)
         print_round(r + 1, figures, report["before"], flush=True)
     report["minutes"] = (time.perf_counter() - started) / 60
@@ -170,6 +188,11 @@ def print_round(number: int, figures: dict[str, Any], before: dict[str, Any], fl
     print(f"round {number}: {figures['liked']}/{figures['rated']} drafts liked; run: {_gate_words(figures['run'])}; "
           f"shuffled control: {control}; serving {after['version']}: liked {after['liked_share']:.1%} of fresh "
           f"drafts (x{ratio:.2f} base), distinct-2 {after['distinct_2']:.3f}", flush=flush)
+    if figures.get("candidate"):
+        candidate = figures["candidate"]
+        print(f"  candidate {candidate['version']} ({figures['run']['decision']}, not served): liked "
+              f"{candidate['liked_share']:.1%} of fresh drafts (x{_ratio(candidate['liked_share'], before['liked_share']):.2f} "
+              f"base), distinct-2 {candidate['distinct_2']:.3f}", flush=flush)
     phases = ", ".join(f"{name} {seconds:.0f} s" for name, seconds in figures["run"].get("phase_seconds", {}).items())
     print(f"  round {number} took {figures['round_seconds'] / 60:.1f} minutes: writing and rating "
           f"{figures['write_seconds']:.0f} s, the run {figures['run']['seconds']:.0f} s"
@@ -213,6 +236,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fresh", type=int, default=48, help="Fresh drafts (unseen seeds) measured per round.")
     parser.add_argument("--tokens", type=int, default=96, help="New tokens per draft.")
     parser.add_argument("--no-control", dest="control", action="store_false", help="Skip the shuffled controls.")
+    parser.add_argument("--candidates", action="store_true",
+                        help="Also measure each candidate the gate did not promote on the fresh drafts' seeds: what "
+                             "the trainer learned, beside what the gate could show.")
     parser.add_argument("--json", type=Path, default=Path("loop-results.json"), help="Where to write the figures.")
     args = parser.parse_args(argv)
     try:
