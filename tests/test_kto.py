@@ -277,17 +277,21 @@ def test_shuffled_ratings_are_refused_before_training_and_the_run_says_why(studi
     assert studio.pool.load().version == "base"
 
 
-def test_a_run_trains_the_same_number_of_steps_however_many_ratings_there_are(studio):
-    """By default KTO trains kto_steps steps: a run costs the same on 20 ratings as on 60, and the
-    first rounds' few ratings are seen several times."""
-    songs_and_dirges(studio, 10)
-    small = train(studio, epochs=None, kto_steps=6)
-    songs_and_dirges(studio, 20, start=20)
-    large = train(studio, epochs=None, kto_steps=6)
+def test_a_run_on_more_ratings_trains_more_steps_up_to_a_bound(studio):
+    """By default KTO trains at least kto_steps steps, so the first rounds' few ratings are seen several
+    times; on many ratings, enough that each is seen kto_min_epochs times, up to kto_max_steps (a
+    fixed number of steps left later rounds' drafts seen once or twice, and learned nothing)."""
+    songs_and_dirges(studio, 8)
+    small = train(studio, epochs=None, kto_steps=4, kto_max_steps=20)
+    songs_and_dirges(studio, 16, start=16)
+    middle = train(studio, epochs=None, kto_steps=4, kto_max_steps=20)
+    songs_and_dirges(studio, 40, start=48)
+    large = train(studio, epochs=None, kto_steps=4, kto_max_steps=20)
     curves = {v["name"]: v["loss_curve"] for v in studio.versions.list()}
-    assert small["train_drafts"] < large["train_drafts"]
-    assert len(curves[small["version"]]) == len(curves[large["version"]]) == 6
-    assert small["epochs"] > large["epochs"]  # the fewer ratings, the more often each is seen
+    steps = [len(curves[run["version"]]) for run in (small, middle, large)]
+    assert small["train_drafts"] < middle["train_drafts"] < large["train_drafts"]
+    assert steps[0] == 4 and 4 < steps[1] < 20 and steps[2] == 20, steps
+    assert middle["epochs"] >= 3 > large["epochs"]
 
 
 def test_held_out_drafts_never_train_any_version_across_runs(studio):

@@ -80,7 +80,7 @@ def training_drafts(request: dict[str, Any], pool: list[Written], rater: Rater, 
                     ended=d.ended) for n, (d, stars) in enumerate(chosen)]
 
 
-def fit(loaded, examples: list, ratio: float, seed: int, steps: int, beta: float) -> tuple[Any, int, float]:
+def fit(loaded, examples: list, ratio: float, seed: int, steps: int | None, beta: float) -> tuple[Any, int, float]:
     """A run's KTO LoRA on these drafts, kept in proportion as a run keeps them: the trained model,
     how many disliked drafts it trained on, and the seconds it took."""
     from studio.learning import finetune
@@ -90,7 +90,8 @@ def fit(loaded, examples: list, ratio: float, seed: int, steps: int, beta: float
     def liked(e) -> bool:
         return e.stars >= 4
 
-    config = TrainingConfig(seed=seed, kto_steps=steps, kto_disliked_per_liked=ratio, kto_beta=beta)
+    fixed = {} if steps is None else {"kto_steps": steps, "kto_max_steps": steps}  # None: as a run chooses
+    config = TrainingConfig(seed=seed, kto_disliked_per_liked=ratio, kto_beta=beta, **fixed)
     kept = in_proportion(examples, liked, ratio)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="studio-learning-bench-") as scratch:
@@ -166,7 +167,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--disliked-per-liked", type=ratios, default=[0.0, 2.0],
                         help="Comma-separated: the run's kto_disliked_per_liked of each arm (0: every disliked draft).")
     parser.add_argument("--seeds", type=int, default=2, help="LoRA seeds per arm.")
-    parser.add_argument("--steps", type=int, default=32, help="KTO steps per fit (a run's default).")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="KTO steps per fit (by default as a run chooses: kto_steps, more for many drafts).")
     parser.add_argument("--kto-beta", type=float, default=TrainingConfig.kto_beta, help="A run's kto_beta.")
     parser.add_argument("--fresh", type=int, default=96, help="Fresh drafts each model writes to be measured.")
     parser.add_argument("--json", type=Path, default=Path("learning-results.json"), help="Where to write the figures.")
@@ -180,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(exc))
     if args.kto_beta <= 0:
         parser.error("--kto-beta must be above 0.")
-    if min(args.tokens, args.liked, args.disliked, args.seeds, args.steps, args.fresh) < 1 or \
+    if min(args.tokens, args.liked, args.disliked, args.seeds, 1 if args.steps is None else args.steps, args.fresh) < 1 or \
             args.pool < args.liked + args.disliked:
         parser.error("--tokens, --liked, --disliked, --seeds, --steps and --fresh must be at least 1, and --pool at "
                      "least --liked plus --disliked.")

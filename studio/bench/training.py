@@ -41,7 +41,7 @@ def fit(loaded, drafts: list, steps: int, precision: str) -> dict[str, Any]:
     from studio.learning import finetune
     from studio.learning.config import TrainingConfig
 
-    config = TrainingConfig(kto_steps=steps, precision=precision).resolved("kto")
+    config = TrainingConfig(kto_steps=steps, kto_max_steps=steps, precision=precision).resolved("kto")
     model = copy.deepcopy(loaded.model)  # each fit starts from the same weights
     with tempfile.TemporaryDirectory(prefix="studio-training-bench-") as scratch:
         started = time.perf_counter()

@@ -252,7 +252,7 @@ def kto_trainer(model, tokenizer, rows: list[dict[str, Any]], config: TrainingCo
     disable_progress_bars()
     desirable = sum(r["label"] for r in rows)
     undesirable = len(rows) - desirable
-    arguments = {**_common_arguments(config, output), "max_steps": config.kto_steps if config.epochs is None else -1}
+    arguments = {**_common_arguments(config, output), "max_steps": config.kto_run_steps(len(rows))}
     # The reference (the base: the adapter switched off) scores each draft once, before training. Not on
     # several processes: TRL hands its scores to the others in a cache file beside the dataset, and an
     # in-memory dataset's is in each process's own temporary folder; there it scores each batch as it comes.
