@@ -125,9 +125,12 @@ def candidate_fresh(loop: Loop, version: str, count: int) -> dict[str, Any]:
     database that serves it: what the trainer learned, beside what the gate could show."""
     with tempfile.TemporaryDirectory(prefix="studio-candidate-") as folder:
         copy = _copy(loop.studio, folder)
-        with copy.sessions.begin() as session:
-            registry.activate(session, next(v.id for v in registry.list_versions(session) if v.name == version))
-        return dataclasses.replace(loop, studio=copy).fresh(count)
+        try:
+            with copy.sessions.begin() as session:
+                registry.activate(session, next(v.id for v in registry.list_versions(session) if v.name == version))
+            return dataclasses.replace(loop, studio=copy).fresh(count)
+        finally:
+            copy.close()  # its model and database go before the folder does
 
 
 def shuffled_control(studio, seed: int) -> dict[str, Any]:
