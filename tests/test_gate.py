@@ -77,6 +77,7 @@ def held(liked: list[int], disliked: list[int]) -> HeldOut:
 
 def likes_sea_words(texts: list[str]) -> list[float]:
     """A judge that learned the writers like the sea: a draft with five sea words or more, liked."""
+    texts = [t[0] if isinstance(t, tuple) else t for t in texts]  # (text, whether it ended), as a run reads them
     return [sum(w in ("sea", "wave", "harbour") for w in t.split()) - 4.5 for t in texts]
 
 
@@ -220,3 +221,65 @@ def test_the_training_tab_shows_the_verdicts_reason_and_older_versions_figures()
     assert _ranked({"method": "kto", "decision": "promoted", "reason": "Promoted: a judge ..."}) == "Promoted: a judge ..."
     older = {"decision": "promoted", "active_perplexity": 27.98, "candidate_perplexity": 24.48}  # the perplexity gate's
     assert _ranked(older) == "held-out perplexity 27.98 -> 24.48"
+
+
+def paired(wins: int, losses: int, ties: int, seed: int) -> tuple[list[str], list[str]]:
+    """Candidate and serving drafts, in pairs, where the sea judge likes the candidate's draft only
+    (wins), the serving version's only (losses), or neither (ties)."""
+    sea, land = verses(seed, wins + losses, 0.6), verses(seed + 1, wins + losses + 2 * ties, 0.0)
+    candidate = sea[:wins] + land[:losses] + land[losses + wins:losses + wins + ties]
+    serving = land[losses:losses + wins] + sea[wins:] + land[losses + wins + ties:]
+    return candidate, serving
+
+
+def test_the_count_shares_alpha_over_its_looks_and_looks_again_only_while_unsettled():
+    from studio.learning.verdict import settled
+
+    for looks in (1, 2, 3, 4):
+        spent = sum(dataclasses.replace(OPTIONS, look=k, looks=looks).count_alpha for k in range(1, looks + 1))
+        assert spent == pytest.approx(OPTIONS.alpha)
+    first, last = dataclasses.replace(OPTIONS, look=1, looks=2), dataclasses.replace(OPTIONS, look=2, looks=2)
+    assert (first.count_alpha, last.count_alpha) == pytest.approx((0.01, 0.04))
+    examiner = exam(likes_sea_words)
+
+    def judged(candidate, serving, options):
+        samples = Samples([candidate], [serving], 12.0, 12.0)
+        return settled(examiner, samples, options), decide(held(LIKED, DISLIKED), examiner, BASE, BASE, BASE,
+                                                             samples, options)
+
+    ahead = paired(wins=9, losses=2, ties=37, seed=10)  # sign test p 0.033: enough for one look at 0.05
+    assert judged(*ahead, OPTIONS)[1].decision == "promoted"
+    unsettled, at_first_look = judged(*ahead, first)
+    assert not unsettled and at_first_look.decision == "rejected" and "p <= 0.01" in at_first_look.reason
+    again = paired(wins=9, losses=2, ties=37, seed=20)
+    settles, verdict_then = judged(ahead[0] + again[0], ahead[1] + again[1], last)  # 18 against 4: p 0.002
+    assert settles and verdict_then.decision == "promoted", verdict_then.reason
+    assert verdict_then.looks == 2 and verdict_then.samples == 96 and "in 2 looks" in verdict_then.reason
+    assert judged(*paired(wins=2, losses=9, ties=37, seed=30), first)[0]  # behind: looking on would not help
+    assert judged(*paired(wins=12, losses=0, ties=36, seed=40), first)[0]  # p 0.0002: passed at the first look
+
+
+def test_each_look_writes_both_versions_from_the_same_new_seeds_until_the_count_settles(monkeypatch):
+    """The run's second look is other drafts than the first (other seeds), the candidate's and the
+    serving version's from the same seeds, and there is no third look once the count settled."""
+    import studio.learning.pipeline as pipeline
+    from studio.learning.config import TrainingConfig
+
+    written = []
+
+    def write_drafts(model, tokenizer, requests, count, *, chat):
+        seed = requests[0]["sampler"]["seed"]
+        written.append((model, seed))
+        wins = 9 if model == "candidate" else 2  # each look: the candidate liked 9 times, the serving 2
+        return [[(text, True) for text in verses(seed, wins, 0.6) + verses(seed + 1, count - wins, 0.0)]]
+
+    monkeypatch.setattr(pipeline, "write_drafts", write_drafts)
+    plan = SimpleNamespace(requests=[{"model_input": "m", "prompt": "p", "template_id": "t", "sampler": {"seed": 5}}],
+                           exam=exam(likes_sea_words), alpha=0.025, test=1)
+    base, serving = SimpleNamespace(tokenizer=None, is_chat=False), SimpleNamespace(model="serving", tokenizer=None,
+                                                                                    is_chat=False)
+    config = TrainingConfig(gate_samples=48, gate_looks=3)
+    samples, looks = pipeline._look(config, plan, base, serving, "candidate", "v1", lambda *a: None)
+    assert looks == 2 and len(samples.candidate[0]) == len(samples.serving[0]) == 96
+    assert [model for model, _ in written] == ["candidate", "serving"] * 2
+    assert written[0][1] == written[1][1] != written[2][1] == written[3][1]

@@ -108,7 +108,8 @@ def test_a_kto_run_on_two_processes_trains_both_on_the_judges_picks_from_rank_0(
     version = _train_on_two_processes(studio, epochs=1, learning_rate=5e-3)
 
     gate = version["gate"]
-    assert gate["method"] == "kto" and gate["picked_liked"] > 0 and gate["samples"] == TrainingConfig().gate_samples
+    assert gate["method"] == "kto" and gate["picked_liked"] > 0
+    assert gate["samples"] == TrainingConfig().gate_samples * gate["looks"]
     examples = gate["train_liked"] + gate["train_disliked"] + gate["picked_liked"] + gate["picked_disliked"]
     # One epoch of 4 drafts a step in all: the steps count the picks (had the other process fewer
     # examples, it would run out of batches first and the run would hang).

@@ -235,7 +235,7 @@ def test_with_enough_picks_the_run_learns_them_by_dpo_and_faces_the_same_exam(st
     # The examiner ranks every held-out pick as the writer did (the song over the dirges), beyond chance
     # at the share of alpha the first test may spend, so the candidate's drafts were judged.
     assert summary["judge_accuracy"] == 1.0 and summary["judge_p"] <= summary["judge_alpha"] == 0.025, summary
-    assert summary["decision"] in ("promoted", "rejected") and summary["samples"] == 8, summary["reason"]
+    assert summary["decision"] in ("promoted", "rejected") and summary["samples"] == 8 * summary["looks"], summary["reason"]
 
     v1 = _version(studio, "v1")
     assert v1["gate"]["method"] == "dpo" and v1["hyperparameters"]["method"] == "dpo"

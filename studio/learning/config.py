@@ -98,7 +98,12 @@ class TrainingConfig:
                 "the serving version's share."})
     # 48, not 32: 32 pairs left a rise from 12% to 34% liked short of p 0.05 (p 0.06-0.07, twice on
     # the loop benchmark). A prompt's drafts are written in one batch, so runs took no longer.
-    gate_samples: int = field(default=48, metadata={"help": "kto: drafts each version writes for the judge to compare."})
+    gate_samples: int = field(default=48, metadata={
+        "help": "kto: drafts each version writes for the judge to compare, at each look."})
+    gate_looks: int = field(default=2, metadata={
+        "help": "kto: at most this many looks at gate_samples more drafts a side, while the count is neither passed "
+                "nor the candidate behind; alpha is shared out over the looks (verdict.py), so looking again costs "
+                "no error rate, only time."})
     judge_samples: int = field(default=64, metadata={
         "help": "kto: drafts the serving version writes of training prompts before training; the trusted judge's "
                 "favourites train as liked and as many of its least favourites as disliked (0: ratings only)."})
@@ -141,6 +146,8 @@ class TrainingConfig:
             raise StudioError(f"max_disliked_stars must be at least 1 and below min_stars, not {self.max_disliked_stars}.")
         if self.gate_samples < 2:
             raise StudioError(f"gate_samples must be at least 2, not {self.gate_samples}.")
+        if self.gate_looks < 1:
+            raise StudioError(f"gate_looks must be at least 1, not {self.gate_looks}.")
         if not 0 < self.gate_alpha < 1:
             raise StudioError(f"gate_alpha must be between 0 and 1, not {self.gate_alpha}.")
         if self.precision not in PRECISIONS:

@@ -25,8 +25,8 @@ from studio.learning.finetune import Report, train_adapter, train_kto_adapter, t
 from studio.learning.lease import RunLease
 from studio.learning.neighbours import load_word_vectors
 from studio.learning.plan import Plan, plan_run
-from studio.learning.samples import fluency, judge_picks, write_drafts
-from studio.learning.verdict import GateOptions, Samples, Verdict, decide, score
+from studio.learning.samples import LOOK_SEED_OFFSET, fluency, judge_picks, reseeded, write_drafts
+from studio.learning.verdict import GateOptions, Samples, Verdict, decide, score, settled
 from studio.serving.models import load_model
 
 log = logging.getLogger(__name__)
@@ -55,10 +55,11 @@ def record_verdict(lease: RunLease, version_id: int, name: str, figures: dict[st
         lease.succeed(session, f"{name} {figures['decision']}: {figures['reason']}", outcome=figures["decision"])
 
 
-def _options(config: TrainingConfig, plan: Plan) -> GateOptions:
+def _options(config: TrainingConfig, plan: Plan, look: int = 1) -> GateOptions:
     return GateOptions(alpha=config.gate_alpha, judge_alpha=plan.alpha, test=plan.test, margin=config.rank_margin,
                        min_diversity=config.min_diversity, max_perplexity_increase=config.max_perplexity_increase,
-                       max_sample_perplexity_increase=config.max_sample_perplexity_increase, seed=config.seed)
+                       max_sample_perplexity_increase=config.max_sample_perplexity_increase, seed=config.seed,
+                       look=look, looks=config.gate_looks)
 
 
 def _teach(config: TrainingConfig, plan: Plan, serving, report: Report, allowed) -> tuple[list, int]:
@@ -88,6 +89,37 @@ def _split(drafts: list[list[tuple[str, bool]]]) -> tuple[list[list[str]], list[
     return [[t for t, _ in group] for group in drafts], [[e for _, e in group] for group in drafts]
 
 
+def _write_both(plan: Plan, base, serving, model, count: int, offset: int) -> tuple[list, list]:
+    """count drafts by the candidate and by the serving version (the base: the candidate with its
+    LoRA switched off) of the held-out prompts, from the same seeds, each shifted by offset."""
+    requests = reseeded(plan.requests, offset)
+    candidate = write_drafts(model, base.tokenizer, requests, count, chat=base.is_chat)
+    if serving is None:
+        with model.disable_adapter():
+            return candidate, write_drafts(model, base.tokenizer, requests, count, chat=base.is_chat)
+    return candidate, write_drafts(serving.model, serving.tokenizer, requests, count, chat=serving.is_chat)
+
+
+def _look(config: TrainingConfig, plan: Plan, base, serving, model, serving_name: str,
+          report: Report) -> tuple[Samples, int]:
+    """Both versions' samples for the gate, written look after look (verdict.settled) until the
+    count is settled; the samples without their fluency, and how many looks it took."""
+    exam = plan.exam
+    count = 1 if exam.undecided else config.gate_samples  # without an exam, one draft each for the before/after
+    candidate, serving_side = [[] for _ in plan.requests], [[] for _ in plan.requests]
+    for look in range(1, (1 if exam.undecided else config.gate_looks) + 1):
+        report(0.9, f"The candidate and {serving_name} write {count} draft{'s' * (count > 1)} each of held-out "
+                    f"prompts{f' (look {look})' if look > 1 else ''}…", [])
+        written = _write_both(plan, base, serving, model, count, (look - 1) * LOOK_SEED_OFFSET)
+        candidate = [old + new for old, new in zip(candidate, written[0])]
+        serving_side = [old + new for old, new in zip(serving_side, written[1])]
+        (candidate_texts, candidate_ended), (serving_texts, serving_ended) = _split(candidate), _split(serving_side)
+        samples = Samples(candidate_texts, serving_texts, candidate_ended=candidate_ended, serving_ended=serving_ended)
+        if settled(exam, samples, _options(config, plan, look)):
+            return samples, look
+    raise AssertionError("the last look always settles")
+
+
 def _examine(config: TrainingConfig, plan: Plan, base, serving, model, base_scores, serving_name: str,
              serving_diversity: float, report: Report) -> tuple[Verdict, dict[str, Any]]:
     """The gate's verdict on the trained candidate (a PeftModel over the base), and the before/after.
@@ -95,34 +127,22 @@ def _examine(config: TrainingConfig, plan: Plan, base, serving, model, base_scor
     report(0.85, "Scoring held-out drafts with the candidate…", [])
     held, exam = plan.held, plan.exam
     candidate_scores = score(model, base.tokenizer, held.drafts, config.max_length)
-    count = 1 if exam.undecided else config.gate_samples  # without an exam, one draft each for the before/after
-    if plan.requests:
-        report(0.9, f"The candidate and {serving_name} write {count} draft{'s' * (count > 1)} each of held-out "
-                    "prompts…", [])
-    candidate_texts, candidate_ended = _split(write_drafts(model, base.tokenizer, plan.requests, count, chat=base.is_chat))
-    if serving is None:
-        serving_scores = base_scores
-        with model.disable_adapter():  # the LoRA switched off: the base itself
-            serving_texts, serving_ended = _split(write_drafts(model, base.tokenizer, plan.requests, count,
-                                                               chat=base.is_chat))
-    else:
-        serving_scores = score(serving.model, serving.tokenizer, held.drafts, config.max_length)
-        serving_texts, serving_ended = _split(write_drafts(serving.model, serving.tokenizer, plan.requests, count,
-                                                           chat=serving.is_chat))
-    samples = None
-    if not exam.undecided and plan.requests:
+    serving_scores = base_scores if serving is None else score(serving.model, serving.tokenizer, held.drafts,
+                                                               config.max_length)
+    samples, looks = _look(config, plan, base, serving, model, serving_name, report) if plan.requests else (None, 1)
+    if samples is not None and not exam.undecided:
         report(0.97, "The base model reads both versions' drafts (how naturally they read)…", [])
         with model.disable_adapter():
-            samples = Samples(candidate_texts, serving_texts,
-                              fluency(model, base.tokenizer, plan.requests, candidate_texts, config.max_length),
-                              fluency(model, base.tokenizer, plan.requests, serving_texts, config.max_length),
-                              candidate_ended, serving_ended)
-    verdict = decide(held, exam, base_scores, serving_scores, candidate_scores, samples, _options(config, plan),
+            samples.candidate_fluency = fluency(model, base.tokenizer, plan.requests, samples.candidate,
+                                                config.max_length)
+            samples.serving_fluency = fluency(model, base.tokenizer, plan.requests, samples.serving, config.max_length)
+    verdict = decide(held, exam, base_scores, serving_scores, candidate_scores,
+                     None if exam.undecided else samples, _options(config, plan, looks),
                      serving_diversity=serving_diversity)
     before_after = {}
-    if plan.requests and candidate_texts[0] and serving_texts[0]:
-        before_after = {**plan.requests[0], "parent": serving_name, "parent_text": serving_texts[0][0],
-                        "text": candidate_texts[0][0]}
+    if samples is not None and samples.candidate[0] and samples.serving[0]:
+        before_after = {**plan.requests[0], "parent": serving_name, "parent_text": samples.serving[0][0],
+                        "text": samples.candidate[0][0]}
     return verdict, {"before_after": before_after,
                      "judge_likes": exam.judge.top_words() if exam.judge is not None else []}
 

@@ -24,6 +24,13 @@ from studio.serving.sampling import MAX_SEED, SamplerSettings
 
 MAX_PROMPTS = 4
 PICK_SEED_OFFSET = 7_919  # the judge's picks use other seeds than the rated drafts they share prompts with
+LOOK_SEED_OFFSET = 104_729  # each further look of the gate writes from other seeds than the looks before
+
+
+def reseeded(requests: list[dict[str, Any]], offset: int) -> list[dict[str, Any]]:
+    """The same requests, each from its seed plus offset."""
+    return [{**r, "sampler": {**r["sampler"], "seed": (r["sampler"]["seed"] + offset) % (MAX_SEED + 1)}}
+            for r in requests]
 
 
 def sample_requests(session, draft_ids: list[int], limit: int = MAX_PROMPTS) -> list[dict[str, Any]]:
@@ -136,8 +143,7 @@ def judge_picks(model, tokenizer, requests: list[dict[str, Any]], count: int, ju
     neither do those allowed(text, prompt) refuses (the content filter: they train as writers'
     flagged drafts do, not at all). A draft cut at the token limit is marked as not ended, so it is
     never taught as a liked ending (finetune.kto_rows)."""
-    shifted = [{**r, "sampler": {**r["sampler"], "seed": (r["sampler"]["seed"] + PICK_SEED_OFFSET) % (MAX_SEED + 1)}}
-               for r in requests]
+    shifted = reseeded(requests, PICK_SEED_OFFSET)
     picks: list[Example] = []
     for request, drafts in zip(shifted, write_drafts(model, tokenizer, shifted, count, chat=chat)):
         ended = dict(drafts)  # a repeated draft would count twice

@@ -10,8 +10,15 @@ evidence the candidate never trained on, in three steps:
 2. The candidate and the serving version each write `samples` drafts of held-out prompts (the
    newest), in pairs: the same prompt and seed for both. The examiner must expect writers to like
    more of the candidate's drafts (log-odds above 0) than of the serving version's, by more than
-   margin, with the exact sign test on the pairs where it likes one side's draft only at
-   p <= alpha. A 95% bootstrap interval of the difference is shown with it.
+   margin, with the exact sign test on the pairs where it likes one side's draft only. A 95%
+   bootstrap interval of the difference is shown with it.
+   The count may look more than once: where the first look neither passes nor shows the candidate
+   behind, both versions write as many drafts again (other seeds) and the test is run on all of
+   them. Look k of K may pass at alpha k^2 / (1^2 + ... + K^2) (0.01 then 0.04 for two looks):
+   these add up to alpha, so looking again costs no error rate (a union bound), and most of alpha
+   is kept for the last, largest look. Why: a candidate that wrote the liked trait in 31% of its
+   drafts against 19% was rejected at p 0.24 on 48 pairs; such a rise passes 48 pairs about a
+   third of the time and two looks about half of it (the same sign test, simulated).
    Why a count of liked drafts, not how often the judge ranks one side's draft above the other's:
    the judge also weights words that only happened to come with liked drafts, and between two
    drafts without the liked trait those words decide the ranking: a candidate that wrote more of
@@ -40,7 +47,7 @@ from studio.learning.plan import Exam, HeldOut
 from studio.learning.significance import accuracy, paired_share_difference
 from studio.text import distinct_2
 
-__all__ = ["GateOptions", "Samples", "Verdict", "decide", "gate_words", "score"]
+__all__ = ["GateOptions", "Samples", "Verdict", "decide", "gate_words", "score", "settled"]
 
 
 @dataclass
@@ -73,6 +80,7 @@ class Verdict:
     serving_fluency: float
     alpha: float
     margin: float
+    looks: int = 1  # how many times the count looked (each look: `samples / looks` more drafts a side)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: a figure that could not be computed is None (JSON has no NaN)."""
@@ -89,6 +97,13 @@ class GateOptions:
     max_perplexity_increase: float
     max_sample_perplexity_increase: float
     seed: int = 0
+    look: int = 1  # which look at the samples this is, of at most `looks`
+    looks: int = 1
+
+    @property
+    def count_alpha(self) -> float:
+        """The sign test's level at this look: alpha k^2 / (1^2 + ... + K^2), which add up to alpha."""
+        return self.alpha * self.look ** 2 / sum(k * k for k in range(1, self.looks + 1))
 
 
 @dataclass
@@ -99,8 +114,8 @@ class Samples:
 
     candidate: list[list[str]]
     serving: list[list[str]]
-    candidate_fluency: float
-    serving_fluency: float
+    candidate_fluency: float = float("nan")  # not yet read while the count is still looking
+    serving_fluency: float = float("nan")
     candidate_ended: list[list[bool]] | None = None
     serving_ended: list[list[bool]] | None = None
 
@@ -121,6 +136,15 @@ def _liked_shares(judge_score, samples: Samples, seed: int) -> tuple[float, floa
     candidate, serving = samples.readable()
     liked = [score > 0 for score in judge_score(candidate + serving)]
     return paired_share_difference(liked[:len(candidate)], liked[len(candidate):], seed)
+
+
+def settled(exam: Exam, samples: Samples, options: GateOptions) -> bool:
+    """Whether the count needs no further look: this is the last, it passes at this look's level, or
+    the candidate is not ahead by more than the margin (stopping early never raises the error rate)."""
+    if options.look >= options.looks or exam.undecided or exam.judge is None:
+        return True
+    candidate, serving, _, _, p = _liked_shares(exam.judge.scores, samples, options.seed)
+    return p <= options.count_alpha or candidate - serving <= options.margin
 
 
 def decide(held: HeldOut, exam: Exam, base: dict[int, tuple[float, int]], serving: dict[int, tuple[float, int]],
@@ -144,7 +168,8 @@ def decide(held: HeldOut, exam: Exam, base: dict[int, tuple[float, int]], servin
         serving_accuracy=accuracy({i: serving[i][0] - base[i][0] for i in serving}, held.pairs),
         candidate_perplexity=perplexity(candidate, held.liked), serving_perplexity=perplexity(serving, held.liked),
         candidate_fluency=samples.candidate_fluency if samples else nan,
-        serving_fluency=samples.serving_fluency if samples else nan, alpha=options.alpha, margin=options.margin)
+        serving_fluency=samples.serving_fluency if samples else nan, alpha=options.count_alpha, margin=options.margin,
+        looks=options.look)
     if exam.undecided or samples is None or exam.judge is None:
         return Verdict("undecided", exam.undecided or "No held-out prompts to write samples of.", **figures)
     (figures["candidate_liked"], figures["serving_liked"], figures["low"], figures["high"],
@@ -157,12 +182,14 @@ def _verdict_on_samples(figures: dict[str, Any], options: GateOptions) -> Verdic
     prefers = (f"a judge learned from ratings it never trained on (it ranks {figures['judge_accuracy']:.0%} of "
                f"held-out pairs as the writers did, p = {figures['judge_p']:.2g}, test {figures['test']} since the "
                f"last promotion, at most {figures['judge_alpha']:.2g}) expects writers to like "
-               f"{figures['candidate_liked']:.0%} of its drafts against {figures['serving_liked']:.0%} of the serving version's, {figures['samples']} drafts each of the "
-               f"same prompts and seeds (difference {figures['candidate_liked'] - figures['serving_liked']:+.0%}, "
+               f"{figures['candidate_liked']:.0%} of its drafts against {figures['serving_liked']:.0%} of the "
+               f"serving version's, {figures['samples']} drafts each of the same prompts and seeds"
+               f"{_looked(options)} (difference {figures['candidate_liked'] - figures['serving_liked']:+.0%}, "
                f"95% interval {figures['low']:+.0%} to {figures['high']:+.0%}; p = {figures['p_value']:.3f})")
-    if figures["p_value"] > options.alpha or figures["candidate_liked"] - figures["serving_liked"] <= options.margin:
+    if figures["p_value"] > options.count_alpha or \
+            figures["candidate_liked"] - figures["serving_liked"] <= options.margin:
         return verdict("rejected", f"Not shown to write what the writers like more often than the serving version: "
-                                   f"{prefers}; promotion needs p <= {options.alpha:g} and a difference above "
+                                   f"{prefers}; promotion needs p <= {options.count_alpha:.2g} and a difference above "
                                    f"{options.margin:+.0%}.")
     if figures["diversity_vs_base"] < options.min_diversity:
         return verdict("rejected", f"It writes what the writers like, but repeats itself: distinct-2 of its drafts "
@@ -180,6 +207,12 @@ def _verdict_on_samples(figures: dict[str, Any], options: GateOptions) -> Verdic
         return verdict("rejected", f"It writes what the writers like, but its perplexity on held-out liked drafts rose "
                                    f"{worse:+.0%} (at most {options.max_perplexity_increase:+.0%}).")
     return verdict("promoted", f"Promoted: {prefers}.")
+
+
+def _looked(options: GateOptions) -> str:
+    if options.looks == 1:
+        return ""
+    return f", in {options.look} look{'s' * (options.look > 1)} of at most {options.looks}"
 
 
 def gate_words(gate: dict[str, Any]) -> str:
