@@ -85,6 +85,17 @@ def assigned_drafts(session: Session) -> tuple[set[int], set[int]]:
     return trained, held - trained
 
 
+def lineage_trained(session: Session) -> set[int]:
+    """The drafts the serving version and the versions it was trained from trained on: what a run that
+    starts from the serving version's adapter has already learned."""
+    ids: set[int] = set()
+    version = active_version(session)
+    while version is not None:
+        ids.update(version.train_draft_ids or [])
+        version = session.get(ModelVersion, version.parent_id) if version.parent_id is not None else None
+    return ids
+
+
 def next_version_name(session: Session) -> str:
     """v1, v2, ...: one past the highest ever given, so a run that failed before saving its adapter
     (its row kept, as the record of what happened) never hands its name to the next run."""

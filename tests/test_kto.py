@@ -11,7 +11,7 @@ from storage import registry, repository
 from studio.learning.dataset import all_rated
 from studio.learning.splits import held_out, held_out_key
 from studio.learning.jobs import execute_run
-from studio.learning.plan import NoConsistentPreference
+from studio.learning.plan import NoConsistentPreference, plan_run
 from studio.learning.judge import Judge
 from studio.learning.samples import fluency, judge_picks, sample_requests, write_drafts
 from studio.ui.training import before_after
@@ -206,6 +206,43 @@ def test_the_next_run_builds_on_and_must_beat_the_version_being_served(verse_stu
     assert second["against"] == first["version"]  # the serving fine-tune, not the base
     versions = {v["name"]: v for v in studio.versions.list()}
     assert versions[second["version"]]["parent_id"] == versions[first["version"]]["id"]
+
+
+@pytest.mark.parametrize("warm_start", [True, False])
+def test_a_run_starts_from_what_the_served_version_learned_unless_told_not_to(verse_studio, warm_start):
+    """A second run too short to learn anything itself writes where it started: as the served version
+    (which learned songs) from its adapter, or as the base from a new LoRA."""
+    studio = verse_studio
+    songs_and_dirges(studio, 30)
+    first = train(studio, **LEARNS_SONGS)
+    assert first["decision"] == "promoted", first["reason"]
+    songs_and_dirges(studio, 10, start=60)
+    second = train(studio, **{**LEARNS_SONGS, "epochs": 1, "learning_rate": 1e-9, "warm_start": warm_start})
+    assert second["against"] == first["version"]
+    started = {v["name"]: v for v in studio.versions.list()}[second["version"]]["hyperparameters"]["start_adapter"]
+    shares = second["candidate_liked"], second["serving_liked"]
+    if warm_start:  # the served version writes songs 75-100% of the time, the base 28% (see LEARNS_SONGS)
+        assert started.endswith(first["version"]) and shares[0] >= shares[1] - 0.1, shares
+    else:
+        assert started is None and shares[0] <= shares[1] - 0.3, shares
+
+
+def test_a_draft_the_served_version_trained_on_never_fits_the_examiner(verse_studio):
+    """A candidate starting from the served version's adapter knows its drafts: an examiner that learned
+    from them too could pass the candidate on their noise."""
+    studio = verse_studio
+    songs_and_dirges(studio, 30)
+    first = train(studio, **LEARNS_SONGS)
+    assert first["decision"] == "promoted", first["reason"]
+    with studio.sessions() as session:
+        examining = plan_run(session, kto_config(studio)).examining
+    assert examining
+    with studio.sessions.begin() as session:  # as if the served version had trained on half of them
+        served = registry.active_version(session)
+        served.train_draft_ids = [*served.train_draft_ids, *examining[::2]]
+    with studio.sessions() as session:
+        now = plan_run(session, kto_config(studio)).examining
+    assert now and not set(now) & set(examining[::2]), (now, examining)
 
 
 def test_the_gate_writes_each_prompt_again_with_the_writers_own_token_limit(studio):

@@ -72,6 +72,15 @@ class TrainingConfig:
                 "to kto_max_steps."})
     kto_max_steps: int = field(default=64, metadata={
         "help": "kto: most optimisation steps per run when epochs is not given (what bounds a run's time)."})
+    # True: rounds 2 and 3 of the loop benchmark, each a new LoRA on the base trained on all ratings in at
+    # most kto_max_steps, wrote the liked word less often than the version they were tested against.
+    warm_start: bool = field(default=True, metadata={
+        "help": "kto: the candidate's LoRA starts from the serving version's (where it has the same shape), which is "
+                "also the reference KTO compares with, so a run adds to what the versions before it learned instead "
+                "of learning it all again in one run's steps; false: a new LoRA on the base every run."})
+    start_adapter: str | None = field(default=None, metadata={
+        "help": "The adapter folder a kto run's LoRA starts from: set by the run (the serving version's, with "
+                "warm_start), not by hand."})
     kto_beta: float = field(default=0.1, metadata={"help": "KTO beta: higher keeps the model closer to its base."})
     kto_loss: str = field(default="apo_zero_unpaired", metadata={
         "help": "kto: TRL's loss_type. apo_zero_unpaired (default) raises liked and lowers disliked drafts against the "

@@ -14,6 +14,7 @@ into rows on the main process, and _fit_* trains on them on every process.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
@@ -240,7 +241,10 @@ def _fit_kto(model, tokenizer, rows: list[dict[str, Any]], config: TrainingConfi
     trainer = kto_trainer(model, tokenizer, rows, config, output, report, curve)
     tokens = sum(len(r["prompt_ids"]) + len(r["completion_ids"]) for r in trainer.train_dataset
                  if "prompt_ids" in r) or sum(len(tokenizer(r["prompt"] + r["completion"]).input_ids) for r in rows)
-    return trainer.model, curve, _train(trainer, tokens, config)
+    figures = _train(trainer, tokens, config)
+    if "ref" in trainer.model.peft_config:  # TRL's copy of the start adapter, the reference
+        trainer.model.delete_adapter("ref")  # so the candidate's folder holds its own adapter alone
+    return trainer.model, curve, figures
 
 
 def kto_trainer(model, tokenizer, rows: list[dict[str, Any]], config: TrainingConfig, output: Path, report: Report,
@@ -263,10 +267,33 @@ def kto_trainer(model, tokenizer, rows: list[dict[str, Any]], config: TrainingCo
                      undesirable_weight=max(1.0, desirable / max(undesirable, 1)))
     os.environ.setdefault("TQDM_DISABLE", "1")  # TRL's scoring bar would fill the run's log
     if alone:
-        report(0.04, f"Scoring {len(rows)} rated drafts with the base model…", curve)
+        reference = "serving version" if config.start_adapter else "base model"
+        report(0.04, f"Scoring {len(rows)} rated drafts with the {reference}…", curve)
+    model, lora = _start(model, config)
     return _kto_trainer_class()(model=model, args=args, train_dataset=Dataset.from_list(rows),
-                                processing_class=tokenizer, peft_config=_lora(config),
+                                processing_class=tokenizer, peft_config=lora,
                                 callbacks=[_progress_callback(report, curve)])
+
+
+def _start(model, config: TrainingConfig):
+    """What a kto run trains, and the LoRA config TRL should add: the start adapter loaded trainable, which
+    TRL copies as the reference (so the loss asks for more than the serving version already does), or the
+    base with a new LoRA, whose reference is the base (the adapter switched off)."""
+    if config.start_adapter and _same_shape(Path(config.start_adapter), config):
+        from peft import PeftModel
+
+        return PeftModel.from_pretrained(model, config.start_adapter, is_trainable=True), None
+    return model, _lora(config)
+
+
+def _same_shape(adapter: Path, config: TrainingConfig) -> bool:
+    """Whether an adapter folder holds a LoRA of this run's rank, scale and layers (settings may change)."""
+    try:
+        saved = json.loads((adapter / "adapter_config.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return (saved.get("r"), saved.get("lora_alpha"), set(saved.get("target_modules") or ())) == (
+        config.lora_r, config.lora_alpha, set(config.target_modules))
 
 
 def train_preference_adapter(model, tokenizer, pairs: list[PreferencePair], config: TrainingConfig, output: Path,

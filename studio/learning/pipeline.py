@@ -9,6 +9,7 @@ end are recorded in one transaction that holds only while this process still hol
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import tempfile
 import time
@@ -107,7 +108,7 @@ def _look(config: TrainingConfig, plan: Plan, base, serving, model, serving_name
     exam = plan.exam
     count = 1 if exam.undecided else config.gate_samples  # without an exam, one draft each for the before/after
     candidate, serving_side = [[] for _ in plan.requests], [[] for _ in plan.requests]
-    for look in range(1, (1 if exam.undecided else config.gate_looks) + 1):
+    for look in range(1, config.gate_looks + 1):  # settled() stops an undecided exam at the first
         report(0.9, f"The candidate and {serving_name} write {count} draft{'s' * (count > 1)} each of held-out "
                     f"prompts{f' (look {look})' if look > 1 else ''}…", [])
         written = _write_both(plan, base, serving, model, count, (look - 1) * LOOK_SEED_OFFSET)
@@ -183,6 +184,8 @@ def run_training(lease: RunLease, settings: Settings, config: TrainingConfig, re
         serving_diversity = (active.gate or {}).get("diversity_vs_base") or 1.0
         serving_adapter, serving_name, candidate_id, candidate_name = (active.adapter_path, active.name, candidate.id,
                                                                        candidate.name)
+    if plan.method == "kto" and config.warm_start and serving_adapter:
+        config = dataclasses.replace(config, start_adapter=serving_adapter)
     report(0.02, plan.note, [])
     with phases.timed("load"):
         base = load_model(settings.model, settings.data_path, settings.device)

@@ -6,7 +6,8 @@
    by chance. The *teaching* half trains the candidate
    (rated drafts for kto, liked ones for sft, picks for dpo) and fits the teacher, the judge whose
    picks a kto run also learns from. The *examining* half trains nothing: it fits the examiner, the
-   judge whose verdict promotes. So the judge that decides learned from ratings the candidate never
+   judge whose verdict promotes (leaving out any draft the serving version's line trained on: a run
+   starts from its adapter). So the judge that decides learned from ratings the candidate never
    saw, and a teacher trusted by chance cannot pass its noise through the exam. A kto run trains
    at most kto_disliked_per_liked disliked drafts per liked one (in_proportion); the rest wait.
 3. Before anything trains, the examiner must rank the held-out ratings as the writers did: a
@@ -312,7 +313,7 @@ def plan_run(session, config: TrainingConfig, vectors: WordVectors | None = None
         train, train_pairs = _training_data(method, config, train_side, pairs, liked, disliked, usable)
     trains = {e.draft_id for e in train} | {d for p in train_pairs for d in (p.chosen.draft_id, p.rejected.draft_id)}
 
-    examining = _labelled(*examine_side, liked, disliked, exclude=trains | held_ids)
+    examining = _labelled(*examine_side, liked, disliked, exclude=trains | held_ids | registry.lineage_trained(session))
     test = registry.tests_since_promotion(session) + 1
     alpha = share_of_alpha(config.gate_alpha, test)
     exam = _exam(_fit(examining, vectors, config.judge_nearest), held, config, alpha, test)
