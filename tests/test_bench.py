@@ -262,3 +262,15 @@ def test_the_sampling_benchmark_times_a_runs_writing_and_scoring_both_ways(tiny_
     with pytest.raises(SystemExit) as exit:  # nothing to time: refused, not a figure of nothing
         bench.main(["sampling", "--drafts", "2", "--prompts", "3", "--json", str(out)])
     assert exit.value.code == 2 and "--drafts must be at least --prompts (3)" in capsys.readouterr().err
+
+
+def test_the_choosing_benchmark_times_the_batch_against_each_row_alone_and_both_draw_the_same(tmp_path, capsys):
+    out = tmp_path / "choosing.json"
+    assert bench.main(["choosing", "--rows", "20", "--vocab", "3000", "--steps", "3", "--repeats", "1",
+                       "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["same_tokens"] is True and all(s > 0 for s in report["seconds_per_step"].values())
+    assert "the same tokens both ways: True" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exit:
+        bench.main(["choosing", "--rows", "0", "--json", str(out)])
+    assert exit.value.code == 2 and "must be at least 1" in capsys.readouterr().err

@@ -3,6 +3,7 @@ serving), `python -m studio.bench loop --trait REGEX` (does the studio learn wha
 `python -m studio.bench gate` (can a candidate pass the gate without writing what writers like?),
 `python -m studio.bench studios` (how often does a studio rated at random ever promote a version?),
 `python -m studio.bench sampling` (how fast does a training run write and score drafts?),
+`python -m studio.bench choosing` (how fast does the batch engine choose each draft's next token?),
 `python -m studio.bench training` (how fast does it train, in float32 and in bf16?),
 `python -m studio.bench learning --trait REGEX` (does a run's trainer alone teach what a writer rated?) and
 `python -m studio.bench load` (does the database keep up with a busy studio?).
@@ -31,6 +32,10 @@ def main(argv: list[str] | None = None) -> int:
         from studio.bench.sampling import main as sampling
 
         return sampling(argv[1:])
+    if argv[:1] == ["choosing"]:
+        from studio.bench.choosing import main as choosing
+
+        return choosing(argv[1:])
     if argv[:1] == ["training"]:
         from studio.bench.training import main as training
 
