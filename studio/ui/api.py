@@ -11,6 +11,7 @@ import gradio as gr
 from studio.core.studio import Studio
 from studio.errors import USER_ERRORS
 from studio.ui.auth import Identity
+from studio.ui.refusal import refusal
 
 
 def register_api(studio: Studio, who: Identity) -> None:
@@ -35,7 +36,7 @@ def register_api(studio: Studio, who: Identity) -> None:
             for _ in drafting:
                 yield {"text": drafting.text, "draft_id": None, "done": False, "stopped": False}
         except USER_ERRORS as exc:
-            raise gr.Error(str(exc)) from exc
+            raise refusal(str(exc)) from exc
         yield {
             "text": drafting.text,
             "draft_id": drafting.draft_id,
@@ -50,7 +51,7 @@ def register_api(studio: Studio, who: Identity) -> None:
         try:
             return studio.drafts.rate(int(draft_id), stars, comment, user=who(request))
         except USER_ERRORS as exc:
-            raise gr.Error(str(exc)) from exc
+            raise refusal(str(exc)) from exc
 
     gr.api(templates, api_name="templates", queue=False)
     gr.api(generate, api_name="generate", concurrency_id="generation")

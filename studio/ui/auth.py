@@ -18,6 +18,7 @@ import gradio as gr
 from studio.errors import StudioError, first_line
 from studio.trust.accounts import Accounts
 from studio.trust.limits import FailureThrottle
+from studio.ui.refusal import refusal
 
 SIGN_IN = ("Sign in with Hugging Face to write: use the “Sign in with Hugging Face” button at the top of "
            "the page. Your drafts, ratings and templates are then yours alone.")
@@ -61,7 +62,7 @@ class Identity:
     def __call__(self, request: gr.Request | None) -> str:
         user = self.signed_in(request)
         if user is None:
-            raise gr.Error(SIGN_IN if self.accounts.hf else "Log in with your writer account first.")
+            raise refusal(SIGN_IN if self.accounts.hf else "Log in with your writer account first.")
         return user
 
 

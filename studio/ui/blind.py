@@ -11,6 +11,7 @@ import gradio as gr
 from studio.core.studio import Studio
 from studio.errors import USER_ERRORS
 from studio.ui.together import stream_together
+from studio.ui.refusal import refusal
 
 NEWEST = "newest"  # the dropdown's value for "the newest other version"
 
@@ -58,7 +59,7 @@ def build_blind(studio: Studio, who: Callable[[gr.Request], str], read_form: Cal
                 yield {boxes[index]: text}
             comparison_id = blind_round.save()
         except USER_ERRORS as exc:
-            raise gr.Error(str(exc)) from exc
+            raise refusal(str(exc)) from exc
         yield {comparison: comparison_id, verdict: "Which is better, A or B?"}
 
     start_btn.click(on_start, {*form_inputs, against}, [*boxes, comparison, verdict], concurrency_id="generation",
@@ -67,11 +68,11 @@ def build_blind(studio: Studio, who: Callable[[gr.Request], str], read_form: Cal
     def pick(side: str):
         def on_pick(comparison_id: int | None, request: gr.Request):
             if comparison_id is None:
-                raise gr.Error("Write A and B first, and let both finish.")
+                raise refusal("Write A and B first, and let both finish.")
             try:
                 result = studio.blind.pick(comparison_id, side, user=who(request))
             except USER_ERRORS as exc:
-                raise gr.Error(str(exc)) from exc
+                raise refusal(str(exc)) from exc
             versions = result["versions"]
             return None, (f"You picked **{side}**, written by **{result['winner']}**. "
                           f"A was {versions['A']}, B was {versions['B']}. Thank you: write another pair "

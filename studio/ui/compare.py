@@ -11,6 +11,7 @@ import gradio as gr
 from studio.core.studio import Studio
 from studio.errors import USER_ERRORS
 from studio.ui.together import stream_together
+from studio.ui.refusal import refusal
 
 CANDIDATES = 3
 
@@ -43,7 +44,7 @@ def build_compare(studio: Studio, who: Callable[[gr.Request], str], read_form: C
             for index, text in stream_together(drafts):
                 yield {boxes[index]: text}
         except USER_ERRORS as exc:
-            raise gr.Error(str(exc)) from exc
+            raise refusal(str(exc)) from exc
         saved = [d.draft_id for d in drafts]
         done = None not in saved
         yield {ids: saved, **{button: gr.Button(interactive=done) for button in picks},
@@ -56,13 +57,13 @@ def build_compare(studio: Studio, who: Callable[[gr.Request], str], read_form: C
     def pick(n: int):
         def on_pick(candidate_ids: list, request: gr.Request):
             if len(candidate_ids) != CANDIDATES or None in candidate_ids:
-                raise gr.Error("Write the candidates first, and let them finish.")
+                raise refusal("Write the candidates first, and let them finish.")
             chosen = candidate_ids[n]
             try:
                 studio.drafts.prefer(chosen, [i for i in candidate_ids if i != chosen], user=who(request))
                 record = studio.drafts.get(chosen, user=who(request))
             except USER_ERRORS as exc:
-                raise gr.Error(str(exc)) from exc
+                raise refusal(str(exc)) from exc
             gr.Info(f"Candidate {n + 1} picked: it is your current draft now.")
             return chosen, record["text"], f"Draft {chosen} (candidate {n + 1}) picked. Rate it, or Continue it."
         return on_pick

@@ -14,6 +14,7 @@ from studio.core.export import draft_markdown
 from studio.core.studio import Studio
 from studio.errors import USER_ERRORS
 from studio.ui.auth import Identity
+from studio.ui.refusal import refusal
 from studio.ui.write import STAR_CHOICES, rate_draft, stars_text
 
 ANY_TEMPLATE, ANY_RATING, UNRATED = "", "any", "unrated"
@@ -93,7 +94,7 @@ def build_history_tab(studio: Studio, who: Identity) -> HistoryTab:
                 user=who(request),
             )
         except USER_ERRORS as exc:
-            raise gr.Error(str(exc)) from exc
+            raise refusal(str(exc)) from exc
         return [[d.id, d.created_at.strftime("%Y-%m-%d %H:%M"), d.template_name, stars_text(d.stars),
                  ("⚠ " if d.flagged else "") + d.excerpt] for d in rows]
 
@@ -106,7 +107,7 @@ def build_history_tab(studio: Studio, who: Identity) -> HistoryTab:
             chosen = int(rows.iloc[event.index[0], 0])
             record = studio.drafts.get(chosen, user=who(request))
         except USER_ERRORS as exc:
-            raise gr.Error(str(exc)) from exc
+            raise refusal(str(exc)) from exc
         return chosen, draft_markdown(record), record["stars"], record["comment"], None
 
     ui.table.select(on_open, ui.table, [ui.history_id, ui.opened, ui.stars, ui.comment, ui.export_file], **quiet)
@@ -120,11 +121,11 @@ def build_history_tab(studio: Studio, who: Identity) -> HistoryTab:
 
     def on_export(chosen, request: gr.Request):
         if chosen is None:
-            raise gr.Error("Select a draft to export first.")
+            raise refusal("Select a draft to export first.")
         try:
             text = studio.drafts.export_markdown(chosen, user=who(request))
         except USER_ERRORS as exc:
-            raise gr.Error(str(exc)) from exc
+            raise refusal(str(exc)) from exc
         return _export(studio, chosen, text)
 
     ui.export_btn.click(on_export, ui.history_id, ui.export_file, **quiet)

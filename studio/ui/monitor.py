@@ -16,6 +16,7 @@ from studio.core.studio import Studio
 from studio.errors import USER_ERRORS, NotAllowed
 from studio.trust.accounts import Accounts
 from studio.ui.auth import Identity
+from studio.ui.refusal import refusal
 
 ADMINS_ONLY = "The Monitor is for admins: ask one to see how the studio is used."
 SPANS = [("Last 24 hours", 1), ("Last 7 days", 7), ("Last 30 days", 30)]
@@ -115,7 +116,7 @@ def show(monitor: Monitor, user: str | None, days: int, now: datetime | None = N
         hidden = [gr.update(value=None, visible=False)] * 10
         return [gr.update(value=ADMINS_ONLY, visible=True), gr.update(visible=False), *hidden]
     except USER_ERRORS as exc:
-        raise gr.Error(str(exc)) from exc
+        raise refusal(str(exc)) from exc
     plots, notes = [], []
     # Only values change here: the plot redraws other settings late, with the old data (Gradio 6.31).
     for frame, empty in zip(_frames(figures), _empty_notes(days)):

@@ -10,6 +10,7 @@ import gradio as gr
 
 from studio.core.studio import Studio
 from studio.errors import USER_ERRORS
+from studio.ui.refusal import refusal
 
 
 def build_revisions(studio: Studio, who: Callable[[gr.Request], str], draft_id: gr.State,
@@ -33,18 +34,18 @@ def build_revisions(studio: Studio, who: Callable[[gr.Request], str], draft_id: 
         try:
             changed = studio.revisions.edit(current_id, text, user=who(request))
         except USER_ERRORS as exc:
-            raise gr.Error(str(exc)) from exc
+            raise refusal(str(exc)) from exc
         if not changed:
             return gr.skip(), gr.skip()
         return f"Your edits to draft {current_id} are saved.", choices(current_id, request)
 
     def on_restore(current_id, revision_id, request: gr.Request):
         if current_id is None or revision_id is None:
-            raise gr.Error("Choose a revision to go back to.")
+            raise refusal("Choose a revision to go back to.")
         try:
             text = studio.revisions.restore(current_id, int(revision_id), user=who(request))
         except USER_ERRORS as exc:
-            raise gr.Error(str(exc)) from exc
+            raise refusal(str(exc)) from exc
         return text, f"Draft {current_id} is back to that revision.", choices(current_id, request)
 
     quiet = dict(api_visibility="private")

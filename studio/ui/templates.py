@@ -13,6 +13,7 @@ from studio.core.studio import Studio
 from studio.core.templates import parse_template
 from studio.errors import USER_ERRORS
 from studio.trust.accounts import Accounts
+from studio.ui.refusal import refusal
 
 NEW = ""
 EXAMPLE = '''name = "Bedtime story"
@@ -111,7 +112,7 @@ def _preview(text: str) -> str:
     try:
         return parse_template("preview", text, untrusted=True).render()
     except USER_ERRORS as exc:
-        raise gr.Error(str(exc)) from exc
+        raise refusal(str(exc)) from exc
 
 
 def _saved(was: dict | None, now: dict) -> str:
@@ -138,17 +139,17 @@ def build_templates_tab(studio: Studio, accounts: Accounts, who: Callable[[gr.Re
         try:
             saved = studio.templates.save(text, template_id or None, user=who(request))
         except USER_ERRORS as exc:
-            raise gr.Error(str(exc)) from exc
+            raise refusal(str(exc)) from exc
         gr.Info(_saved(was, _own(studio, who(request), False, saved)))
         return listing(request, saved), gr.update(choices=template_choices(studio, who(request)))
 
     def on_delete(template_id: str, request: gr.Request):
         if template_id == NEW:
-            raise gr.Error("Choose one of your templates to delete.")
+            raise refusal("Choose one of your templates to delete.")
         try:
             studio.templates.delete(template_id, user=who(request))
         except USER_ERRORS as exc:
-            raise gr.Error(str(exc)) from exc
+            raise refusal(str(exc)) from exc
         gr.Info("Template deleted.")
         return listing(request), EXAMPLE, gr.update(choices=template_choices(studio, who(request)))
 
@@ -179,11 +180,11 @@ def _review_events(studio: Studio, accounts: Accounts, who: Callable[[gr.Request
         user = who(request)
         found = _own(studio, user, accounts.is_admin(user), template_id)
         if found is None:
-            raise gr.Error("Choose a saved template to publish.")
+            raise refusal("Choose a saved template to publish.")
         try:
             studio.templates.publish(template_id, shown, user=user)
         except USER_ERRORS as exc:
-            raise gr.Error(str(exc)) from exc
+            raise refusal(str(exc)) from exc
         gr.Info(f"{found['name']} is published, as shown.")
         return listing(request, template_id)
 
@@ -191,11 +192,11 @@ def _review_events(studio: Studio, accounts: Accounts, who: Callable[[gr.Request
         user = who(request)
         found = _own(studio, user, accounts.is_admin(user), template_id)
         if found is None:
-            raise gr.Error("Choose a saved template to unpublish.")
+            raise refusal("Choose a saved template to unpublish.")
         try:
             studio.templates.unpublish(template_id, user=user)
         except USER_ERRORS as exc:
-            raise gr.Error(str(exc)) from exc
+            raise refusal(str(exc)) from exc
         gr.Info(f"{found['name']} is private to its author now.")
         return listing(request, template_id)
 

@@ -15,6 +15,7 @@ from studio.errors import USER_ERRORS
 from studio.learning.verdict import gate_words
 from studio.trust.accounts import Accounts
 from studio.ui.auth import Identity
+from studio.ui.refusal import refusal
 
 RUN_COLUMNS = ["Run", "Status", "Started by", "Progress", "Message", "Started", "Finished"]
 VERSION_COLUMNS = ["Version", "Status", "Serving", "Learned from", "Held out", "Perplexity (before → after)",
@@ -211,23 +212,23 @@ def build_training_tab(studio: Studio, accounts: Accounts, who: Identity) -> gr.
         try:
             run_id, created = studio.versions.train("button", user=who(request))
         except USER_ERRORS as exc:
-            raise gr.Error(str(exc)) from exc
+            raise refusal(str(exc)) from exc
         gr.Info(f"Training run {run_id} queued." if created else f"Run {run_id} is already queued or running.")
 
     def on_promote(name, request: gr.Request):
         if not name:
-            raise gr.Error("Choose a version to serve first.")
+            raise refusal("Choose a version to serve first.")
         try:
             version_id = next(v["id"] for v in studio.versions.list() if v["name"] == name)
             gr.Info(f"Now serving {studio.versions.promote(version_id, user=who(request))}.")
         except USER_ERRORS as exc:
-            raise gr.Error(str(exc)) from exc
+            raise refusal(str(exc)) from exc
 
     def on_rollback(request: gr.Request):
         try:
             gr.Info(f"Rolled back: now serving {studio.versions.rollback(user=who(request))}.")
         except USER_ERRORS as exc:
-            raise gr.Error(str(exc)) from exc
+            raise refusal(str(exc)) from exc
 
     ui.train_btn.click(on_train, None, None, api_visibility="private").then(refresh, chosen, outputs, **quiet)
     ui.promote_btn.click(on_promote, chosen, None, api_visibility="private").then(refresh, chosen, outputs, **quiet)

@@ -22,6 +22,7 @@ from studio.ui.blind import build_blind
 from studio.ui.compare import build_compare
 from studio.ui.revisions import build_revisions
 from studio.ui.templates import template_choices
+from studio.ui.refusal import refusal
 
 DEFAULT_TEMPLATE = "fantasy"
 MAX_FIELDS = 6  # the page keeps this many field boxes and shows the ones a template needs
@@ -63,13 +64,13 @@ def _status(drafting, done: bool, flag: str = "") -> str:
 def rate_draft(studio: Studio, who: Identity, current_id, n, text, request: gr.Request) -> str:
     """Rate a draft from the page (Write or History tab): a toast, and the same line to show."""
     if current_id is None:
-        raise gr.Error("There is no draft to rate yet: write one first.")
+        raise refusal("There is no draft to rate yet: write one first.")
     if n is None:
-        raise gr.Error("Choose 1 to 5 stars first.")
+        raise refusal("Choose 1 to 5 stars first.")
     try:
         saved = studio.drafts.rate(current_id, int(n), text or "", user=who(request))
     except USER_ERRORS as exc:
-        raise gr.Error(str(exc)) from exc
+        raise refusal(str(exc)) from exc
     gr.Info(f"Draft {current_id} rated {stars_text(saved['stars'])}.")
     return f"Draft {current_id} rated {stars_text(saved['stars'])}."
 
@@ -167,7 +168,7 @@ def _wire_template(studio: Studio, who: Identity, demo: gr.Blocks, tab: WriteTab
         try:
             chosen = browse_template(template_id, request)
         except USER_ERRORS as exc:
-            raise gr.Error(str(exc)) from exc
+            raise refusal(str(exc)) from exc
         return [*_template_updates(chosen), template_id]
 
     tab.template.change(on_template, [tab.template, shown_template], [*outputs, shown_template],
@@ -211,7 +212,7 @@ def _wire_writing(studio: Studio, who: Identity, demo: gr.Blocks, tab: WriteTab)
             for _ in drafting:
                 yield {draft_box: drafting.text, status: _status(drafting, False)}
         except USER_ERRORS as exc:
-            raise gr.Error(str(exc)) from exc
+            raise refusal(str(exc)) from exc
         flag = studio.drafts.get(drafting.draft_id, user=who(request))["flag_reason"] if drafting.draft_id else ""
         yield {draft_box: drafting.text, status: _status(drafting, True, flag), draft_id: drafting.draft_id}
 
@@ -225,14 +226,14 @@ def _wire_writing(studio: Studio, who: Identity, demo: gr.Blocks, tab: WriteTab)
 
     def on_continue(current_id, new_tokens, request: gr.Request):
         if current_id is None:
-            raise gr.Error("Write a draft first; Continue extends the current draft.")
+            raise refusal("Write a draft first; Continue extends the current draft.")
         try:
             drafting = studio.drafts.continue_draft(current_id, int(new_tokens), key=request.session_hash,
                                                     user=who(request))
             for _ in drafting:
                 yield drafting.text, _status(drafting, False)
         except USER_ERRORS as exc:
-            raise gr.Error(str(exc)) from exc
+            raise refusal(str(exc)) from exc
         yield drafting.text, _status(drafting, True)
 
     tab.continue_btn.click(on_continue, [draft_id, tab.sampler["max_new_tokens"]], [draft_box, status], **generation)
