@@ -119,6 +119,30 @@ def test_the_judge_picks_the_serving_versions_songs_to_learn_from_and_its_dirges
     assert {e.context for e in picks} == {request["model_input"]} and len({e.completion for e in picks}) == len(picks)
 
 
+def test_a_teacher_short_of_liked_drafts_has_the_model_write_more_until_it_has_enough(verse_studio):
+    """A taste the model shows now and then gives few picks from one batch, too few to learn from:
+    the model writes more, from seeds no batch used, until the teacher has the liked drafts it
+    wants, and never more than the run allows."""
+    studio = verse_studio
+    songs_and_dirges(studio, 30)
+    with studio.sessions() as session:
+        judge = Judge.fit(all_rated(session), lambda e: e.stars >= 4)
+    loaded = studio.pool.load()
+    prompt = "Write song number 92 about the sea."
+    request = {"prompt": prompt, "template_id": "poetry", "model_input": model_input(loaded, prompt),
+               "sampler": {"seed": 9, "temperature": 0.7, "max_new_tokens": 40}}
+
+    def liked(wanted: int, most: int) -> set[str]:
+        picks = judge_picks(loaded.model, loaded.tokenizer, [request], 8, judge.scores, chat=True,
+                            liked_wanted=wanted, most=most)
+        return {e.completion for e in picks if e.stars == 5}
+
+    one_batch, enough, capped = liked(0, 64), liked(10, 64), liked(1000, 16)
+    assert len(one_batch) < 10 <= len(enough), (len(one_batch), len(enough))
+    assert one_batch < capped <= enough  # the first batch's seeds, then new ones
+    assert len(capped) <= 16 // 2  # as many disliked as liked, of 16 drafts at most
+
+
 @pytest.mark.parametrize("batching", ["on", "off"])
 def test_a_draft_cut_at_the_token_limit_is_saved_as_not_ended_and_trains_no_ending(tmp_path, verse_model_dir, batching):
     """The verse model ends its drafts after two verses: a draft given room ends by itself; one cut

@@ -116,6 +116,13 @@ class TrainingConfig:
     judge_samples: int = field(default=64, metadata={
         "help": "kto: drafts the serving version writes of training prompts before training; the trusted judge's "
                 "favourites train as liked and as many of its least favourites as disliked (0: ratings only)."})
+    # A word in one draft of ten left 4-6 liked ratings and 6 picks a run, and the candidates wrote it no more
+    # often; given 14 liked drafts the trainer learned each drawn word (the learning benchmark, README).
+    teach_liked: int = field(default=16, metadata={
+        "help": "kto: while the run has fewer liked drafts than this (ratings and the teacher's picks), the serving "
+                "version writes judge_samples more for the teacher, up to judge_max_samples in all."})
+    judge_max_samples: int = field(default=192, metadata={
+        "help": "kto: most drafts the serving version writes for the teacher in one run."})
     # 0.93, not 0.9: the target is 90% of the base's variety in writers' drafts, and a few dozen samples of a
     # few prompts measure it only to a few hundredths (a candidate at 0.90 there wrote 0.85 after).
     min_diversity: float = field(default=0.93, metadata={
@@ -143,9 +150,9 @@ class TrainingConfig:
             raise StudioError(f"min_stars must be 1 to 5, not {self.min_stars}.")
         if not 0 < self.held_out_fraction < 1:
             raise StudioError(f"held_out_fraction must be between 0 and 1, not {self.held_out_fraction}.")
-        if self.judge_samples < 0 or self.kto_steps < 0 or self.gate_samples < 1 or self.judge_nearest < 0 or \
+        if self.judge_samples < 0 or self.judge_max_samples < 0 or self.teach_liked < 0 or self.kto_steps < 0 or self.gate_samples < 1 or self.judge_nearest < 0 or \
                 self.kto_min_epochs < 0 or self.kto_max_steps < 0:
-            raise StudioError("judge_samples, judge_nearest, kto_steps, kto_min_epochs and kto_max_steps must be at "
+            raise StudioError("judge_samples, judge_max_samples, teach_liked, judge_nearest, kto_steps, kto_min_epochs and kto_max_steps must be at "
                               "least 0, gate_samples at least 1.")
         if (self.epochs is not None and self.epochs < 1) or self.batch_size < 1 or self.lora_r < 1:
             raise StudioError("epochs, batch_size and lora_r must be at least 1.")

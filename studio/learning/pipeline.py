@@ -68,10 +68,13 @@ def _teach(config: TrainingConfig, plan: Plan, serving, report: Report, allowed)
     and how many are liked; none without a teacher that ranked ratings it never saw as the writers did."""
     if plan.teacher is None or not plan.pick_requests:
         return [], 0
+    wanted = max(0, config.teach_liked - sum(map(plan.liked, plan.train)))
     report(0.03, f"The serving version writes {config.judge_samples} drafts of {len(plan.pick_requests)} training "
-                 "prompt(s); the teacher picks what to learn from…", [])
+                 f"prompt(s) (more, up to {config.judge_max_samples}, while the teacher finds fewer than {wanted} "
+                 "liked); the teacher picks what to learn from…", [])
     picks = judge_picks(serving.model, serving.tokenizer, plan.pick_requests, config.judge_samples,
-                        plan.teacher.scores, chat=serving.is_chat, allowed=allowed)
+                        plan.teacher.scores, chat=serving.is_chat, allowed=allowed, liked_wanted=wanted,
+                        most=config.judge_max_samples)
     liked = sum(plan.liked(e) for e in picks)
     report(0.04, f"The teacher picked {liked} drafts to learn from as liked and {len(picks) - liked} as disliked.", [])
     return picks, liked

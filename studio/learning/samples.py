@@ -136,23 +136,40 @@ def fluency(model, tokenizer, requests: list[dict[str, Any]], texts: list[list[s
 
 
 def judge_picks(model, tokenizer, requests: list[dict[str, Any]], count: int, judge_score, *,
-                chat: bool, allowed: Callable[[str, str], bool] | None = None) -> list[Example]:
+                chat: bool, allowed: Callable[[str, str], bool] | None = None, liked_wanted: int = 0,
+                most: int = 0) -> list[Example]:
     """count drafts of these prompts by this model; of each prompt's, those the judge expects writers
     to like (log-odds above 0) as liked (5 stars) and as many of those it expects them to dislike,
     its least favourites first, as disliked (1 star). Drafts it is unsure of (0) teach nothing, and
     neither do those allowed(text, prompt) refuses (the content filter: they train as writers'
     flagged drafts do, not at all). A draft cut at the token limit is marked as not ended, so it is
-    never taught as a liked ending (finetune.kto_rows)."""
-    shifted = reseeded(requests, PICK_SEED_OFFSET)
+    never taught as a liked ending (finetune.kto_rows).
+
+    While fewer than liked_wanted are liked, the model writes count more from new seeds, up to most
+    in all: a taste the model shows in one draft of ten gives a handful of picks from count drafts,
+    too few to learn from, where a common one needs no more."""
+    written: list[dict[str, bool]] = [{} for _ in requests]  # each prompt's texts, whether each ended
+    scores: list[dict[str, float]] = [{} for _ in requests]
+    total = 0
+    while total < max(count, most):
+        batch = min(count, max(count, most) - total)
+        shifted = reseeded(requests, PICK_SEED_OFFSET + total)  # each batch's rows from seeds no batch used
+        for request, seen, scored, drafts in zip(shifted, written, scores,
+                                                 write_drafts(model, tokenizer, shifted, batch, chat=chat)):
+            new = [(t, e) for t, e in dict(drafts).items() if t and t not in seen  # a repeated draft would count twice
+                   and (allowed is None or allowed(t, request["prompt"]))]
+            seen.update(new)
+            scored.update(zip([t for t, _ in new], judge_score(new)) if new else [])
+        total += batch
+        if sum(value > 0 for scored in scores for value in scored.values()) >= liked_wanted:
+            break
     picks: list[Example] = []
-    for request, drafts in zip(shifted, write_drafts(model, tokenizer, shifted, count, chat=chat)):
-        ended = dict(drafts)  # a repeated draft would count twice
-        texts = [t for t in ended if t and (allowed is None or allowed(t, request["prompt"]))]
-        ranked = sorted(zip(judge_score([(t, ended[t]) for t in texts]), texts), key=lambda pair: pair[0], reverse=True)
-        liked = [text for value, text in ranked if value > 0]
-        disliked = [text for value, text in reversed(ranked) if value < 0][:len(liked)]
+    for request, seen, scored in zip(requests, written, scores):
+        ranked = sorted(scored, key=scored.get, reverse=True)
+        liked = [text for text in ranked if scored[text] > 0]
+        disliked = [text for text in reversed(ranked) if scored[text] < 0][:len(liked)]
         for stars, group in ((5, liked[:len(disliked)]), (1, disliked)):
             picks += [Example(draft_id=-(len(picks) + 1), context=request["model_input"], prompt=request["prompt"],
                               completion=text, stars=stars, user="", template_id=request["template_id"],
-                              ended=ended[text]) for text in group]
+                              ended=seen[text]) for text in group]
     return picks
