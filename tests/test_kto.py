@@ -99,18 +99,25 @@ def song_words(text: str) -> int:
                                                                        for w in words)
 
 
+def rated_songs_judge_and_model(studio):
+    """30 songs liked and 30 dirges passed over; a judge fitted on those ratings; the studio's model."""
+    songs_and_dirges(studio, 30)
+    with studio.sessions() as session:
+        judge = Judge.fit(all_rated(session), lambda e: e.stars >= 4)
+    return judge, studio.pool.load()
+
+
+def song_request(loaded, number: int, seed: int, tokens: int = 40) -> dict:
+    prompt = f"Write song number {number} about the sea."
+    return {"prompt": prompt, "template_id": "poetry", "model_input": model_input(loaded, prompt),
+            "sampler": {"seed": seed, "temperature": 0.7, "max_new_tokens": tokens}}
+
+
 def test_the_judge_picks_the_serving_versions_songs_to_learn_from_and_its_dirges_to_avoid(verse_studio):
     """A base that writes songs and dirges alike: of its own drafts, what the judge learned from
     the ratings labels songs liked and dirges disliked, as many of each."""
-    studio = verse_studio
-    songs_and_dirges(studio, 30)
-    with studio.sessions() as session:
-        rated = all_rated(session)
-    judge = Judge.fit(rated, lambda e: e.stars >= 4)
-    loaded = studio.pool.load()
-    prompt = "Write song number 90 about the sea."
-    request = {"prompt": prompt, "template_id": "poetry", "model_input": model_input(loaded, prompt),
-               "sampler": {"seed": 5, "temperature": 0.7, "max_new_tokens": 40}}
+    judge, loaded = rated_songs_judge_and_model(verse_studio)
+    request = song_request(loaded, 90, seed=5)
     picks = judge_picks(loaded.model, loaded.tokenizer, [request], 64, judge.scores, chat=loaded.is_chat)
     songs = [song_words(e.completion) for e in picks if e.stars == 5]
     dirges = [song_words(e.completion) for e in picks if e.stars == 1]
@@ -123,14 +130,8 @@ def test_a_teacher_short_of_liked_drafts_has_the_model_write_more_until_it_has_e
     """A taste the model shows now and then gives few picks from one batch, too few to learn from:
     the model writes more, from seeds no batch used, until the teacher has the liked drafts it
     wants, and never more than the run allows."""
-    studio = verse_studio
-    songs_and_dirges(studio, 30)
-    with studio.sessions() as session:
-        judge = Judge.fit(all_rated(session), lambda e: e.stars >= 4)
-    loaded = studio.pool.load()
-    prompt = "Write song number 92 about the sea."
-    request = {"prompt": prompt, "template_id": "poetry", "model_input": model_input(loaded, prompt),
-               "sampler": {"seed": 9, "temperature": 0.7, "max_new_tokens": 40}}
+    judge, loaded = rated_songs_judge_and_model(verse_studio)
+    request = song_request(loaded, 92, seed=9)
 
     def liked(wanted: int, most: int) -> set[str]:
         picks = judge_picks(loaded.model, loaded.tokenizer, [request], 8, judge.scores, chat=True,
@@ -175,16 +176,11 @@ def test_a_pick_cut_at_the_token_limit_trains_whole_and_is_never_taught_as_an_en
     from studio.learning.finetune import kto_rows, kto_trainer
 
     studio = verse_studio
-    songs_and_dirges(studio, 30)
-    with studio.sessions() as session:
-        judge = Judge.fit(all_rated(session), lambda e: e.stars >= 4)
-    loaded = studio.pool.load()
-    prompt = "Write song number 91 about the sea."
+    judge, loaded = rated_songs_judge_and_model(studio)
 
     def picks(tokens: int) -> list:
-        request = {"prompt": prompt, "template_id": "poetry", "model_input": model_input(loaded, prompt),
-                   "sampler": {"seed": 5, "temperature": 0.7, "max_new_tokens": tokens}}
-        return judge_picks(loaded.model, loaded.tokenizer, [request], 32, judge.scores, chat=loaded.is_chat)
+        return judge_picks(loaded.model, loaded.tokenizer, [song_request(loaded, 91, 5, tokens)], 32, judge.scores,
+                           chat=loaded.is_chat)
 
     whole, cut = picks(60), picks(7)  # the verse model ends after two verses; 7 tokens is half of one
     assert whole and all(e.ended for e in whole)
@@ -202,14 +198,8 @@ def test_the_judges_picks_pass_the_content_filter_as_writers_drafts_do(verse_stu
     """The model's own drafts train too: a flagged one must not (on 5b3b0f3 none was checked)."""
     from studio.trust.moderation import ContentFilter
 
-    studio = verse_studio
-    songs_and_dirges(studio, 30)
-    with studio.sessions() as session:
-        judge = Judge.fit(all_rated(session), lambda e: e.stars >= 4)
-    loaded = studio.pool.load()
-    request = {"prompt": "Write song number 90 about the sea.", "template_id": "poetry",
-               "model_input": model_input(loaded, "Write song number 90 about the sea."),
-               "sampler": {"seed": 5, "temperature": 0.7, "max_new_tokens": 40}}
+    judge, loaded = rated_songs_judge_and_model(verse_studio)
+    request = song_request(loaded, 90, seed=5)
     blocked = ContentFilter(("lantern", "grave"))  # a word of each kind, as if on the blocklist
 
     def picks(allowed=None):
