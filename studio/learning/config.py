@@ -150,10 +150,10 @@ class TrainingConfig:
             raise StudioError(f"min_stars must be 1 to 5, not {self.min_stars}.")
         if not 0 < self.held_out_fraction < 1:
             raise StudioError(f"held_out_fraction must be between 0 and 1, not {self.held_out_fraction}.")
-        if self.judge_samples < 0 or self.judge_max_samples < 0 or self.teach_liked < 0 or self.kto_steps < 0 or self.gate_samples < 1 or self.judge_nearest < 0 or \
-                self.kto_min_epochs < 0 or self.kto_max_steps < 0:
-            raise StudioError("judge_samples, judge_max_samples, teach_liked, judge_nearest, kto_steps, kto_min_epochs and kto_max_steps must be at "
-                              "least 0, gate_samples at least 1.")
+        counts = ("judge_samples", "judge_max_samples", "teach_liked", "judge_nearest", "kto_steps", "kto_min_epochs",
+                  "kto_max_steps")
+        if min(getattr(self, name) for name in counts) < 0 or self.gate_samples < 1:
+            raise StudioError(f"{', '.join(counts[:-1])} and {counts[-1]} must be at least 0, gate_samples at least 1.")
         if (self.epochs is not None and self.epochs < 1) or self.batch_size < 1 or self.lora_r < 1:
             raise StudioError("epochs, batch_size and lora_r must be at least 1.")
         if self.method not in METHODS:

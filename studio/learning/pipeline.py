@@ -68,7 +68,7 @@ def _teach(config: TrainingConfig, plan: Plan, serving, report: Report, allowed)
     and how many are liked; none without a teacher that ranked ratings it never saw as the writers did."""
     if plan.teacher is None or not plan.pick_requests:
         return [], 0
-    wanted = max(0, config.teach_liked - sum(map(plan.liked, plan.train)))
+    wanted = max(0, config.teach_liked - plan.train_liked)
     report(0.03, f"The serving version writes {config.judge_samples} drafts of {len(plan.pick_requests)} training "
                  f"prompt(s) (more, up to {config.judge_max_samples}, while the teacher finds fewer than {wanted} "
                  "liked); the teacher picks what to learn from…", [])
@@ -203,7 +203,7 @@ def run_training(lease: RunLease, settings: Settings, config: TrainingConfig, re
     with phases.timed("examine"):
         verdict, extra = _examine(config, plan, base, serving, model, base_scores, serving_name, serving_diversity,
                                   report)
-    up = sum(map(plan.liked, plan.train)) if plan.method == "kto" else len(plan.train)
+    up = plan.train_liked if plan.method == "kto" else len(plan.train)
     figures = {**verdict.to_dict(), "against": serving_name, "method": plan.method, "train_liked": up,
                "train_disliked": len(plan.train) - up, "train_pairs": len(plan.pairs), "examining": len(plan.examining),
                "picked_liked": picked_liked, "picked_disliked": len(picks) - picked_liked, "phase_seconds": dict(phases),

@@ -123,6 +123,11 @@ class Plan:
     examining: list[int]  # the drafts whose ratings the examiner learned from
 
     @property
+    def train_liked(self) -> int:
+        """How many of the training drafts writers liked."""
+        return sum(map(self.liked, self.train))
+
+    @property
     def train_draft_ids(self) -> list[int]:
         return sorted({e.draft_id for e in self.train} | {d for p in self.pairs for d in (p.chosen.draft_id,
                                                                                          p.rejected.draft_id)})

@@ -148,28 +148,25 @@ def judge_picks(model, tokenizer, requests: list[dict[str, Any]], count: int, ju
     While fewer than liked_wanted are liked, the model writes count more from new seeds, up to most
     in all: a taste the model shows in one draft of ten gives a handful of picks from count drafts,
     too few to learn from, where a common one needs no more."""
-    written: list[dict[str, bool]] = [{} for _ in requests]  # each prompt's texts, whether each ended
-    scores: list[dict[str, float]] = [{} for _ in requests]
-    total = 0
-    while total < max(count, most):
-        batch = min(count, max(count, most) - total)
+    judged: list[dict[str, tuple[bool, float]]] = [{} for _ in requests]  # each prompt's texts: ended, score
+    total, most = 0, max(count, most)
+    while total < most:
+        batch = min(count, most - total)
         shifted = reseeded(requests, PICK_SEED_OFFSET + total)  # each batch's rows from seeds no batch used
-        for request, seen, scored, drafts in zip(shifted, written, scores,
-                                                 write_drafts(model, tokenizer, shifted, batch, chat=chat)):
+        for request, seen, drafts in zip(shifted, judged, write_drafts(model, tokenizer, shifted, batch, chat=chat)):
             new = [(t, e) for t, e in dict(drafts).items() if t and t not in seen  # a repeated draft would count twice
                    and (allowed is None or allowed(t, request["prompt"]))]
-            seen.update(new)
-            scored.update(zip([t for t, _ in new], judge_score(new)) if new else [])
+            seen.update({t: (e, value) for (t, e), value in zip(new, judge_score(new) if new else [])})
         total += batch
-        if sum(value > 0 for scored in scores for value in scored.values()) >= liked_wanted:
+        if sum(value > 0 for seen in judged for _, value in seen.values()) >= liked_wanted:
             break
     picks: list[Example] = []
-    for request, seen, scored in zip(requests, written, scores):
-        ranked = sorted(scored, key=scored.get, reverse=True)
-        liked = [text for text in ranked if scored[text] > 0]
-        disliked = [text for text in reversed(ranked) if scored[text] < 0][:len(liked)]
+    for request, seen in zip(requests, judged):
+        ranked = sorted(seen, key=lambda text: seen[text][1], reverse=True)
+        liked = [text for text in ranked if seen[text][1] > 0]
+        disliked = [text for text in reversed(ranked) if seen[text][1] < 0][:len(liked)]
         for stars, group in ((5, liked[:len(disliked)]), (1, disliked)):
             picks += [Example(draft_id=-(len(picks) + 1), context=request["model_input"], prompt=request["prompt"],
                               completion=text, stars=stars, user="", template_id=request["template_id"],
-                              ended=seen[text]) for text in group]
+                              ended=seen[text][0]) for text in group]
     return picks
