@@ -83,7 +83,8 @@ def test_the_loop_benchmark_runs_rounds_with_a_shuffled_control_and_reports_its_
         assert set(figures["words"]) == {"the", "a", "and"}  # each word of the category, on its own
     assert report["summary"]["controls"] == 1 and report["minutes"] > 0
     # Where a round's time went, for the target of a round within minutes: writing, then the run's phases.
-    assert 0 < only["write_seconds"] < only["round_seconds"] <= report["summary"]["longest_round_minutes"] * 60
+    assert 0 < only["write_seconds"] < only["round_seconds"]
+    assert only["round_seconds"] / 60 <= report["summary"]["longest_round_minutes"]  # as the benchmark divides: no rounding
     if only["run"].get("trained", True) and only["run"]["decision"] != "failed":  # a run that trained: its phases
         assert {"plan", "load", "train", "examine"} <= set(only["run"]["phase_seconds"])
 
