@@ -27,7 +27,6 @@ from studio.learning.lease import RunLease
 from studio.learning.neighbours import load_word_vectors
 from studio.learning.plan import Plan, plan_run
 from studio.learning.samples import LOOK_SEED_OFFSET, fluency, judge_picks, reseeded, write_drafts
-from studio.learning.spread import Spread
 from studio.learning.verdict import GateOptions, Samples, Verdict, decide, score, settled
 from studio.serving.models import load_model
 
@@ -73,11 +72,9 @@ def _teach(config: TrainingConfig, plan: Plan, serving, report: Report, allowed)
     report(0.03, f"The serving version writes {config.judge_samples} drafts of {len(plan.pick_requests)} training "
                  f"prompt(s) (more, up to {config.judge_max_samples}, while the teacher finds fewer than {wanted} "
                  "liked); the teacher picks what to learn from…", [])
-    spread = Spread(plan.teacher.kin_word, [plan.teacher.kin_word(e.completion) for e in plan.train if plan.liked(e)],
-                    config.kind_word_share)
     picks = judge_picks(serving.model, serving.tokenizer, plan.pick_requests, config.judge_samples,
                         plan.teacher.scores, chat=serving.is_chat, allowed=allowed, liked_wanted=wanted,
-                        most=config.judge_max_samples, spread=spread)
+                        most=config.judge_max_samples)
     liked = sum(plan.liked(e) for e in picks)
     report(0.04, f"The teacher picked {liked} drafts to learn from as liked and {len(picks) - liked} as disliked.", [])
     return picks, liked
