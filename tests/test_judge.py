@@ -92,45 +92,6 @@ def test_kinds_come_from_the_vectors_nearest_words():
     assert not any(f.startswith("≈") for f in features("A dog!", kin(None, {"cat"})))
 
 
-def _toy_kinds() -> WordVectors:
-    """Animals near each other, cold things near each other, and the filler words nowhere near either."""
-    import numpy as np
-
-    groups = [("cat", "dog", "horse", "wolf", "fox"), ("cold", "icy", "frozen", "chilly")]
-    rng = np.random.default_rng(0)
-    words, rows = [], []
-    for axis, group in enumerate(groups):
-        for word in group:
-            words.append(word)
-            rows.append(np.eye(8)[axis] + 0.05 * rng.standard_normal(8))
-    unit = np.array(rows, "float32")
-    return WordVectors(tuple(words), unit / np.linalg.norm(unit, axis=1, keepdims=True))
-
-
-def test_a_draft_liked_as_one_of_a_kind_is_liked_through_its_own_word_of_that_kind():
-    """Liked drafts name a cat, a dog or a horse: the judge learns the kind, and says which word of a
-    draft carries it (a wolf, never seen rated), so the teacher can spread its picks over the kind."""
-    rng = random.Random(3)
-    rated = (examples([_animal_drafts(rng, a) for a in ("cat", "dog", "horse") for _ in range(3)], 5)
-             + examples([_animal_drafts(rng) for _ in range(40)], 1))
-    judge = Judge.fit(rated, liked, _toy_kinds(), nearest=4)
-    assert judge.kin_word(_animal_drafts(rng, "wolf")) == "wolf"
-    assert judge.kin_word(_animal_drafts(rng, "cat")) == "cat"
-    assert judge.kin_word(_animal_drafts(rng)) is None
-
-
-def test_a_word_liked_as_itself_is_not_taken_for_its_kind():
-    """Writers like "cold" and pass over drafts that say icy or frozen: the judge learns the word,
-    and no draft is liked as one of a kind, so the teacher holds none of them back."""
-    rng = random.Random(4)
-    rated = (examples([_animal_drafts(rng, "cold") for _ in range(8)], 5)
-             + examples([_animal_drafts(rng, w) for w in ("icy", "frozen") for _ in range(6)], 1)
-             + examples([_animal_drafts(rng) for _ in range(20)], 1))
-    judge = Judge.fit(rated, liked, _toy_kinds(), nearest=4)
-    assert min(judge.scores([_animal_drafts(rng, "cold") for _ in range(5)])) > 0
-    assert judge.kin_word(_animal_drafts(rng, "cold")) is None
-
-
 def piece(rng: random.Random, sentences: int, words: int, ended: bool, cut: bool = False) -> Example:
     """A draft of so many sentences and about so many words, all drawn from one vocabulary: only its
     form tells it apart. cut: the token limit stopped it mid-sentence."""

@@ -13,7 +13,6 @@ from studio.learning.splits import held_out, held_out_key
 from studio.learning.jobs import execute_run
 from studio.learning.plan import NoConsistentPreference, plan_run
 from studio.learning.judge import Judge
-from studio.learning.spread import Spread
 from studio.learning.samples import fluency, judge_picks, sample_requests, write_drafts
 from studio.ui.training import before_after
 from studio.serving.generation import model_input
@@ -143,34 +142,6 @@ def test_a_teacher_short_of_liked_drafts_has_the_model_write_more_until_it_has_e
     assert len(one_batch) < 10 <= len(enough), (len(one_batch), len(enough))
     assert one_batch < capped <= enough  # the first batch's seeds, then new ones
     assert len(capped) <= 16 // 2  # as many disliked as liked, of 16 drafts at most
-
-
-def test_the_teacher_spreads_a_liked_kind_over_its_words_and_writes_more_for_the_rarer_ones(verse_studio):
-    """Take the songs' nouns for a kind the writers like, each song liked through its first noun, or
-    through "sky" when it names the moon or a star, as most songs do: the teacher's favourites are
-    then mostly sky songs. Spread, those are held to a share of the liked picks, every other song
-    stays, and a teacher that wants more liked picks writes more drafts for the rarer nouns."""
-    judge, loaded = rated_songs_judge_and_model(verse_studio)
-    request = song_request(loaded, 93, seed=11)
-
-    def kin(text: str) -> str | None:
-        words = text.replace(".", " ").split()
-        return "sky" if {"moon", "star"} & set(words) else next((w for w in words if w in WORDS["noun"]), None)
-
-    def liked(spread: Spread | None, wanted: int = 0) -> list[str]:
-        picks = judge_picks(loaded.model, loaded.tokenizer, [request], 48, judge.scores, chat=True,
-                            liked_wanted=wanted, most=192, spread=spread)
-        return [e.completion for e in picks if e.stars == 5]
-
-    def sky(texts: list[str]) -> int:
-        return sum(kin(text) == "sky" for text in texts)
-
-    plain, spread = liked(None), liked(Spread(kin, [], 0.25))
-    assert sky(plain) > len(plain) / 2, (sky(plain), len(plain))
-    assert sky(spread) <= max(4, len(spread) / 4) < sky(plain), (sky(spread), len(spread))
-    assert {t for t in plain if kin(t) != "sky"} <= {t for t in spread if kin(t) != "sky"}
-    more = liked(Spread(kin, [], 0.25), wanted=len(plain))
-    assert len(more) > len(spread) and sky(more) <= max(4, len(more) / 4), (sky(more), len(more))
 
 
 @pytest.mark.parametrize("batching", ["on", "off"])

@@ -123,9 +123,6 @@ class TrainingConfig:
                 "version writes judge_samples more for the teacher, up to judge_max_samples in all."})
     judge_max_samples: int = field(default=192, metadata={
         "help": "kto: most drafts the serving version writes for the teacher in one run."})
-    kind_word_share: float = field(default=1 / 3, metadata={
-        "help": "kto: the most of the liked drafts a run trains on that one word of a liked kind may carry (a writer "
-                "who likes animals is taught more than birds; spread.py); 1: the teacher's favourites, however alike."})
     # 0.93, not 0.9: the target is 90% of the base's variety in writers' drafts, and a few dozen samples of a
     # few prompts measure it only to a few hundredths (a candidate at 0.90 there wrote 0.85 after).
     min_diversity: float = field(default=0.93, metadata={
@@ -171,8 +168,6 @@ class TrainingConfig:
             raise StudioError(f"gate_alpha must be between 0 and 1, not {self.gate_alpha}.")
         if self.precision not in PRECISIONS:
             raise StudioError(f"precision must be one of {', '.join(PRECISIONS)}, not {self.precision!r}.")
-        if not 0 < self.kind_word_share <= 1:
-            raise StudioError(f"kind_word_share must be above 0 and at most 1, not {self.kind_word_share}.")
         if self.kto_disliked_per_liked < 0:
             raise StudioError(f"kto_disliked_per_liked must be at least 0, not {self.kto_disliked_per_liked}.")
         if self.kto_loss not in KTO_LOSSES:

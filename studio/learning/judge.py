@@ -19,7 +19,7 @@ from __future__ import annotations
 import functools
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 from studio.learning.dataset import Example
@@ -109,7 +109,6 @@ def _regularisation(matrix, labels: list[int]) -> float:
 @dataclass
 class Judge:
     pipeline: Any  # sklearn Pipeline: which features a text has, then logistic regression
-    kinds: dict[str, set[str]] = field(default_factory=dict)  # word u -> the w whose "≈w" u counts for
 
     @classmethod
     def fit(cls, examples: list[Example], liked: Callable[[Example], bool], vectors: WordVectors | None = None,
@@ -124,7 +123,7 @@ class Judge:
         vectorizer = CountVectorizer(analyzer=functools.partial(features, kinds=kinds), binary=True)
         matrix = vectorizer.fit_transform(drafts)  # each draft read once: cross-validation and the fit share it
         model = _model(_regularisation(matrix, labels)).fit(matrix, labels)
-        return cls(make_pipeline(vectorizer, model), kinds)
+        return cls(make_pipeline(vectorizer, model))
 
     def scores(self, drafts: list[Readable]) -> list[float]:
         """How much the writers would like each draft (log-odds; higher is better): a text, or a text
@@ -135,23 +134,6 @@ class Judge:
         """Each feature it weights (not zero), and its weight."""
         vectorizer, model = self.pipeline[0], self.pipeline[-1]
         return {str(name): float(w) for name, w in zip(vectorizer.get_feature_names_out(), model.coef_[0]) if w}
-
-    @functools.cached_property
-    def _weights(self) -> dict[str, float]:
-        return self.weights()
-
-    def kin_word(self, text: str) -> str | None:
-        """The word through which this draft is liked as one of a kind rather than as itself: of its
-        words whose liked kinds ("≈w") weigh more than the word and its stem do, the one whose kinds
-        weigh most. A writer who likes animals shows it through bird, cat or wolf; a judge that
-        learned the kind likes each, and a teacher that picks what the model writes most (birds)
-        teaches birds (spread.py). None when the draft's liked words are liked as themselves."""
-        weights, best, most = self._weights, None, 0.0
-        for unit in set(units(text)):
-            kind = sum(max(weights.get(f"≈{w}", 0.0), 0.0) for w in self.kinds.get(unit, ()))
-            if kind > max(most, weights.get(unit, 0.0) + weights.get(f"{unit[:STEM]}~", 0.0) * (len(unit) >= STEM)):
-                best, most = unit, kind
-        return best
 
     def top_words(self, n: int = 8) -> list[str]:
         """What it learned the writers like most: the features with the largest weights."""

@@ -13,7 +13,6 @@ import dataclasses
 import logging
 import tempfile
 import time
-from collections import Counter
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable
@@ -28,7 +27,6 @@ from studio.learning.lease import RunLease
 from studio.learning.neighbours import load_word_vectors
 from studio.learning.plan import Plan, plan_run
 from studio.learning.samples import LOOK_SEED_OFFSET, fluency, judge_picks, reseeded, write_drafts
-from studio.learning.spread import Spread
 from studio.learning.verdict import GateOptions, Samples, Verdict, decide, score, settled
 from studio.serving.models import load_model
 
@@ -65,35 +63,21 @@ def _options(config: TrainingConfig, plan: Plan, look: int = 1) -> GateOptions:
                        look=look, looks=config.gate_looks)
 
 
-def _teach(config: TrainingConfig, plan: Plan, serving, report: Report, allowed) -> tuple[list, int, int]:
-    """The teacher's picks among the serving version's drafts of training prompts (samples.judge_picks),
-    how many are liked, and how many liked ones the spread held back (spread.py); none without a teacher
-    that ranked ratings it never saw as the writers did."""
+def _teach(config: TrainingConfig, plan: Plan, serving, report: Report, allowed) -> tuple[list, int]:
+    """The teacher's picks among the serving version's drafts of training prompts (samples.judge_picks)
+    and how many are liked; none without a teacher that ranked ratings it never saw as the writers did."""
     if plan.teacher is None or not plan.pick_requests:
-        return [], 0, 0
+        return [], 0
     wanted = max(0, config.teach_liked - plan.train_liked)
     report(0.03, f"The serving version writes {config.judge_samples} drafts of {len(plan.pick_requests)} training "
                  f"prompt(s) (more, up to {config.judge_max_samples}, while the teacher finds fewer than {wanted} "
                  "liked); the teacher picks what to learn from…", [])
-    spread = Spread(plan.teacher.kin_word, [plan.teacher.kin_word(e.completion) for e in plan.train if plan.liked(e)],
-                    config.kind_word_share)
     picks = judge_picks(serving.model, serving.tokenizer, plan.pick_requests, config.judge_samples,
                         plan.teacher.scores, chat=serving.is_chat, allowed=allowed, liked_wanted=wanted,
-                        most=config.judge_max_samples, spread=spread, held_back=(held := []))
+                        most=config.judge_max_samples)
     liked = sum(plan.liked(e) for e in picks)
-    report(0.04, f"The teacher picked {liked} drafts to learn from as liked and {len(picks) - liked} as disliked"
-                 + (f" (and held back {len(held)} liked ones whose word of a liked kind it had enough of)." if held
-                    else "."), [])
-    return picks, liked, len(held)
-
-
-def _taught_kinds(plan: Plan, picks: list) -> dict[str, int]:
-    """The words through which the liked drafts a kto run trains on are liked as one of a kind, and how
-    many each (judge.Judge.kin_word), commonest first: what the teacher spread (spread.py)."""
-    if plan.teacher is None:
-        return {}
-    words = Counter(plan.teacher.kin_word(e.completion) for e in plan.train + picks if plan.liked(e))
-    return {word: n for word, n in words.most_common(12) if word is not None}
+    report(0.04, f"The teacher picked {liked} drafts to learn from as liked and {len(picks) - liked} as disliked.", [])
+    return picks, liked
 
 
 def _train(config: TrainingConfig, plan: Plan, base, picks: list, scratch: Path, report: Report):
@@ -212,7 +196,7 @@ def run_training(lease: RunLease, settings: Settings, config: TrainingConfig, re
         serving = None if serving_adapter is None else load_model(
             settings.model, settings.data_path, settings.device, adapter=serving_adapter)
     with phases.timed("teach"):
-        picks, picked_liked, held_back = _teach(config, plan, serving or base, report, allowed)
+        picks, picked_liked = _teach(config, plan, serving or base, report, allowed)
     with phases.timed("train"), tempfile.TemporaryDirectory(prefix="studio-train-") as scratch:
         model, curve, stats = _train(config, plan, base, picks, Path(scratch), report)
     save_candidate(lease, settings, candidate_id, candidate_name, model, curve)
@@ -222,8 +206,8 @@ def run_training(lease: RunLease, settings: Settings, config: TrainingConfig, re
     up = plan.train_liked if plan.method == "kto" else len(plan.train)
     figures = {**verdict.to_dict(), "against": serving_name, "method": plan.method, "train_liked": up,
                "train_disliked": len(plan.train) - up, "train_pairs": len(plan.pairs), "examining": len(plan.examining),
-               "picked_liked": picked_liked, "picked_disliked": len(picks) - picked_liked, "picks_held_back": held_back,
-               "taught_kinds": _taught_kinds(plan, picks), "phase_seconds": dict(phases), **extra}
+               "picked_liked": picked_liked, "picked_disliked": len(picks) - picked_liked, "phase_seconds": dict(phases),
+               **extra}
     record_verdict(lease, candidate_id, candidate_name, figures, {**config.to_dict(), **stats, "method": plan.method})
     log.info("Run %s: %s %s by %s: %s", lease.run_id, candidate_name, verdict.decision, plan.method, verdict.reason)
     return {"version": candidate_name, **figures, **stats, "train_drafts": len(plan.train_draft_ids),

@@ -20,7 +20,6 @@ from typing import Any, Callable
 from storage.models import Draft
 from studio.learning.dataset import Example
 from studio.learning.likelihood import perplexity, score
-from studio.learning.spread import Spread
 from studio.serving.sampling import MAX_SEED, SamplerSettings
 
 MAX_PROMPTS = 4
@@ -138,14 +137,13 @@ def fluency(model, tokenizer, requests: list[dict[str, Any]], texts: list[list[s
 
 def judge_picks(model, tokenizer, requests: list[dict[str, Any]], count: int, judge_score, *,
                 chat: bool, allowed: Callable[[str, str], bool] | None = None, liked_wanted: int = 0,
-                most: int = 0, spread: Spread | None = None, held_back: list[str] | None = None) -> list[Example]:
+                most: int = 0) -> list[Example]:
     """count drafts of these prompts by this model; of each prompt's, those the judge expects writers
     to like (log-odds above 0) as liked (5 stars) and as many of those it expects them to dislike,
     its least favourites first, as disliked (1 star). Drafts it is unsure of (0) teach nothing, and
     neither do those allowed(text, prompt) refuses (the content filter: they train as writers'
     flagged drafts do, not at all). A draft cut at the token limit is marked as not ended, so it is
-    never taught as a liked ending (finetune.kto_rows). spread: which liked drafts a kind's commonest
-    words may keep (spread.py); the liked drafts it held back are added to held_back when given.
+    never taught as a liked ending (finetune.kto_rows).
 
     While fewer than liked_wanted are liked, the model writes count more from new seeds, up to most
     in all: a taste the model shows in one draft of ten gives a handful of picks from count drafts,
@@ -160,29 +158,15 @@ def judge_picks(model, tokenizer, requests: list[dict[str, Any]], count: int, ju
                    and (allowed is None or allowed(t, request["prompt"]))]
             seen.update({t: (e, value) for (t, e), value in zip(new, judge_score(new) if new else [])})
         total += batch
-        if sum(map(len, _liked(judged, spread)[0])) >= liked_wanted:
+        if sum(value > 0 for seen in judged for _, value in seen.values()) >= liked_wanted:
             break
     picks: list[Example] = []
-    kept, dropped = _liked(judged, spread)
-    if held_back is not None:
-        held_back += dropped
-    for request, seen, liked in zip(requests, judged, kept):
-        disliked = sorted((text for text in seen if seen[text][1] < 0), key=lambda text: seen[text][1])[:len(liked)]
+    for request, seen in zip(requests, judged):
+        ranked = sorted(seen, key=lambda text: seen[text][1], reverse=True)
+        liked = [text for text in ranked if seen[text][1] > 0]
+        disliked = [text for text in reversed(ranked) if seen[text][1] < 0][:len(liked)]
         for stars, group in ((5, liked[:len(disliked)]), (1, disliked)):
             picks += [Example(draft_id=-(len(picks) + 1), context=request["model_input"], prompt=request["prompt"],
                               completion=text, stars=stars, user="", template_id=request["template_id"],
                               ended=seen[text][0]) for text in group]
     return picks
-
-
-def _liked(judged: list[dict[str, tuple[bool, float]]], spread: Spread | None) -> tuple[list[list[str]], list[str]]:
-    """Each prompt's drafts the judge expects writers to like, its favourites first, less those the
-    spread holds back (ranked over all prompts' liked drafts); and those it holds back."""
-    ranked = sorted(((value, index, text) for index, seen in enumerate(judged) for text, (_, value) in seen.items()
-                     if value > 0), reverse=True)
-    kept = spread.kept([text for _, _, text in ranked]) if spread is not None else [True] * len(ranked)
-    liked: list[list[str]] = [[] for _ in judged]
-    for (_, index, text), keep in zip(ranked, kept):
-        if keep:
-            liked[index].append(text)
-    return liked, [text for (_, _, text), keep in zip(ranked, kept) if not keep]
