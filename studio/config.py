@@ -18,6 +18,7 @@ EMBEDDED_MODEL = "embedded"
 # The same model on the Hugging Face hub, used on Spaces when the package is not installed.
 EMBEDDED_MODEL_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 QUANTIZE_MODES = ("none", "int8", "int4")  # --quantize
+ENGINES = ("auto", "llama.cpp", "transformers")  # --engine
 
 
 def _default_data_dir() -> str:
@@ -90,6 +91,11 @@ class Settings:
         default="none",
         metadata={"help": "Serve the local model with its linear weights in fewer bits (torchao): none, int8 "
                           "(CPU or CUDA) or int4 (CUDA only). Training always uses the float weights."},
+    )
+    engine: str = field(
+        default="auto",
+        metadata={"help": "What writes drafts locally: auto (llama.cpp from the GGUF file on a CPU where it can, "
+                          "else transformers), llama.cpp or transformers."},
     )
     user: str = field(default="local", metadata={"help": "Writer name recorded on drafts and ratings."})
     batching: str = field(
@@ -235,6 +241,8 @@ class Settings:
             raise ValueError("--backend openai needs --base-url, e.g. http://127.0.0.1:8000/v1.")
         if self.quantize not in QUANTIZE_MODES:
             raise ValueError(f"--quantize must be none, int8 or int4, not {self.quantize!r}.")
+        if self.engine not in ENGINES:
+            raise ValueError(f"--engine must be auto, llama.cpp or transformers, not {self.engine!r}.")
         if self.quantize != "none" and self.backend == "openai":
             raise ValueError("--quantize applies to --backend local: an OpenAI-compatible server "
                              "quantises its own model.")

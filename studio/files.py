@@ -27,6 +27,19 @@ def atomic_folder(target: Path) -> Iterator[Path]:
         shutil.rmtree(staging, ignore_errors=True)
 
 
+@contextmanager
+def atomic_file(target: Path) -> Iterator[Path]:
+    """Yield a staging path beside target; once the block succeeds it replaces target: a crash
+    leaves the old file (or none), never half of the new one."""
+    handle, staging = tempfile.mkstemp(prefix=f".{target.name}-", dir=target.parent)
+    os.close(handle)
+    try:
+        yield Path(staging)
+        os.replace(staging, target)
+    finally:
+        Path(staging).unlink(missing_ok=True)
+
+
 def write_private_file(target: Path, text: str) -> None:
     """Replace target with text, readable by its owner alone from the first byte (mkstemp makes
     0600 files), and whole: a crash leaves the old file, never half of the new one."""

@@ -17,7 +17,7 @@ def requirements(path: Path) -> list[Requirement]:
     """The requirements a file asks for, following -r includes."""
     found = []
     for line in path.read_text().splitlines():
-        line = line.split(" #")[0].strip()
+        line = line.split(" #")[0].split(" --")[0].strip()  # a per-requirement option: --config-settings=...
         if line.startswith("-r "):
             found += requirements(path.parent / line[3:].strip())
         elif line and not line.startswith(("#", "-")):

@@ -139,7 +139,7 @@ def test_readiness_tells_anyone_which_part_is_down_and_only_the_operator_what_it
     assert status == 503 and '"database":{"ready":false}' in text
     assert "db.internal" not in text and "studio" not in text.replace("studio_", "") and "detail" not in text
     status, text = get(f"{url}/readyz", token="s3cret")
-    assert status == 503 and "db.internal" in text and '"model":{"ready":true,"detail":"base on cpu"' in text
+    assert status == 503 and "db.internal" in text and '"model":{"ready":true,"detail":"base by transformers on cpu"' in text
     assert health.readiness(studio)["database"][0] is False
 
 

@@ -84,7 +84,7 @@ def test_a_draft_streams_and_saves_with_quantize_int8(tmp_path, tiny_model_dir, 
     saved = studio.drafts.get(drafting.draft_id, user="local")
     assert len(chunks) > 1 and saved["text"] == "".join(chunks)
     assert saved["new_tokens"] == 12 and saved["status"] == "done" and saved["model_version"] == "base"
-    assert studio.pool.readiness()["model"] == (True, "base on cpu, int8 weights")
+    assert studio.pool.readiness()["model"] == (True, "base by transformers on cpu, int8 weights")
 
 
 def add_adapter_version(studio, name: str = "v1") -> str:

@@ -18,12 +18,11 @@ import math
 import statistics
 import subprocess
 import sys
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from storage.repository import get_draft
-from studio.bench.scratch import studio_stream, writers_at_once
+from studio.bench.scratch import setting, studio_stream, writers_at_once
 from studio.learning.dataset import Example
 from studio.learning.likelihood import score_held_out
 from studio.learning.jobs import REPO_ROOT
@@ -34,19 +33,8 @@ WRITERS = (1, 8)
 ROUNDS = 2  # each mode's throughput is the median of its turns
 
 
-@contextmanager
-def serving_as(studio, mode: str):
-    """The serving version with --quantize `mode` (the pool reloads it when the setting changes)."""
-    before = studio.settings.quantize
-    studio.settings.quantize = mode
-    try:
-        yield studio.pool.load()
-    finally:
-        studio.settings.quantize = before
-
-
 def quantization_figures(studio, draft_ids: list[int], tokens: int) -> dict[str, Any]:
-    drafts = _examples(studio, draft_ids)
+    drafts = drafts_as_examples(studio, draft_ids)
     max_length = studio.versions.training_config().max_length  # the window the gate scores drafts in
     adapter = next(v["adapter_path"] for v in studio.versions.list() if v["active"])
     device = studio.pool.load().device
@@ -57,7 +45,8 @@ def quantization_figures(studio, draft_ids: list[int], tokens: int) -> dict[str,
     figures: dict[str, dict[str, float]] = {mode: {} for mode in modes}
     for turn in range(ROUNDS):
         for mode in modes:
-            with serving_as(studio, mode) as loaded:
+            with setting(studio, "quantize", mode):
+                loaded = studio.pool.load()
                 studio_stream(studio, 4, seed=0)  # warm-up on these weights
                 for n in WRITERS:
                     rates[mode][n].append(writers_at_once(studio, n, tokens)["aggregate_tokens_per_s"])
@@ -73,7 +62,7 @@ def quantization_figures(studio, draft_ids: list[int], tokens: int) -> dict[str,
     return {"drafts": len(drafts), "modes": figures, "ratios": ratios, "skipped": skipped}
 
 
-def _examples(studio, draft_ids: list[int]) -> list[Example]:
+def drafts_as_examples(studio, draft_ids: list[int]) -> list[Example]:
     with studio.sessions() as session:
         rows = [get_draft(session, i) for i in draft_ids]
         return [Example(draft_id=d.id, context=d.model_input, prompt=d.prompt, completion=d.text, stars=0,

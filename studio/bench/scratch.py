@@ -7,7 +7,8 @@ import statistics
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
 
 from studio.config import Settings, settings_from
 
@@ -24,6 +25,18 @@ def scratch_settings(settings: Settings, scratch: Path) -> Settings:
     if models.is_dir() and not (scratch / "models").exists():
         (scratch / "models").symlink_to(models.resolve())
     return settings
+
+
+@contextmanager
+def setting(studio, name: str, value: str) -> Iterator[None]:
+    """The studio with one setting changed for the block (--batching, --quantize, --engine): the
+    page reads it per draft, and the pool loads the serving model again when it changes how it serves."""
+    before = getattr(studio.settings, name)
+    setattr(studio.settings, name, value)
+    try:
+        yield
+    finally:
+        setattr(studio.settings, name, before)
 
 
 def write_at_once(studio, template_id: str, fields: dict, samplers: list[dict]) -> list:
@@ -70,22 +83,27 @@ def studio_stream(studio, tokens: int, seed: int, record_gaps: bool = False) -> 
             "ttft": (arrivals[0] - started) if arrivals else seconds, "gaps": gaps, "draft_id": drafting.draft_id}
 
 
-def writers_at_once(studio, writers: int, tokens: int) -> dict[str, Any]:
-    """`writers` drafts streaming at once through Drafts.write, each in its own thread as on the page."""
-    results: list[dict[str, Any]] = [None] * writers  # type: ignore[list-item]
-    barrier = threading.Barrier(writers)
+def all_at_once(work: Callable[[int], dict[str, Any]], count: int) -> tuple[list[dict[str, Any]], float]:
+    """work(0) ... work(count - 1), each in its own thread, started together: results and wall seconds."""
+    results: list[dict[str, Any]] = [{}] * count
+    barrier = threading.Barrier(count)
 
-    def writer(i: int) -> None:
+    def one(i: int) -> None:
         barrier.wait()
-        results[i] = studio_stream(studio, tokens, seed=100 + i)
+        results[i] = work(i)
 
-    threads = [threading.Thread(target=writer, args=(i,)) for i in range(writers)]
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(count)]
     started = time.perf_counter()
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    wall = time.perf_counter() - started
+    return results, time.perf_counter() - started
+
+
+def writers_at_once(studio, writers: int, tokens: int) -> dict[str, Any]:
+    """`writers` drafts streaming at once through Drafts.write, each in its own thread as on the page."""
+    results, wall = all_at_once(lambda i: studio_stream(studio, tokens, seed=100 + i), writers)
     total = sum(r["tokens"] for r in results)
     return {
         "writers": writers, "aggregate_tokens_per_s": total / wall,

@@ -11,7 +11,10 @@ ratios hold on a noisy machine even when the absolute numbers move:
   4. peak memory (RSS, and GPU memory when there is a GPU);
   5. with section 1, the page's path with metrics on against off (what /metrics costs a stream);
   6. quantised serving (--quantize int8, and int4 on CUDA) against none: 1 and 8 writers' tokens/s,
-     the weights' and the load's memory, perplexity of the benchmark's drafts (bench/quantized.py).
+     the weights' and the load's memory, perplexity of the benchmark's drafts (bench/quantized.py);
+  7. on a CPU, the studio's llama.cpp path (the default there) against the peer, llama-server on
+     the same GGUF file: one writer and 8 at once, and each path's ratio to it (bench/cpu_path.py).
+Sections 1-6 measure the transformers path (--engine transformers), which CUDA and training use.
 """
 
 from __future__ import annotations
@@ -31,8 +34,9 @@ from pathlib import Path
 from typing import Any
 
 from studio.bench.bandwidth import decode_bound, print_bound
+from studio.bench.cpu_path import cpu_figures, print_cpu
 from studio.bench.quantized import print_quantization, quantization_figures
-from studio.bench.scratch import PROMPT_TEMPLATE, scratch_settings, studio_stream, writers_at_once
+from studio.bench.scratch import PROMPT_TEMPLATE, scratch_settings, setting, studio_stream, writers_at_once
 from studio.config import Settings, add_arguments, child_environment, settings_from
 from studio.learning.jobs import REPO_ROOT, train_command
 from studio.logs import quiet_libraries
@@ -92,15 +96,9 @@ def _bare_generate(loaded, text_in: str, tokens: int, seed: int) -> dict[str, fl
 PATHS = {"batched": "on", "threads": "off"}  # label -> --batching
 
 
-@contextmanager
 def batching(studio, label: str):
     """Run Studio.write with batching on or off (the page reads the same setting per draft)."""
-    before = studio.settings.batching
-    studio.settings.batching = PATHS[label]
-    try:
-        yield
-    finally:
-        studio.settings.batching = before
+    return setting(studio, "batching", PATHS[label])
 
 
 @contextmanager
@@ -209,9 +207,10 @@ def memory() -> dict[str, float]:
 
 
 def run(settings: Settings, tokens: int, writers: list[int], repeats: int, training_drafts: int,
-        quantization: bool = True) -> dict[str, Any]:
+        quantization: bool = True, peer: str = "") -> dict[str, Any]:
     from studio.core.studio import Studio
 
+    settings.engine = "transformers"  # sections 1-6; section 7 switches to llama.cpp
     studio = Studio(settings)
     loaded = studio.pool.load()
     report: dict[str, Any] = {"model": settings.model, "device": loaded.device, "tokens": tokens}
@@ -226,6 +225,7 @@ def run(settings: Settings, tokens: int, writers: list[int], repeats: int, train
         c["aggregate_x1"] = c["aggregate_tokens_per_s"] / base["aggregate_tokens_per_s"] if base else float("nan")
         c["p95_gap_x1"] = c["p95_gap_s"] / base["p95_gap_s"] if base else float("nan")
     ids = [d for c in report["concurrent"] for d in c.pop("draft_ids")]  # all written by the unquantised model
+    report["cpu"] = cpu_figures(studio, tokens, repeats, peer=peer, draft_ids=tuple(ids))
     if quantization:  # before training, which may promote another version
         report["quantization"] = quantization_figures(studio, ids, tokens)
     if training_drafts:
@@ -247,6 +247,7 @@ def print_table(report: dict[str, Any]) -> None:
     print(f"metrics on / off on that path = {s['metrics_on_off']:.2f}  (1.00: they cost nothing)")
     print_bound(report["decode_bound"])
     print()
+    print_cpu(report["cpu"], s[report["path"]]["tokens_per_s"])
     print(f"{'writers':>8}  {'path':<9}{'aggregate t/s':>14}{'per-writer t/s':>16}{'p50 TTFT s':>12}"
           f"{'p95 TTFT s':>12}{'p95 gap s':>11}{'agg x1':>8}{'gap x1':>8}")
     for c in report["concurrent"]:
@@ -286,6 +287,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="Rated drafts the training run learns from (0 skips the training figures).")
     parser.add_argument("--no-training", action="store_true", help="Skip the training figures.")
     parser.add_argument("--no-quantization", action="store_true", help="Skip the quantised serving figures.")
+    parser.add_argument("--peer", default="", help="llama-server to compare with (default: $LLAMA_SERVER, then "
+                                                   "llama-server on the PATH; none: that section is skipped).")
     parser.add_argument("--json", type=Path, default=Path("bench-results.json"), help="Where to write the figures.")
     args = parser.parse_args(argv)
     writers = [int(n) for n in args.writers.split(",")]
@@ -294,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="studio-bench-") as scratch:
         settings = scratch_settings(settings_from(args), Path(scratch))
         report = run(settings, args.tokens, writers, args.repeats, 0 if args.no_training else args.training_drafts,
-                     quantization=not args.no_quantization)
+                     quantization=not args.no_quantization, peer=args.peer)
     print_table(report)
     args.json.write_text(json.dumps(report, indent=2))
     print(f"figures written to {args.json}")

@@ -9,6 +9,7 @@ one prompt share its prefill, and each gets a copy of its cache row.
 
 from __future__ import annotations
 
+import functools
 import threading
 
 from studio.serving.batch_sampling import RowSampler
@@ -28,12 +29,16 @@ class Request:
         self.ids = input_ids  # [1, n]: the prompt, then every token chosen (the repetition penalty reads it)
         self.prompt = tuple(input_ids[0].tolist())  # read once: the engine groups newcomers by it
         self.settings = settings
-        self.sampler = RowSampler(settings, input_ids.device)
         self.streamer = streamer
         self.progress = progress  # the stream's stop event and token count: .event, .count(ended), .tokens
         self.eos = eos_token_ids
         self.done = threading.Event()
         self.error: BaseException | None = None
+
+    @functools.cached_property
+    def sampler(self) -> RowSampler:
+        """Its torch sampler, made when the transformers engine first samples (llama.cpp samples in C)."""
+        return RowSampler(self.settings, self.ids.device)
 
     @property
     def stopped(self) -> bool:

@@ -25,13 +25,13 @@ from __future__ import annotations
 import atexit
 import inspect
 import logging
-import threading
 import weakref
 from typing import Any, Callable
 
 from studio.serving.batch_rows import (Batch, Request, distinct_prompts, end_of_text_ids, pad_left, prefill_groups,
                                        prompt_key)
 from studio.serving.batch_sampling import choose
+from studio.serving.draft_queue import DraftQueue
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +85,7 @@ def cache_argument(model: Any) -> str:
     return "cache" if "cache" in inspect.signature(network.forward).parameters else "past_key_values"
 
 
-class BatchEngine:
+class BatchEngine(DraftQueue):
     """The batch of running drafts on one model, and the thread that steps it."""
 
     def __init__(self, model: Any, max_batch: int = 16, prefill_tokens: int = 2048,
@@ -99,53 +99,12 @@ class BatchEngine:
         self.share_prompts = share_prompts  # False: every draft's prompt is run, as before (the sampling benchmark)
         self.eos = end_of_text_ids(model)
         self._cache_kwarg = cache_argument(model)
-        self._lock = threading.Lock()
-        self._pending: list[Request] = []
-        self._thread: threading.Thread | None = None
-        self._closed = False
+        super().__init__()
         self._batch = Batch()  # touched only by the loop thread
         # Intra-op threads for the loop; None = torch's default (Studio sets 1 while training runs).
         self.threads: int | None = None
         self._default_threads = _torch_threads()
         _ENGINES.add(self)
-
-    def submit(self, *requests: Request) -> None:
-        """Queue drafts; those submitted in one call join the batch at the same step (one prefill)."""
-        from studio.errors import GenerationError
-
-        with self._lock:
-            if self._closed:
-                raise GenerationError("The model was unloaded; start the draft again.")
-            self._pending.extend(requests)
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._loop, name="batch-engine", daemon=True)
-                self._thread.start()
-
-    def __len__(self) -> int:
-        """Drafts waiting or running (not yet finished)."""
-        with self._lock:
-            return sum(not r.done.is_set() for r in [*self._pending, *self._batch.rows])
-
-    def health(self) -> tuple[bool, str]:
-        """Whether drafts submitted now will be decoded: not closed, and drafts waiting have a thread
-        (the thread ends when the batch is empty and the next draft starts another)."""
-        with self._lock:
-            if self._closed:
-                return False, "closed: the model was unloaded"
-            waiting = len(self._pending) + len(self._batch.rows)
-            if waiting and (self._thread is None or not self._thread.is_alive()):
-                return False, f"{waiting} draft(s) waiting and no thread decoding them"
-            return True, f"{waiting} draft(s) in the batch" if waiting else "idle"
-
-    def close(self) -> None:
-        """Refuse new requests, stop the running ones, and wait for the loop thread to end."""
-        with self._lock:
-            self._closed = True
-            requests, thread = [*self._pending, *self._batch.rows], self._thread
-        for request in requests:
-            request.progress.event.set()
-        if thread is not None and thread is not threading.current_thread():
-            thread.join()
 
     # -- the loop thread ---------------------------------------------------------------------
 
@@ -157,12 +116,9 @@ class BatchEngine:
                 wanted = self.threads or self._default_threads
                 if torch.get_num_threads() != wanted:
                     torch.set_num_threads(wanted)
-                with self._lock:
-                    room = self.max_batch - len(self._batch.rows)
-                    joining, self._pending = self._pending[:room], self._pending[room:]
-                    if not joining and not self._batch.rows:
-                        self._thread = None  # idle: the next submit starts a new thread
-                        return
+                joining = self._take(self.max_batch - len(self._batch.rows))
+                if joining is None:
+                    return
                 # Everyone waiting joins before the next step: running drafts pause once for the
                 # newcomers' prefill, rather than once per newcomer.
                 for group in prefill_groups([r for r in joining if not r.stopped], self.prefill_tokens,
@@ -184,6 +140,9 @@ class BatchEngine:
                 except BaseException as exc:  # a failed step fails the batch, never the process
                     _fail(self._batch.rows, exc)
                     self._batch = Batch()
+
+    def _running(self) -> list[Request]:
+        return self._batch.rows
 
     def _forward(self, ids, mask, positions, cache, **kwargs):
         return self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,

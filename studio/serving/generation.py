@@ -1,7 +1,7 @@
 """The generation core: a prompt and sampler settings in, text chunks out, stoppable at any time.
 
 Tokens come either from the model's batch engine (batching.py: several writers' drafts decoded
-together) or, with batching off, from transformers' generate() in a worker thread of this
+together; gguf.py: the same with llama.cpp) or, with batching off, from transformers' generate() in a worker thread of this
 stream's own. Both feed a TextIteratorStreamer; the caller iterates over chunks. Stopping (stop(),
 closing the iterator, or the iterator being dropped) sets an event that is checked after every
 token, and the iterator waits until generation has ended before it returns, so nothing goes on
@@ -13,13 +13,16 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 from studio.errors import GenerationError
 from studio.serving.batch_rows import end_of_text_ids
 from studio.serving.batching import BatchEngine, Request
 from studio.serving.models import LoadedModel
 from studio.serving.sampling import SamplerSettings
+
+if TYPE_CHECKING:
+    from studio.serving.gguf import GgufEngine
 
 # How long the consumer waits for the next chunk before checking on the worker thread.
 _POLL_SECONDS = 0.5
@@ -90,7 +93,7 @@ class DraftStream:
     """
 
     def __init__(self, loaded: LoadedModel, text_in: str, settings: SamplerSettings,
-                 engine: BatchEngine | None = None):
+                 engine: BatchEngine | GgufEngine | None = None):
         if settings.seed is None:
             raise ValueError("settings.seed must be fixed (SamplerSettings.with_seed) before streaming")
         self.loaded = loaded
@@ -107,7 +110,7 @@ class DraftStream:
                 f"{self.prompt_tokens} of the model's {loaded.context_length} tokens of context: "
                 f"ask for at most {max(room, 0)}."
             )
-        self._flag = _StopFlag(end_of_text_ids(loaded.model))  # as the engine and generate() stop
+        self._flag = _StopFlag(engine.eos if engine is not None else end_of_text_ids(loaded.model))  # as they stop
         self.result = StreamResult()
         self._error: BaseException | None = None
         self._worker: threading.Thread | Request | None = None

@@ -41,6 +41,7 @@ class LoadedModel:
     config: Any = None  # the model's config (also there when only the tokenizer was loaded)
     engine: Any = None  # its batching.BatchEngine, when the studio batches drafts on this model
     quantize: str = "none"  # how its weights serve: none (float), int8 or int4 (--quantize)
+    engine_setting: str = "auto"  # the --engine it was loaded under (gguf.gguf_obstacle chose from it)
 
     @property
     def is_chat(self) -> bool:

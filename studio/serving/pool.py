@@ -11,11 +11,14 @@ from dataclasses import dataclass
 from storage import registry
 from storage.models import WRITABLE_VERSION_STATUSES
 from studio.config import Settings
-from studio.errors import GenerationError, StudioError
+from studio.errors import GenerationError, ModelError, StudioError, first_line
 from studio.metrics import Metrics
 from studio.serving.batching import BatchEngine, batching_obstacle
 from studio.serving.generation import DraftStream, chat_messages, model_input
-from studio.serving.models import LoadedModel, Progress, load_model
+from studio.serving.gguf import GgufEngine
+from studio.serving.llama_library import gguf_obstacle
+from studio.serving.gguf_adapter import gguf_adapter
+from studio.serving.models import LoadedModel, Progress, embedded_gguf_path, load_model
 from studio.serving.remote import RemoteDraftStream, make_client
 from studio.serving.sampling import SamplerSettings
 
@@ -87,15 +90,32 @@ class ModelPool:
             return self._other
 
     def _holds(self, loaded: LoadedModel | None, version_id: int) -> bool:
-        """Whether `loaded` is that version, served as --quantize says (the benchmark changes it)."""
-        return loaded is not None and loaded.version_id == version_id and loaded.quantize == self.settings.quantize
+        """Whether `loaded` is that version, served as --quantize and --engine say (the benchmark changes them)."""
+        return (loaded is not None and loaded.version_id == version_id and loaded.quantize == self.settings.quantize
+                and loaded.engine_setting == self.settings.engine)
 
     def _load(self, version: tuple[int, str, str | None], progress: Progress) -> LoadedModel:
-        """Load a version (id, name, adapter path), with the batch engine its drafts will join."""
+        """Load a version (id, name, adapter path), with the engine its drafts will join: llama.cpp
+        on the GGUF file where it can serve (gguf.gguf_obstacle), else the transformers batch engine."""
         started = time.perf_counter()
+        obstacle, adapter = gguf_obstacle(self.settings), None
+        if obstacle is None and version[2]:
+            try:
+                adapter = gguf_adapter(version[2], embedded_gguf_path())
+            except (ModelError, OSError, ValueError, KeyError) as exc:
+                obstacle = f"its adapter could not be converted to GGUF ({first_line(exc)})"
+        on_gguf = obstacle is None
         loaded = load_model(self.settings.model, self.settings.data_path, self.settings.device, progress,
-                            adapter=version[2], version=version[1], version_id=version[0], weights=not self.remote,
-                            quantize=self.settings.quantize)
+                            adapter=version[2], version=version[1], version_id=version[0],
+                            weights=not (self.remote or on_gguf), quantize=self.settings.quantize)
+        loaded.engine_setting = self.settings.engine
+        if on_gguf:
+            loaded.device = "cpu"
+            loaded.engine = GgufEngine(embedded_gguf_path(), self.settings.max_batch,
+                                       on_step=self.metrics.batch_size.observe, adapter=adapter)
+            progress(f"Drafts of {version[1]} are written by llama.cpp from {loaded.engine.path.name}.")
+        elif not self.remote and self.settings.engine != "transformers":
+            log.info("Drafts of %s are written by transformers: %s.", version[1], obstacle)
         self.metrics.model_load.observe(time.perf_counter() - started)
         # One engine per loaded model (made even with batching off: it costs nothing until a
         # draft joins, and the benchmark switches between the two). The engine it replaces
@@ -114,13 +134,23 @@ class ModelPool:
         loaded = self._loaded
         if loaded is None:
             return {"model": (False, "not loaded yet"), "batch_engine": (False, "no model to decode with")}
-        served = f", {loaded.quantize} weights" if loaded.quantize != "none" else ""
-        model = (True, f"{loaded.version} on {loaded.device}{served}" if not self.remote
-                 else f"{loaded.version} on the server")
+        model = (True, f"{loaded.version} {self.served_by(loaded)}")
         engine = self._engine(loaded)
         if engine is None:
             return {"model": model, "batch_engine": (True, "not used: each draft generates on its own")}
         return {"model": model, "batch_engine": engine.health()}
+
+    def served_by(self, loaded: LoadedModel | None = None) -> str:
+        """What writes the drafts, in words: "by llama.cpp (GGUF) on cpu", "by transformers on cuda"..."""
+        loaded = loaded or self._loaded
+        if self.remote:
+            return "on the server"
+        if loaded is None:
+            return "not loaded yet"
+        if isinstance(loaded.engine, GgufEngine):
+            return f"by llama.cpp ({loaded.engine.path.name}) on cpu"
+        served = f", {loaded.quantize} weights" if loaded.quantize != "none" else ""
+        return f"by transformers on {loaded.device}{served}"
 
     def batches_drafts(self) -> bool:
         """Whether writers' drafts run together: on the remote server, or in the local model's batch."""
@@ -129,8 +159,9 @@ class ModelPool:
         return self._engine(self.load()) is not None
 
     def _engine(self, loaded: LoadedModel) -> BatchEngine | None:
-        """The batch engine drafts on `loaded` join, or None when each generates on its own."""
-        return loaded.engine if self.settings.batching == "on" else None
+        """The batch engine drafts on `loaded` join, or None when each generates on its own
+        (--batching off; llama.cpp always batches: it has no other way to write)."""
+        return loaded.engine if self.settings.batching == "on" or isinstance(loaded.engine, GgufEngine) else None
 
     @property
     def remote(self) -> bool:

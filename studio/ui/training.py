@@ -109,14 +109,16 @@ def _learns_from(studio: Studio) -> str:
             f"until then from {every} (or, while you have rated none low, from {rated}).")
 
 
-def _serving(versions: list[dict], quantize: str = "none") -> str:
+def _serving(versions: list[dict], quantize: str = "none", served_by: str = "") -> str:
+    """Which version writes new drafts, and what runs it (pool.served_by: llama.cpp or transformers)."""
     active = next((v for v in versions if v["active"]), None)
     if active is None:
         return "No version is active."
     gate = active["gate"]
     since = f" — held-out perplexity {gate['candidate_perplexity']:.2f}" if gate.get("candidate_perplexity") else ""
     served = f" with {quantize} weights (--quantize; figures are the float version's)" if quantize != "none" else ""
-    return f"Serving **{active['name']}**{served}{since}. New drafts are written by this version."
+    by = f" ({served_by})" if served_by else ""
+    return f"Serving **{active['name']}**{served}{since}. New drafts are written by this version{by}."
 
 
 def before_after(studio: Studio, name: str | None, user: str | None,
@@ -193,7 +195,8 @@ def build_training_tab(studio: Studio, accounts: Accounts, who: Identity) -> gr.
     def refresh(current, request: gr.Request):
         version_list = studio.versions.list()
         names = [v["name"] for v in version_list if v["status"] in WRITABLE_VERSION_STATUSES]
-        return (_serving(version_list, studio.settings.quantize), _runs_table(studio.versions.runs()),
+        serving = _serving(version_list, studio.settings.quantize, studio.pool.served_by())
+        return (serving, _runs_table(studio.versions.runs()),
                 *_loss(version_list), _versions_table(version_list), _blind_table(studio.blind.win_rates()),
                 gr.update(choices=names, value=current if current in names else None),
                 *before_after(studio, current, who.signed_in(request), version_list))
