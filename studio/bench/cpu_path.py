@@ -120,13 +120,14 @@ def fine_tune_speed(loaded, adapter: Path, tokens: int, repeats: int) -> dict[st
     from studio.serving.sampling import SamplerSettings
 
     tuned = GgufEngine(loaded.engine.path, max_batch=1, adapter=adapter)
-    prompt = torch.tensor([tuned.tokenize("Write a story about a lighthouse keeper.", special=True)])
+    prompt = torch.tensor([tuned.tokenize(model_input(loaded, "Write a story about a lighthouse keeper."), special=False)])
     rates: dict[str, list[float]] = {"base": [], "fine_tune": []}
     try:
         for i in range(repeats + 1):  # the first of each is a warm-up
             for label, engine in (("base", loaded.engine), ("fine_tune", tuned)):
                 counter = _Counter()
                 settings = SamplerSettings(max_new_tokens=tokens, seed=i, repetition_penalty=1.0)
+                # No end-of-text tokens: every draft is as long as asked, as the peer's are.
                 request, started = Request(prompt, settings, counter, counter, set()), time.perf_counter()
                 engine.submit(request)
                 request.join()

@@ -252,7 +252,7 @@ class GgufEngine(DraftQueue):
         TextIteratorStreamer as llama.cpp spells it (a token may end inside a character: its bytes
         wait for the rest), not through the tokenizer in Python, which would take a core from
         llama.cpp's threads at every token."""
-        request, ended = row.request, token in self.eos
+        request, ended = row.request, token in row.request.eos  # DraftStream passes the engine's own
         request.progress.count(ended=ended)
         if not ended:
             size = lib.llama_token_to_piece(self._vocab, token, self._piece, len(self._piece), 0, False)
