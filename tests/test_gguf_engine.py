@@ -13,7 +13,7 @@ import pytest
 
 from studio.config import Settings
 from studio.core.studio import Studio
-from studio.errors import ModelError
+from studio.errors import GenerationError, ModelError
 from studio.serving.batch_rows import Collected, Request
 from studio.serving.gguf import GgufEngine
 from studio.serving.llama_library import gguf_obstacle
@@ -124,3 +124,22 @@ def test_transformers_still_serves_when_asked_and_llama_cpp_refuses_a_model_with
     with pytest.raises(ModelError, match="--engine llama.cpp cannot serve"):
         gguf_obstacle(Settings(model=str(tiny_model_dir), data_dir=str(tmp_path), engine="llama.cpp"))
     assert "--quantize int8" in gguf_obstacle(Settings(model="embedded", data_dir=str(tmp_path), quantize="int8"))
+
+
+def test_when_the_shared_cache_fills_the_longest_draft_stops_with_its_text_and_the_others_go_on():
+    import torch
+
+    small = GgufEngine(embedded_gguf_path(), max_batch=2, context_tokens=256)
+    try:
+        ids = torch.tensor([small.tokenize(PROMPT, special=False)])
+        long, short = Written(), Written()
+        requests = [Request(ids, SamplerSettings(max_new_tokens=400, seed=1), long, long, set()),
+                    Request(ids, SamplerSettings(max_new_tokens=60, seed=2), short, short, set())]
+        small.submit(*requests)
+        for request in requests:
+            request.join()
+    finally:
+        small.close()
+    assert isinstance(requests[0].error, GenerationError) and "filled the model's memory" in str(requests[0].error)
+    assert long.text and 100 < long.tokens < 400  # what it wrote before stopping reached the writer
+    assert requests[1].error is None and short.tokens == 60

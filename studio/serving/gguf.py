@@ -52,7 +52,6 @@ class _Row:
     sampler: Any
     feed: list[int]  # tokens still to decode: the prompt (in chunks), then each chosen token
     position: int = 0
-    logits_at: int = -1  # its index in the last decoded batch when its next token was read there
     undecoded: bytes = b""  # the start of a character whose other bytes come with the next token
     done: bool = False
 
@@ -79,7 +78,7 @@ class GgufEngine(DraftQueue):
         self.context_length = lib.llama_model_n_ctx_train(self._model)
         self.eos = {t for t in range(self.vocab_size) if lib.llama_vocab_is_eog(self._vocab, t)}
         params = lib.llama_context_default_params()
-        params.n_ctx = max(context_tokens, self.context_length)
+        params.n_ctx = context_tokens
         params.n_batch = params.n_ubatch = PREFILL_TOKENS + max_batch
         params.n_seq_max = max_batch + 1  # and one for log_probabilities
         params.kv_unified = True  # drafts of any length share one cache, as llama-server's slots do
@@ -220,32 +219,39 @@ class GgufEngine(DraftQueue):
             self._applied_threads = wanted
         if self.on_step is not None:
             self.on_step(sum(len(row.feed) == 1 for row in self._rows))
-        batch, count, budget = self._batch, 0, PREFILL_TOKENS
+        batch, count, budget, taken = self._batch, 0, PREFILL_TOKENS, []
         for row in sorted(self._rows, key=lambda r: len(r.feed)):  # running drafts first, then prompts
             take = row.feed if len(row.feed) == 1 else row.feed[:max(budget, 0)]
             budget -= len(take) if len(row.feed) > 1 else 0
-            row.logits_at = -1
             for i, token in enumerate(take):
                 batch.token[count], batch.pos[count] = token, row.position + i
                 batch.n_seq_id[count], batch.seq_id[count][0] = 1, row.seq
                 batch.logits[count] = i == len(row.feed) - 1  # the last token fed: its next one is read
                 count += 1
-            if take and len(take) == len(row.feed):
-                row.logits_at = count - 1
-            row.position += len(take)
-            row.feed = row.feed[len(take):]
+            taken.append((row, len(take), count - 1 if take and len(take) == len(row.feed) else -1))
         batch.n_tokens = count
         code = lib.llama_decode(self._ctx, batch)
+        if code == 1:  # no room left in the cache the drafts share: the longest stops, the others go on
+            self._stop_longest()
+            return
         if code != 0:
-            raise GenerationError(f"llama.cpp could not decode the batch (code {code}): "
-                                  "the drafts running together outgrew its cache." if code == 1 else
-                                  f"llama.cpp could not decode the batch (code {code}).")
-        for row in self._rows:
-            if row.logits_at < 0:
-                continue
-            token = lib.llama_sampler_sample(row.sampler, self._ctx, row.logits_at)
-            row.feed = [token]
-            self._accept(lib, row, token)
+            raise GenerationError(f"llama.cpp could not decode the batch (code {code}).")
+        for row, fed, logits_at in taken:
+            row.position, row.feed = row.position + fed, row.feed[fed:]
+            if logits_at >= 0:
+                token = lib.llama_sampler_sample(row.sampler, self._ctx, logits_at)
+                row.feed = [token]
+                self._accept(lib, row, token)
+
+    def _stop_longest(self) -> None:
+        longest = max(self._rows, key=lambda row: row.position)
+        log.warning("llama.cpp's cache is full with %d drafts: the longest stops early", len(self._rows))
+        if longest.undecoded:
+            longest.request.streamer.on_finalized_text(longest.undecoded.decode("utf-8", "replace"))
+        longest.done = True
+        longest.request.finish(GenerationError(
+            "The drafts being written together filled the model's memory for them, so this one, the "
+            "longest, stopped here. Continue it, or ask the operator for a lower --max-batch."))
 
     def _accept(self, lib, row: _Row, token: int) -> None:
         """Count a chosen token and stream its text. The text goes straight to the draft's
