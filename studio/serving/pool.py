@@ -141,14 +141,14 @@ class ModelPool:
         return {"model": model, "batch_engine": engine.health()}
 
     def served_by(self, loaded: LoadedModel | None = None) -> str:
-        """What writes the drafts, in words: "by llama.cpp (GGUF) on cpu", "by transformers on cuda"..."""
+        """What writes the drafts, in words: "by llama.cpp from FILE.gguf on cpu", "by transformers on cuda"..."""
         loaded = loaded or self._loaded
         if self.remote:
             return "on the server"
         if loaded is None:
             return "not loaded yet"
         if isinstance(loaded.engine, GgufEngine):
-            return f"by llama.cpp ({loaded.engine.path.name}) on cpu"
+            return f"by llama.cpp from {loaded.engine.path.name} on cpu"
         served = f", {loaded.quantize} weights" if loaded.quantize != "none" else ""
         return f"by transformers on {loaded.device}{served}"
 
