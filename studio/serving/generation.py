@@ -1,11 +1,11 @@
 """The generation core: a prompt and sampler settings in, text chunks out, stoppable at any time.
 
 Tokens come either from the model's batch engine (batching.py: several writers' drafts decoded
-together; gguf.py: the same with llama.cpp) or, with batching off, from transformers' generate() in a worker thread of this
-stream's own. Both feed a TextIteratorStreamer; the caller iterates over chunks. Stopping (stop(),
-closing the iterator, or the iterator being dropped) sets an event that is checked after every
-token, and the iterator waits until generation has ended before it returns, so nothing goes on
-generating for a writer who has left.
+together; gguf.py: the same with llama.cpp) or, with batching off, from transformers' generate()
+in a worker thread of this stream's own. Both feed a TextIteratorStreamer; the caller iterates over
+chunks. Stopping (stop(), closing the iterator, or the iterator being dropped) sets an event that
+is checked after every token, and the iterator waits until generation has ended before it returns,
+so nothing goes on generating for a writer who has left.
 """
 
 from __future__ import annotations
