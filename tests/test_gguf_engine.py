@@ -26,15 +26,6 @@ PROMPT = ("<|im_start|>user\nWrite a short story about a lighthouse keeper.<|im_
           "<|im_start|>assistant\n")
 
 
-class Written(Collected):
-    """A draft's progress and text, as the engine hands them to a DraftStream's streamer."""
-
-    text = ""
-
-    def on_finalized_text(self, text: str, stream_end: bool = False) -> None:
-        self.text += text
-
-
 @pytest.fixture(scope="module")
 def engine():
     engine = GgufEngine(embedded_gguf_path(), max_batch=4)
@@ -43,13 +34,13 @@ def engine():
 
 
 def _write(engine, count: int, tokens: int = 24, seed: int = 0, prompt: str = PROMPT,
-           **settings) -> list[tuple[Request, Written]]:
+           **settings) -> list[tuple[Request, Collected]]:
     import torch
 
     ids = torch.tensor([engine.tokenize(prompt, special=False)])
     drafts = []
     for i in range(count):
-        collected = Written()
+        collected = Collected()
         chosen = SamplerSettings(max_new_tokens=tokens, seed=seed + i, **settings)
         drafts.append((Request(ids, chosen, collected, collected, engine.eos), collected))
     engine.submit(*[request for request, _ in drafts])
@@ -76,7 +67,7 @@ def test_a_draft_stops_within_a_token_of_stop_and_the_others_go_on(engine):
     import torch
 
     ids = torch.tensor([engine.tokenize(PROMPT, special=False)])
-    stopped, running = Written(), Written()
+    stopped, running = Collected(), Collected()
     first = threading.Event()
     original = stopped.on_finalized_text
 
@@ -132,7 +123,7 @@ def test_when_the_shared_cache_fills_the_longest_draft_stops_with_its_text_and_t
     small = GgufEngine(embedded_gguf_path(), max_batch=2, context_tokens=256)
     try:
         ids = torch.tensor([small.tokenize(PROMPT, special=False)])
-        long, short = Written(), Written()
+        long, short = Collected(), Collected()
         requests = [Request(ids, SamplerSettings(max_new_tokens=400, seed=1), long, long, set()),
                     Request(ids, SamplerSettings(max_new_tokens=60, seed=2), short, short, set())]
         small.submit(*requests)

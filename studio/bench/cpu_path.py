@@ -125,7 +125,7 @@ def fine_tune_speed(loaded, adapter: Path, tokens: int, repeats: int) -> dict[st
     try:
         for i in range(repeats + 1):  # the first of each is a warm-up
             for label, engine in (("base", loaded.engine), ("fine_tune", tuned)):
-                counter = _Counter()
+                counter = Collected()
                 settings = SamplerSettings(max_new_tokens=tokens, seed=i, repetition_penalty=1.0)
                 # No end-of-text tokens: every draft is as long as asked, as the peer's are.
                 request, started = Request(prompt, settings, counter, counter, set()), time.perf_counter()
@@ -137,11 +137,6 @@ def fine_tune_speed(loaded, adapter: Path, tokens: int, repeats: int) -> dict[st
         tuned.close()
     base, tuned_rate = statistics.median(rates["base"]), statistics.median(rates["fine_tune"])
     return {"base_tokens_per_s": base, "fine_tune_tokens_per_s": tuned_rate, "fine_tune_x_base": tuned_rate / base}
-
-
-class _Counter(Collected):
-    def on_finalized_text(self, text: str, stream_end: bool = False) -> None:
-        pass
 
 
 def _summary(one: list[dict[str, Any]], many: list[dict[str, Any]], writers: int) -> dict[str, Any]:

@@ -68,10 +68,11 @@ class Request:
 
 class Collected:
     """A draft's tokens gathered as the engine hands them out, for a caller that wants whole texts
-    rather than a stream: a request's streamer and its progress at once."""
+    rather than a stream: a request's streamer and its progress at once. The transformers engine
+    hands it token ids (put); llama.cpp's hands it text (on_finalized_text, as to a TextIteratorStreamer)."""
 
     def __init__(self) -> None:
-        self.event, self.tokens, self.ids, self.ended = threading.Event(), 0, [], False
+        self.event, self.tokens, self.ids, self.ended, self.text = threading.Event(), 0, [], False, ""
 
     def count(self, ended: bool = False) -> None:
         self.tokens += 1
@@ -79,6 +80,9 @@ class Collected:
 
     def put(self, token) -> None:
         self.ids += token.tolist()
+
+    def on_finalized_text(self, text: str, stream_end: bool = False) -> None:
+        self.text += text
 
     def end(self) -> None:
         pass
